@@ -1,0 +1,80 @@
+"""Task interface and registry.
+
+A *task* hosts one problem family: seeded instance generation per split, a pure transition
+function, the task reward and an oracle. Tasks know nothing of LLMs, prompts or trainers.
+
+Invariants every task keeps (checked for every registered task by tests/envs/test_registry.py):
+- `instance(split, i)` is a pure function of (task config, split, i);
+- train, validation and test instances are disjoint *by content*: `split_of(instance)` is a
+  function of the instance's content alone, and `instance(split, i)` only returns instances
+  whose content hashes into `split`;
+- `step(state, action)` never mutates `state`; it returns a new state. Branching a rollout is
+  therefore free and every candidate is applied to the very state its prompt was rendered from.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+SPLITS = ("train", "val", "test")
+# Share of the content-hash space owned by each split, in percent: 80 / 10 / 10.
+_SPLIT_BUCKETS = {"train": range(0, 80), "val": range(80, 90), "test": range(90, 100)}
+
+
+def split_of(content_key: str) -> str:
+    """The split an instance belongs to, decided by a stable hash of its content."""
+    bucket = int(hashlib.sha256(content_key.encode()).hexdigest(), 16) % 100
+    for split, owned in _SPLIT_BUCKETS.items():
+        if bucket in owned:
+            return split
+    raise AssertionError("buckets cover 0..99")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one action did to the task.
+
+    reward: the task (team) reward of this step; terms: its documented parts, summing to it.
+    """
+
+    state: Any
+    reward: float
+    solved: bool
+    terms: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    name: str
+
+    def instance(self, split: str, index: int) -> Any: ...
+    def initial_state(self, instance: Any) -> Any: ...
+    def step(self, state: Any, action: Any) -> StepResult: ...
+    def oracle(self, state: Any) -> Any: ...
+    def is_solved(self, state: Any) -> bool: ...
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register(name: str, factory: Callable[..., Task]) -> None:
+    """Register a task factory under `name`; a taken name is an error, never an overwrite."""
+    if name in _REGISTRY:
+        raise ValueError(f"task {name!r} is already registered ({_REGISTRY[name]!r})")
+    _REGISTRY[name] = factory
+
+
+def make(name: str, **kwargs: Any) -> Task:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**kwargs)
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)

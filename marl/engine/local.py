@@ -1,0 +1,185 @@
+"""Local engine: one process, HF transformers on cpu or cuda.
+
+`BatchingClient.generate` is the async token-in/token-out client the rollout awaits. Concurrent
+requests (all problems x all K candidates of one (turn, role) step) are collected and served by
+one left-padded HF `generate` call with the KV cache.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from marl.types import Completion
+
+
+class BatchingClient:
+    def __init__(self, model, tokenizer, max_new_tokens: int, max_batch: int = 512):
+        self.model, self.tok = model, tokenizer
+        self.max_new_tokens, self.max_batch = max_new_tokens, max_batch
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self._pending: list[tuple[list[int], float, asyncio.Future]] = []
+        self._flushing = False
+        self.stats = defaultdict(float)  # generate calls, sequences, new tokens, seconds
+
+    async def generate(self, prompt_ids: list[int], temperature: float) -> Completion:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((prompt_ids, temperature, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        # Let every runnable rollout reach its next generate() before serving the batch.
+        seen = -1
+        while seen != len(self._pending):
+            seen = len(self._pending)
+            await asyncio.sleep(0)
+        batch, self._pending, self._flushing = self._pending, [], False
+        by_temp: dict[float, list] = defaultdict(list)
+        for req in batch:
+            by_temp[req[1]].append(req)
+        for temp, reqs in by_temp.items():
+            for i in range(0, len(reqs), self.max_batch):
+                chunk = reqs[i:i + self.max_batch]
+                try:
+                    outs = self.generate_batch([r[0] for r in chunk], temp)
+                except Exception as e:  # surface the error in every waiting rollout
+                    for r in chunk:
+                        r[2].set_exception(e)
+                    continue
+                for r, out in zip(chunk, outs):
+                    r[2].set_result(out)
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
+        """prompts: B token-id lists. Greedy when temperature == 0."""
+        t0 = time.perf_counter()
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # (B, P) left-padded
+        attn = torch.zeros_like(ids)
+        for b, p in enumerate(prompts):
+            ids[b, width - len(p):] = torch.tensor(p)
+            attn[b, width - len(p):] = 1
+        greedy = temperature <= 0
+        out = self.model.generate(
+            input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=not greedy,
+            temperature=None if greedy else temperature, top_k=None, top_p=None,
+            max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            output_logits=True, return_dict_in_generate=True)
+        new = out.sequences[:, width:].cpu()  # (B, T)
+        logits = torch.stack(out.logits, dim=1).float().cpu()  # (B, T, V) raw logits
+        scaled = logits if greedy else logits / temperature
+        lp = F.log_softmax(scaled, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        comps = []
+        for b in range(len(prompts)):
+            toks = new[b].tolist()
+            n = toks.index(self.eos_id) + 1 if self.eos_id in toks else len(toks)  # keep EOS: it is an action
+            comps.append(Completion(toks[:n], lp[b, :n].tolist(),
+                                    self.tok.decode(toks[:n], skip_special_tokens=True)))
+        self.stats["calls"] += 1
+        self.stats["sequences"] += len(prompts)
+        self.stats["new_tokens"] += sum(len(c.token_ids) for c in comps)
+        self.stats["seconds"] += time.perf_counter() - t0
+        return comps
+
+
+def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                      temperatures: list[float], pad_id: int, with_entropy: bool = False):
+    """Log-probs of each response under `model`, at each sample's sampling temperature.
+
+    Returns logprob (B, T), mask (B, T) and entropy (B, T) or None, T = longest response."""
+    device = next(model.parameters()).device
+    seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, L) right-padded
+    attn = torch.zeros_like(ids)
+    for b, s in enumerate(seqs):
+        ids[b, :len(s)] = torch.tensor(s)
+        attn[b, :len(s)] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    logits = model(input_ids=ids, attention_mask=attn).logits.float()  # (B, L, V)
+    temp = torch.tensor([t if t > 0 else 1.0 for t in temperatures], device=device).view(-1, 1, 1)
+    logits = logits / temp
+    T = max(len(r) for r in response_ids)
+    # Response token j of sample b sits at position P_b + j and is predicted at P_b + j - 1.
+    starts = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)  # (B,)
+    pos = (starts.unsqueeze(1) + torch.arange(T, device=device)).clamp(max=width - 2)  # (B, T)
+    mask = (torch.arange(T, device=device).unsqueeze(0)
+            < torch.tensor([len(r) for r in response_ids], device=device).unsqueeze(1)).float()  # (B, T)
+    step_logits = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, T, V)
+    targets = ids.gather(1, (pos + 1).clamp(max=width - 1))  # (B, T)
+    logp_all = F.log_softmax(step_logits, dim=-1)  # (B, T, V)
+    logprob = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask  # (B, T)
+    entropy = None
+    if with_entropy:
+        entropy = -(logp_all.exp() * logp_all).sum(-1) * mask  # (B, T)
+    return logprob, mask, entropy
+
+
+def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
+    """PPO epochs over `samples` (all from this policy) in mini-batches (one optimizer step each)
+    split into micro-batches (gradient accumulation; token-mean over the whole mini-batch).
+
+    Old log-probs are recomputed with the pre-update weights at each sample's temperature, so the
+    first mini-batch's ratio is exactly 1 and later ones measure how far the update has moved."""
+    from marl.loss import ppo_loss  # verl import cost paid only when training
+
+    model, pad = policy.model, policy.tokenizer.pad_token_id
+    mb, micro = train.mini_batch, train.micro_batch
+
+    def chunks(xs, n):
+        return [xs[i:i + n] for i in range(0, len(xs), n)]
+
+    with torch.no_grad():
+        old, ref = {}, {}
+        for part in chunks(samples, micro):
+            args = ([s.prompt_ids for s in part], [s.response_ids for s in part], [s.temperature for s in part], pad)
+            lp, mask, _ = response_logprobs(model, *args)
+            rlp = response_logprobs(policy.ref_model, *args)[0] if policy.ref_model is not None else None
+            for j, s in enumerate(part):
+                n = len(s.response_ids)
+                old[id(s)] = lp[j, :n]
+                if rlp is not None:
+                    ref[id(s)] = rlp[j, :n]
+    model.train()
+    metrics: dict[str, list[float]] = defaultdict(list)
+    order = list(samples)
+    n_mini = 0
+    for _ in range(train.ppo_epochs):
+        rng.shuffle(order)
+        for mini in chunks(order, mb):
+            n_tokens = sum(len(s.response_ids) for s in mini)
+            n_mini += 1
+            policy.optimizer.zero_grad(set_to_none=True)
+            for part in chunks(mini, micro):
+                lp, mask, ent = response_logprobs(
+                    model, [s.prompt_ids for s in part], [s.response_ids for s in part],
+                    [s.temperature for s in part], pad, with_entropy=algo.entropy_coef > 0)
+                T = lp.shape[1]
+                old_lp = torch.stack([F.pad(old[id(s)], (0, T - len(s.response_ids))) for s in part])  # (B, T)
+                ref_lp = (torch.stack([F.pad(ref[id(s)], (0, T - len(s.response_ids))) for s in part])
+                          if ref else None)  # (B, T)
+                adv = torch.tensor([s.advantage for s in part], dtype=lp.dtype, device=lp.device)  # (B,)
+                loss, m = ppo_loss(lp, old_lp.to(lp.device), adv, mask, n_tokens, clip=algo.clip,
+                                   entropy=ent, entropy_coef=algo.entropy_coef,
+                                   ref_logprob=None if ref_lp is None else ref_lp.to(lp.device),
+                                   kl_coef=algo.kl_coef, kl_type=algo.kl_type)
+                loss.backward()
+                for key, v in m.items():
+                    metrics[key].append(v)
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            metrics["train/grad_norm"].append(float(gn))
+            policy.optimizer.step()
+    policy.scheduler.step()
+    model.eval()
+    out = {k: sum(v) / len(v) for k, v in metrics.items()}
+    out["train/pg_loss"] = sum(metrics["train/pg_loss"]) / max(n_mini, 1)  # shares add up per mini-batch
+    out["train/lr"] = policy.scheduler.get_last_lr()[0]
+    return out

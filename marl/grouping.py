@@ -1,0 +1,53 @@
+"""Group keys: explicit strings that travel with every sample.
+
+AT-GRPO normalises within (problem, turn, role); trajectory GRPO within the problem. The key is
+built from the fields themselves, never from a position or an index arithmetic (the reference
+code divided a problem index by K and merged K problems into one group).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from marl.types import Sample
+
+SEP = "|"
+
+
+def at_grpo_key(problem_id: str, turn: int, role: str) -> str:
+    if SEP in problem_id or SEP in role:
+        raise ValueError(f"problem_id and role must not contain {SEP!r}: {problem_id!r}, {role!r}")
+    return f"{problem_id}{SEP}t{turn}{SEP}{role}"
+
+
+def trajectory_key(problem_id: str) -> str:
+    return problem_id
+
+
+def regroup_by_problem(samples: list[Sample], returns: dict[tuple[str, int], float]) -> list[Sample]:
+    """Trajectory GRPO: every sample of episode e of problem p gets the episode's return as its
+    reward and the problem as its group."""
+    for s in samples:
+        s.group_id = trajectory_key(s.problem_id)
+        s.reward = returns[(s.problem_id, s.episode)]
+    return samples
+
+
+def check_groups(samples: list[Sample], k: int, per: str = "at_grpo") -> dict[str, float]:
+    """Assert the grouping invariants; returns group statistics.
+
+    at_grpo: every group has exactly K members sharing one (problem, turn, role) and one prompt.
+    trajectory: every group holds one problem and K episodes."""
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[s.group_id].append(s)
+    for gid, members in groups.items():
+        if len({m.problem_id for m in members}) != 1:
+            raise AssertionError(f"group {gid} mixes problems {sorted({m.problem_id for m in members})}")
+        if per == "at_grpo":
+            if len(members) != k:
+                raise AssertionError(f"group {gid} has {len(members)} members, expected K={k}")
+            if len({(m.turn, m.role) for m in members}) != 1 or len({m.prompt for m in members}) != 1:
+                raise AssertionError(f"group {gid} mixes turns, roles or prompts")
+        elif len({m.episode for m in members}) != k:
+            raise AssertionError(f"group {gid} has {len({m.episode for m in members})} episodes, expected {k}")
+    return {"adv/n_groups": float(len(groups))}

@@ -1,0 +1,77 @@
+"""Loggers. `metrics.jsonl` is always written; W&B is optional and has a do-nothing twin, so the
+training loop never asks whether W&B is on."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+class NullLogger:
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class JsonlLogger:
+    """One JSON object per line: {"step": N, <namespaced keys>}. Appends, so a resumed run
+    continues the same file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, metrics: dict, step: int) -> None:
+        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbLogger:
+    def __init__(self, cfg, run_dir: Path, config: dict):
+        import wandb  # imported here: runs with logger=none never pay for it
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(project=cfg.project, entity=cfg.get("entity"), group=cfg.get("group"),
+                              mode=cfg.mode, dir=str(run_dir), config=config, name=cfg.get("name"),
+                              resume="allow", id=cfg.get("id"))
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+class MultiLogger:
+    def __init__(self, *loggers):
+        self.loggers = loggers
+
+    def log(self, metrics: dict, step: int) -> None:
+        for lg in self.loggers:
+            lg.log(metrics, step)
+
+    def finish(self) -> None:
+        for lg in self.loggers:
+            lg.finish()
+
+
+def make_logger(cfg, run_dir: Path, config: dict):
+    jsonl = JsonlLogger(Path(run_dir) / "metrics.jsonl")
+    if cfg.name == "none":
+        return MultiLogger(jsonl, NullLogger())
+    if cfg.name == "wandb":
+        return MultiLogger(jsonl, WandbLogger(cfg, run_dir, config))
+    raise ValueError(f"unknown logger {cfg.name!r}; allowed: wandb, none")
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN; keep it visible rather than crash the run
+    return v

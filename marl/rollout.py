@@ -1,0 +1,64 @@
+"""The rollout of one problem: an async function over injected generate clients.
+
+AT-GRPO tree rollout (DESIGN.md): for each turn, for each role in turn order, sample K
+candidates from the *same* state, apply each to its own copy (harness states are immutable, so
+`harness.act(state, ...)` is that copy), score each `local + alpha * team` from the state it
+produced, record all K under one group key (problem, turn, role), then continue from the chosen
+candidate's own resulting state. With K = 1 and temperature 0 the same function is a greedy
+evaluation episode; trajectory GRPO runs it K times with K = 1.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Callable
+
+from marl.grouping import at_grpo_key
+from marl.types import Episode, GenerateClient, Sample
+from roles.base import Harness
+
+
+def choose(rewards: list[float], rng: random.Random, how: str = "best") -> int:
+    """Index of the candidate to continue from: the best reward (ties broken by `rng`), or a
+    uniformly random one (`how="random"`)."""
+    if how == "random":
+        return rng.randrange(len(rewards))
+    if how != "best":
+        raise ValueError(f"unknown selection {how!r}; allowed: best, random")
+    top = max(rewards)
+    return rng.choice([i for i, r in enumerate(rewards) if r == top])
+
+
+async def rollout(harness: Harness, instance, problem_id: str, clients: dict[str, GenerateClient],
+                  role_policy: dict[str, str], encode: dict[str, Callable[[str], list[int]]],
+                  k: int, temperature: float, alpha: float, rng: random.Random,
+                  select: str = "best", episode: int = 0) -> Episode:
+    """clients/encode are keyed by policy id; role_policy maps each role to its policy id."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    state = harness.reset(instance)
+    samples: list[Sample] = []
+    ret = 0.0
+    while not state.done:
+        for role in harness.role_names:
+            pol = role_policy[role]
+            prompt = harness.prompt(state, role)
+            ids = encode[pol](prompt)
+            comps = await asyncio.gather(*[clients[pol].generate(ids, temperature) for _ in range(k)])
+            outs = [harness.act(state, role, c.text) for c in comps]  # each on its own copy of `state`
+            rewards = [o.local + alpha * o.team for o in outs]
+            pick = choose(rewards, rng, select)
+            key = at_grpo_key(problem_id, state.turn, role)
+            for i, (c, o, r) in enumerate(zip(comps, outs, rewards)):
+                samples.append(Sample(
+                    problem_id=problem_id, turn=state.turn, role=role, policy=pol, candidate=i,
+                    prompt=prompt, response=c.text, prompt_ids=ids, response_ids=c.token_ids,
+                    logprobs=c.logprobs, temperature=temperature, reward=r, local=o.local,
+                    team=o.team, parse_ok=o.parse_ok, chosen=i == pick, episode=episode,
+                    group_id=key, info=o.info))
+            ret += rewards[pick]
+            state = outs[pick].state  # continue from the chosen candidate's own copy
+            if state.done:
+                break
+    solved = bool(harness.task.is_solved(state.task_state))
+    return Episode(problem_id, samples, solved, state.turn, ret)

@@ -1,0 +1,140 @@
+"""The tiny default model: a Qwen3-architecture causal LM of about a million parameters, a
+word-level tokenizer trained on the task's own text, and a warm start by supervised fine-tuning
+on oracle demonstrations in every harness format.
+
+Both are cached under `<cache_dir>/tiny-<hash>/`, the hash covering everything that shapes them
+(task, harnesses, model config, SFT settings, seed), so a second run loads them at once. The
+directory is written under a temporary name and renamed into place, so a killed build never
+leaves a half-written cache behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from roles.base import Harness
+
+SPECIALS = ["<pad>", "<eos>", "<unk>"]
+VERSION = 1  # bump when the build recipe changes, to invalidate old caches
+
+
+def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int):
+    """(prompt, response) pairs from the oracle, for every role of every harness.
+
+    Episodes are driven by the oracle, except that with probability `noise` an action is replaced
+    by the role's plausible wrong response; those actions are never training targets. They only
+    make the demonstrations visit the states a learner meets (a history line, a bad tool answer).
+    """
+    rng = random.Random(seed)
+    for i in split_index:
+        for h in harnesses:
+            state = h.reset(h.task.instance("train", i))
+            while not state.done:
+                for name in h.role_names:
+                    role = h.role(name)
+                    prompt = h.prompt(state, name)
+                    if rng.random() < noise:
+                        text = role.noise(state, rng)
+                    else:
+                        text = role.demo(state)
+                        yield prompt, text
+                    state = h.act(state, name, text).state
+                    if state.done:
+                        break
+
+
+def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """Word-level: every grid symbol, digit and punctuation mark is a token of its own, words
+    are whole tokens, and spaces/newlines are tokens, so decoding concatenates exactly."""
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[A-Za-z]+|\d|[^A-Za-z\d]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>", clean_up_tokenization_spaces=False)
+
+
+def encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
+    """The tiny format: prompt, newline, response, EOS (no chat template)."""
+    return tok.encode(prompt + "\n"), tok.encode(response) + [tok.eos_token_id]
+
+
+def sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch: int, lr: float, seed: int,
+        log=None) -> dict[str, float]:
+    """Cross-entropy on response tokens only; AdamW with linear decay."""
+    g = torch.Generator().manual_seed(seed)
+    data = [encode_pair(tok, p, r) for p, r in pairs]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(steps, 1))
+    model.train()
+    loss_ema = None
+    for step in range(steps):
+        idx = torch.randint(len(data), (batch,), generator=g).tolist()
+        seqs = [data[i][0] + data[i][1] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((batch, width), tok.pad_token_id)  # (B, L) right-padded
+        labels = torch.full((batch, width), -100)  # (B, L) -100 = not a target
+        for b, i in enumerate(idx):
+            p, r = data[i]
+            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
+            labels[b, len(p):len(p) + len(r)] = torch.tensor(r)
+        logits = model(input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id)).logits
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if log is not None and (step % 100 == 0 or step == steps - 1):
+            log(step, loss_ema)
+    model.eval()
+    return {"sft/loss": loss_ema or 0.0}
+
+
+def cache_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps({**spec, "version": VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=print):
+    """Return (model, tokenizer, path) for the tiny model described by `spec`:
+    {"model": Qwen3Config kwargs, "sft": {instances, noise, steps, batch, lr}, "seed", "task": ...}."""
+    path = Path(os.path.expanduser(cache_dir)) / f"tiny-{cache_key(spec)}"
+    if (path / "done.json").exists():
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+        model = Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return model.eval(), tok, path
+    t0 = time.time()
+    sft_cfg, seed = spec["sft"], spec["seed"]
+    pairs = list(demonstrations(harnesses, range(sft_cfg["instances"]), sft_cfg["noise"], seed))
+    tok = build_tokenizer([p + "\n" + r for p, r in pairs])
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.eos_token_id, tie_word_embeddings=True, **spec["model"])
+    model = Qwen3ForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"[tiny] building: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {len(pairs)} demonstrations")
+    stats = sft(model, tok, pairs, sft_cfg["steps"], sft_cfg["batch"], sft_cfg["lr"], seed,
+                log=lambda s, l: log(f"[tiny] sft step {s}/{sft_cfg['steps']} loss {l:.3f}"))
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    info = {"spec": spec, "params": n_params, "demonstrations": len(pairs), "seconds": time.time() - t0, **stats}
+    (tmp / "done.json").write_text(json.dumps(info, indent=1))
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another process finished the same build first; use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"[tiny] built in {time.time() - t0:.0f}s, cached at {path}")
+    return model.eval(), tok, path

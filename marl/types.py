@@ -1,0 +1,66 @@
+"""Records that travel between rollout, grouping, advantage and update."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated response. token_ids/logprobs come from generation and are kept as they are:
+    text is never re-tokenised to rebuild a training sample."""
+
+    token_ids: list[int]
+    logprobs: list[float]  # log p(token) under the sampling distribution (logits / temperature)
+    text: str
+
+
+class GenerateClient(Protocol):
+    """Async token-in/token-out generation. The local engine batches concurrent calls."""
+
+    async def generate(self, prompt_ids: list[int], temperature: float) -> Completion: ...
+
+
+@dataclass
+class Sample:
+    """One candidate response of one role at one turn of one problem: one training sample.
+
+    group_id is the explicit key of the group this sample is normalised in; it is a string built
+    from (problem, turn, role) for AT-GRPO or from the problem for trajectory GRPO, never derived
+    from a position in a tensor."""
+
+    problem_id: str
+    turn: int
+    role: str
+    policy: str
+    candidate: int
+    prompt: str
+    response: str
+    prompt_ids: list[int]
+    response_ids: list[int]
+    logprobs: list[float]
+    temperature: float
+    reward: float
+    local: float
+    team: float
+    parse_ok: bool
+    chosen: bool
+    episode: int = 0  # which independent episode of this problem (trajectory GRPO; eval samples)
+    group_id: str = ""
+    advantage: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def trace(self) -> dict:
+        """The row written to traces/step_NNNNNN.jsonl."""
+        return {k: getattr(self, k) for k in (
+            "problem_id", "turn", "role", "policy", "group_id", "candidate", "prompt", "response",
+            "reward", "local", "team", "advantage", "chosen", "parse_ok")}
+
+
+@dataclass
+class Episode:
+    problem_id: str
+    samples: list[Sample]
+    solved: bool
+    turns: int
+    return_: float  # sum of the rewards of the actions that were continued from

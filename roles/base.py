@@ -1,0 +1,112 @@
+"""Roles and harnesses: who acts in which order, what each sees, how its text becomes an action.
+
+A *harness* is a team of roles over a task. The state it carries, `TeamState`, is immutable:
+`act(state, role, text)` returns a new state and leaves the old one untouched, so the K
+candidates of a role are each applied to their own copy of the very state their prompt was
+rendered from (the reference implementation's defect 2 cannot happen by construction).
+
+Reward of one action: `local + alpha * team`, where
+- local: the role's own contribution (documented by each role; a failed parse gives
+  `parse_penalty` and leaves the task where it was);
+- team: 1.0 if the team has solved the task once this action is applied, else 0.0; read from the
+  state the action produced, never from another copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol
+
+
+@dataclass(frozen=True)
+class Parsed:
+    ok: bool
+    action: Any = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TeamState:
+    task_state: Any
+    turn: int = 0
+    tool_output: str | None = None  # what the tool returned this turn; shown to later roles
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: TeamState
+    local: float
+    team: float
+    parse_ok: bool
+    solved: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Role(Protocol):
+    name: str
+
+    def prompt(self, state: TeamState) -> str: ...
+    def parse(self, text: str) -> Parsed: ...
+    def apply(self, state: TeamState, parsed: Parsed) -> tuple[TeamState, float, dict]: ...
+    def demo(self, state: TeamState) -> str: ...  # the oracle's response, for warm-start data
+    def noise(self, state: TeamState, rng: Any) -> str: ...  # a plausible wrong response
+
+
+class Harness:
+    """Roles in turn order over one task. A turn is every role acting once; the episode ends when
+    the task is solved (checked after every action) or after `max_turns` turns."""
+
+    def __init__(self, name: str, task: Any, roles: list[Role], max_turns: int = 4,
+                 parse_penalty: float = -0.5):
+        if max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        self.name, self.task, self.roles = name, task, roles
+        self.role_names = [r.name for r in roles]
+        self.max_turns, self.parse_penalty = max_turns, parse_penalty
+
+    def role(self, name: str) -> Role:
+        for r in self.roles:
+            if r.name == name:
+                return r
+        raise ValueError(f"harness {self.name!r} has no role {name!r}; roles: {self.role_names}")
+
+    def reset(self, instance: Any) -> TeamState:
+        return TeamState(task_state=self.task.initial_state(instance))
+
+    def prompt(self, state: TeamState, role: str) -> str:
+        return self.role(role).prompt(state)
+
+    def act(self, state: TeamState, role: str, text: str) -> Outcome:
+        """Apply one role's response text to `state` (which is not modified)."""
+        if state.done:
+            raise ValueError("act() on a finished episode")
+        r = self.role(role)
+        parsed = r.parse(text)
+        new, local, info = r.apply(state, parsed)
+        if not parsed.ok:
+            local = self.parse_penalty
+            info = {**info, "parse_error": parsed.error}
+        solved = bool(self.task.is_solved(new.task_state))
+        if role == self.role_names[-1]:  # the turn ends with the last role
+            new = replace(new, turn=new.turn + 1, tool_output=None)
+        done = solved or new.turn >= self.max_turns
+        new = replace(new, done=done)
+        return Outcome(new, float(local), 1.0 if solved else 0.0, parsed.ok, solved, info)
+
+
+HarnessFactory = Callable[..., Harness]
+_HARNESSES: dict[tuple[str, str], HarnessFactory] = {}
+
+
+def register_harness(task: str, name: str, factory: HarnessFactory) -> None:
+    if (task, name) in _HARNESSES:
+        raise ValueError(f"harness {name!r} for task {task!r} is already registered")
+    _HARNESSES[(task, name)] = factory
+
+
+def make_harness(task: Any, name: str, **kwargs: Any) -> Harness:
+    key = (task.name, name)
+    if key not in _HARNESSES:
+        known = sorted(h for t, h in _HARNESSES if t == task.name)
+        raise ValueError(f"unknown harness {name!r} for task {task.name!r}; available: {known}")
+    return _HARNESSES[key](task, **kwargs)

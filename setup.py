@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="marl",
+    version="0.1.0",
+    description="On-policy RL for teams of LLM agents (AT-GRPO), laptop to cluster",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["marl", "marl.*", "envs", "envs.*", "roles", "roles.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch==2.13.0",
+        "transformers==5.10.4",
+        "tokenizers==0.22.2",
+        "hydra-core==1.3.8",
+        "omegaconf==2.3.1",
+        "gymnasium==1.4.0",
+        "pettingzoo==1.27.0",
+        "wandb==0.31.0",
+        "verl==0.9.1",
+        "numpy==2.4.6",
+        "tqdm==4.70.1",
+    ],
+    extras_require={
+        "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
+        "gpu": ["vllm"],
+    },
+    entry_points={"verl.plugins": ["at_grpo = marl.verl_plugin"]},
+)

@@ -125,6 +125,10 @@ class PlanPath:
             raise ValueError(f"planpath size must be >= 2, got {size}")
         if not 0.0 <= wall_frac < 0.7:
             raise ValueError(f"planpath wall_frac must be in [0, 0.7), got {wall_frac}")
+        if not 1 <= min_dist <= 2 * (size - 1):
+            # Beyond 2(size-1) instances exist only for walled detours and are rare enough that
+            # generation could spin for ever; the bound keeps instance() terminating.
+            raise ValueError(f"planpath min_dist must be in [1, {2 * (size - 1)}] for size {size}, got {min_dist}")
         self.size, self.wall_frac, self.min_dist, self.seed = size, wall_frac, min_dist, seed
         self.rewards = PlanPathRewards(**(rewards or {}))
 

@@ -37,9 +37,13 @@ def group_advantages(rewards: torch.Tensor, group_ids: list[str], estimator: str
     adv = adv.squeeze(-1)  # (B,)
 
     by_group: dict[str, list[float]] = defaultdict(list)
-    for g, r in zip(group_ids, rewards.tolist()):
+    for g, r in zip(group_ids, token_rewards.squeeze(-1).tolist()):  # the float32 values normalised
         by_group[g].append(r)
-    zero = sum(1 for rs in by_group.values() if max(rs) - min(rs) == 0.0)
+    flat = {g for g, rs in by_group.items() if max(rs) - min(rs) == 0.0}
+    # verl's float32 group mean of equal rewards can be off by an ulp, which / (0 + eps) turns into
+    # an advantage of order 0.1 with one sign for the whole group: equal rewards give exactly zero.
+    adv = adv.masked_fill(torch.tensor([g in flat for g in group_ids], dtype=torch.bool), 0.0)
+    zero = len(flat)
     metrics = {
         "adv/zero_std_frac": zero / max(len(by_group), 1),
         "adv/n_groups": float(len(by_group)),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 from dataclasses import replace
 
 from envs.planpath import MOVES, PlanPath, PlanPathState, bfs_path, simulate
@@ -71,6 +72,8 @@ def parse_cell(text: str) -> Parsed:
     nums = re.findall(r"-?\d+", text.strip().splitlines()[-1] if text.strip() else "")
     if len(nums) != 2:
         return Parsed(False, error="expected two integers 'row col'")
+    if any(len(n) > 7 for n in nums):  # int() refuses > 4300 digits; never raise
+        return Parsed(False, error="cell out of range")
     r, c = int(nums[0]), int(nums[1])
     if abs(r) > 10_000 or abs(c) > 10_000:
         return Parsed(False, error="cell out of range")
@@ -148,7 +151,8 @@ class ToolRole:
             path = bfs_path(s.grid, s.pos, action)
             return "none" if path is None else format_moves(path) or "here"
         result = run_program(action, timeout_s=self.timeout_s)
-        return result.stdout.strip()[-300:] if result.ok else f"error: {result.error}"
+        out = result.stdout.strip()[-300:] if result.ok else f"error: {result.error}"
+        return "".join(ch for ch in out if ch in string.printable)  # observations stay plain text
 
     def apply(self, state: TeamState, parsed: Parsed):
         out = self.run_tool(state, parsed.action) if parsed.ok else "error: unparsable call"

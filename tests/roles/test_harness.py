@@ -1,0 +1,317 @@
+"""Harness turn order, purity of `act`, team/local rewards, what the planner sees, the program tool."""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import replace
+
+import pytest
+
+import envs
+import roles  # noqa: F401  (registers the harnesses)
+from envs.planpath import PlanPath, bfs_path, simulate
+from roles.base import Harness, TeamState, make_harness
+from roles.planpath import format_moves, parse_moves, render_grid
+from roles.tools import run_program
+
+
+def mas(**kw) -> Harness:
+    return make_harness(PlanPath(), "mas", **kw)
+
+
+def single(**kw) -> Harness:
+    return make_harness(PlanPath(), "single", **kw)
+
+
+def not_goal_cell(state: TeamState) -> tuple[int, int]:
+    """A free cell other than the goal and '@' whose BFS path avoids the goal."""
+    s = state.task_state
+    g = s.grid
+    for r in range(g.size):
+        for c in range(g.size):
+            if g.free((r, c)) and (r, c) not in (g.goal, s.pos):
+                path = bfs_path(g, s.pos, (r, c))
+                if path and simulate(g, s.pos, path)[0] != g.goal:
+                    return r, c
+    raise AssertionError("no such cell")
+
+
+def away_move(state: TeamState) -> str:
+    """A single move that does not reach the goal (legal or not)."""
+    s = state.task_state
+    for m in "UDLR":
+        if simulate(s.grid, s.pos, (m,))[0] != s.grid.goal:
+            return m
+    raise AssertionError("every move reaches the goal")
+
+
+# --- turn order and episode end -----------------------------------------------------------
+
+def test_mas_turn_order_tool_then_plan():
+    h = mas()
+    assert h.role_names == ["tool", "plan"]
+    s0 = h.reset(h.task.instance("train", 0))
+    assert (s0.turn, s0.tool_output, s0.done) == (0, None, False)
+    a = h.act(s0, "tool", h.role("tool").demo(s0))
+    assert a.state.turn == 0 and a.state.tool_output is not None and not a.state.done
+    b = h.act(a.state, "plan", away_move(a.state))
+    assert b.state.turn == 1 and b.state.tool_output is None and not b.state.done
+
+
+@pytest.mark.parametrize("max_turns", [1, 2, 4])
+def test_mas_episode_ends_after_max_turns(max_turns):
+    h = mas(max_turns=max_turns)
+    state = h.reset(h.task.instance("train", 1))
+    for turn in range(max_turns):
+        for role in h.role_names:
+            assert not state.done and state.turn == turn
+            out = h.act(state, role, "no idea")
+            state = out.state
+    assert state.done and state.turn == max_turns
+    assert not h.task.is_solved(state.task_state)
+    with pytest.raises(ValueError, match="finished episode"):
+        h.act(state, "tool", "0 0")
+
+
+def test_single_turn_increments_after_every_action():
+    h = single(max_turns=3)
+    state = h.reset(h.task.instance("train", 2))
+    turns = []
+    while not state.done:
+        state = h.act(state, "plan", away_move(state)).state
+        turns.append(state.turn)
+    assert turns == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["single", "mas"])
+def test_episode_ends_when_solved(name):
+    h = make_harness(PlanPath(), name, max_turns=4)
+    state = h.reset(h.task.instance("val", 4))
+    # turn 0: a wrong plan; turn 1: the oracle
+    for role in h.role_names:
+        state = h.act(state, role, away_move(state) if role == "plan" else "0 0").state
+    assert not state.done and state.turn == 1
+    for role in h.role_names:
+        out = h.act(state, role, h.role(role).demo(state))
+        state = out.state
+    assert out.solved and state.done and state.turn == 2
+
+
+def test_solved_mid_turn_ends_the_episode():
+    """Solved is checked after every action, not only at the end of a turn."""
+    task = PlanPath()
+    reversed_team = Harness("rev", task, list(reversed(mas().roles)))  # plan first, then tool
+    state = reversed_team.reset(task.instance("train", 5))
+    out = reversed_team.act(state, "plan", reversed_team.role("plan").demo(state))
+    assert out.solved and out.state.done and out.state.turn == 0
+
+
+def test_harness_rejects_bad_max_turns():
+    with pytest.raises(ValueError, match="max_turns must be >= 1"):
+        mas(max_turns=0)
+
+
+# --- act is pure (reference defect 2) -----------------------------------------------------
+
+@pytest.mark.parametrize("name", ["single", "mas"])
+def test_act_does_not_mutate_its_input_state(name):
+    h = make_harness(PlanPath(), name)
+    for i in range(20):
+        state = h.reset(h.task.instance("train", i))
+        # reach turn 2 with some history (the defect showed from turn 2 on)
+        for _ in range(2):
+            for role in h.role_names:
+                state = h.act(state, role, away_move(state) if role == "plan" else "0 0").state
+        assert state.turn == 2 and not state.done
+        for role in h.role_names:
+            snapshot = copy.deepcopy(state)
+            good = h.act(state, role, h.role(role).demo(state))
+            bad = h.act(state, role, away_move(state) if role == "plan" else "zzz")
+            again = h.act(state, role, h.role(role).demo(state))
+            assert state == snapshot, "act() modified its input"
+            assert good == again, "act() is not a function of (state, text)"
+            assert good.state is not state and bad.state is not state
+            if role == "plan":
+                assert good.solved and good.team == 1.0 and h.task.is_solved(good.state.task_state)
+                assert not bad.solved and bad.team == 0.0 and not h.task.is_solved(bad.state.task_state)
+                assert good.state.task_state.pos == state.task_state.grid.goal
+                assert bad.state.task_state.pos != state.task_state.grid.goal
+            else:
+                assert good.state.tool_output != bad.state.tool_output
+                assert good.local == 1.0 and bad.local == h.parse_penalty
+            # continue from a candidate: its state is the one its action was applied to
+            state = bad.state
+
+
+def test_team_reward_is_one_exactly_when_the_produced_state_is_solved():
+    rng = random.Random(0)
+    seen = set()
+    for name in ["single", "mas"]:
+        h = make_harness(PlanPath(), name)
+        for i in range(60):
+            state = h.reset(h.task.instance("train", i))
+            while not state.done:
+                for role in h.role_names:
+                    r = h.role(role)
+                    text = r.demo(state) if rng.random() < 0.25 else r.noise(state, rng)
+                    out = h.act(state, role, text)
+                    solved = h.task.is_solved(out.state.task_state)
+                    assert out.team == (1.0 if solved else 0.0) and out.solved == solved
+                    seen.add(solved)
+                    state = out.state
+                    if state.done:
+                        break
+    assert seen == {True, False}
+
+
+def test_plan_local_reward_is_its_task_step_reward():
+    h = mas()
+    state = h.reset(h.task.instance("train", 9))
+    state = h.act(state, "tool", h.role("tool").demo(state)).state
+    text = h.role("plan").demo(state)
+    out = h.act(state, "plan", text)
+    step = h.task.step(state.task_state, parse_moves(text).action)
+    assert out.local == step.reward and out.info["terms"] == step.terms
+    assert out.local == pytest.approx(2.0)  # goal + optimal + full progress
+
+
+# --- tool agent ---------------------------------------------------------------------------
+
+def test_tool_local_reward_is_one_iff_its_output_reaches_the_goal():
+    h = mas()
+    rewards = set()
+    for i in range(30):
+        state = h.reset(h.task.instance("train", i))
+        g, pos = state.task_state.grid, state.task_state.pos
+        for r in range(-1, g.size + 1):
+            for c in range(-1, g.size + 1):
+                out = h.act(state, "tool", f"{r} {c}")
+                moves = parse_moves(out.state.tool_output)
+                reaches = moves.ok and simulate(g, pos, moves.action)[0] == g.goal
+                assert out.local == (1.0 if reaches else 0.0)
+                assert out.state.tool_output == out.info["tool_output"]
+                assert out.team == 0.0  # the tool never moves the task
+                assert out.state.task_state == state.task_state
+                rewards.add(out.local)
+        assert h.act(state, "tool", h.role("tool").demo(state)).local == 1.0
+        assert h.act(state, "tool", "{} {}".format(*not_goal_cell(state))).local == 0.0
+        wall = next(iter(g.walls), None)
+        if wall is not None:
+            out = h.act(state, "tool", f"{wall[0]} {wall[1]}")
+            assert out.state.tool_output == "none" and out.local == 0.0
+    assert rewards == {0.0, 1.0}
+
+
+def test_planner_sees_tool_output_of_the_same_turn_only():
+    h = mas(max_turns=3)
+    state = h.reset(h.task.instance("train", 11))
+    assert "tool:" not in h.prompt(state, "plan")
+    cell = not_goal_cell(state)
+    after_tool = h.act(state, "tool", f"{cell[0]} {cell[1]}").state
+    out = after_tool.tool_output
+    assert out and f"tool: {out}" in h.prompt(after_tool, "plan")
+    assert "tool:" not in h.prompt(after_tool, "tool")  # the tool agent sees the grid only
+    after_plan = h.act(after_tool, "plan", away_move(after_tool)).state
+    assert after_plan.turn == 1 and "tool:" not in h.prompt(after_plan, "plan")
+    after_tool2 = h.act(after_plan, "tool", h.role("tool").demo(after_plan)).state
+    prompt = h.prompt(after_tool2, "plan")
+    assert f"tool: {after_tool2.tool_output}" in prompt and f"tool: {out}\n" not in prompt
+
+
+def test_single_planner_never_sees_a_tool():
+    h = single()
+    state = h.reset(h.task.instance("train", 0))
+    assert "tool" not in h.prompt(replace(state, tool_output="U U"), "plan")
+
+
+def test_prompt_shows_the_grid_and_the_last_attempt():
+    h = single()
+    state = h.reset(h.task.instance("train", 0))
+    assert render_grid(state.task_state) in h.prompt(state, "plan")
+    state = h.act(state, "plan", away_move(state)).state
+    assert f"last: {state.task_state.history[-1]}" in h.prompt(state, "plan")
+
+
+# --- registry and errors ------------------------------------------------------------------
+
+def test_unknown_harness_lists_available_ones():
+    with pytest.raises(ValueError, match=r"unknown harness 'nope' for task 'planpath'; available: \['mas', 'single'\]"):
+        make_harness(PlanPath(), "nope")
+
+
+def test_unknown_role_and_tool():
+    with pytest.raises(ValueError, match=r"roles: \['tool', 'plan'\]"):
+        mas().role("coder")
+    with pytest.raises(ValueError, match="allowed: goal, program"):
+        mas(tool="calculator")
+
+
+def test_register_taken_harness_raises():
+    from roles.base import _HARNESSES, register_harness
+    original = _HARNESSES[("planpath", "mas")]
+    with pytest.raises(ValueError, match="already registered"):
+        register_harness("planpath", "mas", lambda task, **kw: None)
+    assert _HARNESSES[("planpath", "mas")] is original
+
+
+# --- run_program --------------------------------------------------------------------------
+
+def test_run_program_captures_prints():
+    res = run_program("print('hello')\nprint(1 + 2)")
+    assert res.ok and res.stdout == "hello\n3\n" and res.error == ""
+
+
+def test_run_program_infinite_loop_times_out():
+    t = time.monotonic()
+    res = run_program("while True:\n    pass", timeout_s=1)
+    assert time.monotonic() - t < 5
+    assert not res.ok and "timeout" in res.error
+
+
+def test_run_program_timeout_kills_the_program_and_its_children():
+    # sleeping uses no CPU, so only the kill at the timeout ends it; a grandchild holding the
+    # stdout pipe would keep communicate() waiting unless the whole process group is killed
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '30'])\ntime.sleep(30)"
+    t = time.monotonic()
+    res = run_program(code, timeout_s=1)
+    assert time.monotonic() - t < 10
+    assert not res.ok and "timeout" in res.error
+
+
+def test_run_program_exception_reports_the_error_line():
+    res = run_program("print('before')\nraise ValueError('boom')")
+    assert not res.ok and res.error == "ValueError: boom" and res.stdout == "before\n"
+
+
+def test_run_program_memory_limit():
+    t = time.monotonic()
+    res = run_program("x = bytearray(2 * 1024 ** 3)\nprint('allocated')", timeout_s=5)
+    assert time.monotonic() - t < 5
+    assert not res.ok and "allocated" not in res.stdout and "MemoryError" in res.error
+
+
+def test_run_program_runs_in_an_empty_isolated_directory():
+    res = run_program("import os, sys\nprint(os.listdir('.'), sys.flags.isolated)")
+    assert res.ok and res.stdout.strip() == "[] 1"
+
+
+def test_mas_program_tool_demo_solves_end_to_end():
+    h = mas(tool="program", tool_timeout_s=5.0)
+    for i in range(3):
+        state = h.reset(h.task.instance("test", i))
+        tool = h.act(state, "tool", h.role("tool").demo(state))
+        assert tool.parse_ok and tool.local == 1.0, tool.state.tool_output
+        assert tool.state.tool_output == format_moves(h.task.oracle(state.task_state))
+        # the plan agent answers with exactly what the program printed
+        plan = h.act(tool.state, "plan", tool.state.tool_output)
+        assert plan.solved and plan.team == 1.0 and plan.state.done
+
+
+def test_mas_program_tool_failures_are_reported_to_the_planner():
+    h = mas(tool="program")
+    state = h.reset(h.task.instance("train", 0))
+    out = h.act(state, "tool", "```python\nraise RuntimeError('nope')\n```")
+    assert out.parse_ok and out.local == 0.0
+    assert out.state.tool_output == "error: RuntimeError: nope"
+    assert "tool: error: RuntimeError: nope" in h.prompt(out.state, "plan")

@@ -31,12 +31,15 @@ _LABEL = re.compile(r"^\s*[A-Za-z ]{0,20}:\s*")
 _CODE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
 
-def render_grid(s: PlanPathState) -> str:
+def render_grid(s: PlanPathState, coords: bool = False) -> str:
+    """Rows of the grid; with coords, a header of column numbers and each row led by its number
+    (digits mod 10), so reading a cell's coordinates is a lookup rather than a count."""
     g = s.grid
-    rows = []
+    rows = [" " + "".join(str(c % 10) for c in range(g.size))] if coords else []
     for r in range(g.size):
-        rows.append("".join("@" if (r, c) == s.pos else "#" if (r, c) in g.walls
-                            else "G" if (r, c) == g.goal else "." for c in range(g.size)))
+        cells = "".join("@" if (r, c) == s.pos else "#" if (r, c) in g.walls
+                        else "G" if (r, c) == g.goal else "." for c in range(g.size))
+        rows.append(f"{r % 10}{cells}" if coords else cells)
     return "\n".join(rows)
 
 
@@ -80,9 +83,9 @@ def parse_cell(text: str) -> Parsed:
     return Parsed(True, (r, c))
 
 
-def _context(state: TeamState) -> str:
+def _context(state: TeamState, coords: bool) -> str:
     s: PlanPathState = state.task_state
-    lines = [render_grid(s)]
+    lines = [render_grid(s, coords)]
     if s.history:
         lines.append(f"last: {s.history[-1]}")
     return "\n".join(lines)
@@ -91,8 +94,9 @@ def _context(state: TeamState) -> str:
 class PlanRole:
     """Emits the move list that advances the task. In the team it also sees the tool's output."""
 
-    def __init__(self, task: PlanPath, sees_tool: bool, instructions: bool):
+    def __init__(self, task: PlanPath, sees_tool: bool, instructions: bool, coords: bool = False):
         self.name, self.task, self.sees_tool, self.instructions = "plan", task, sees_tool, instructions
+        self.coords = coords
 
     def prompt(self, state: TeamState) -> str:
         head = ""
@@ -100,7 +104,7 @@ class PlanRole:
             head = ("You move '@' to 'G' on the grid below ('#' is a wall). Answer with the list of "
                     "moves, each one of U D L R, e.g. [\"R\", \"D\"].\n")
         tool = f"\ntool: {state.tool_output}" if self.sees_tool and state.tool_output is not None else ""
-        return f"{head}{_context(state)}{tool}\nplan:"
+        return f"{head}{_context(state, self.coords)}{tool}\nplan:"
 
     def parse(self, text: str) -> Parsed:
         return parse_moves(text, max_moves=4 * self.task.size ** 2)
@@ -124,11 +128,12 @@ class PlanRole:
 class ToolRole:
     """Calls the tool; its output is shown to the plan agent of the same turn."""
 
-    def __init__(self, task: PlanPath, tool: str, instructions: bool, timeout_s: float = 2.0):
+    def __init__(self, task: PlanPath, tool: str, instructions: bool, timeout_s: float = 2.0,
+                 coords: bool = False):
         if tool not in ("goal", "program"):
             raise ValueError(f"unknown planpath tool {tool!r}; allowed: goal, program")
         self.name, self.task, self.tool = "tool", task, tool
-        self.instructions, self.timeout_s = instructions, timeout_s
+        self.instructions, self.timeout_s, self.coords = instructions, timeout_s, coords
 
     def prompt(self, state: TeamState) -> str:
         head = ""
@@ -137,7 +142,7 @@ class ToolRole:
         elif self.instructions:
             head = ("Write a Python program in a ```python block that prints the shortest list of moves "
                     "(U D L R) taking '@' to 'G' on the grid below ('#' is a wall).\n")
-        return f"{head}{_context(state)}\n{'goal' if self.tool == 'goal' else 'program'}:"
+        return f"{head}{_context(state, self.coords)}\n{'goal' if self.tool == 'goal' else 'program'}:"
 
     def parse(self, text: str) -> Parsed:
         if self.tool == "goal":
@@ -198,14 +203,14 @@ assert set(MOVES) == {"U", "D", "L", "R"}
 
 
 def single(task: PlanPath, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-           tool: str = "goal", tool_timeout_s: float = 2.0):
+           tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False):
     del tool, tool_timeout_s  # the single agent has no tool; accepted so one config serves both
-    return Harness("single", task, [PlanRole(task, False, instructions)], max_turns, parse_penalty)
+    return Harness("single", task, [PlanRole(task, False, instructions, coords)], max_turns, parse_penalty)
 
 
 def mas(task: PlanPath, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-        tool: str = "goal", tool_timeout_s: float = 2.0):
-    roles = [ToolRole(task, tool, instructions, tool_timeout_s), PlanRole(task, True, instructions)]
+        tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False):
+    roles = [ToolRole(task, tool, instructions, tool_timeout_s, coords), PlanRole(task, True, instructions, coords)]
     return Harness("mas", task, roles, max_turns, parse_penalty)
 
 

@@ -1,0 +1,277 @@
+"""The local engine on a tiny random Qwen3 (no SFT): request batching, what a Completion holds,
+generation log-probs == recomputed log-probs (the PPO ratio's denominator), and update_policy."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+import random
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+import envs
+import roles
+from marl.engine.local import BatchingClient, response_logprobs, update_policy
+from marl.grouping import check_groups
+from marl.policy import make_policy
+from marl.rollout import rollout
+from marl.tiny import build_tokenizer, demonstrations, encode_pair
+from marl.types import Completion, Sample
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def task_and_harnesses():
+    task = envs.make("planpath")
+    return task, [roles.make_harness(task, "mas"), roles.make_harness(task, "single")]
+
+
+@pytest.fixture(scope="module")
+def pairs(task_and_harnesses):
+    _, hs = task_and_harnesses
+    return list(demonstrations(hs, range(120), 0.15, 0))
+
+
+@pytest.fixture(scope="module")
+def tok(pairs):
+    return build_tokenizer([p + "\n" + r for p, r in pairs])
+
+
+def tiny_model(tok, seed=0):
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=256,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+                      initializer_range=0.4)  # peaked logits: log-probs differ by token and position
+    return Qwen3ForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return tiny_model(tok)
+
+
+@pytest.fixture(scope="module")
+def prompts(pairs, tok):
+    """Encoded prompts of different lengths (left padding matters)."""
+    seen, out = set(), []
+    for p, _ in pairs:
+        ids = encode_pair(tok, p, "")[0]
+        if len(ids) not in seen:
+            seen.add(len(ids))
+            out.append(ids)
+    assert len(out) >= 4
+    return out[:6]
+
+
+def gather(client, reqs):
+    async def go():
+        return await asyncio.gather(*[client.generate(p, t) for p, t in reqs])
+    return asyncio.run(go())
+
+
+# --- batching ----------------------------------------------------------------------------
+
+def test_concurrent_requests_share_one_generate_call(model, tok, prompts):
+    client = BatchingClient(model, tok, max_new_tokens=MAX_NEW)
+    reqs = [(prompts[i % len(prompts)], 1.0) for i in range(10)]
+    outs = gather(client, reqs)
+    assert client.stats["calls"] == 1
+    assert client.stats["sequences"] == 10
+    assert client.stats["new_tokens"] == sum(len(c.token_ids) for c in outs)
+    assert all(isinstance(c, Completion) for c in outs)
+
+
+def test_requests_arriving_a_few_loop_turns_apart_share_one_call(model, tok, prompts):
+    """Rollouts reach generate() after different amounts of work: the client waits until no new
+    request arrives before serving the batch."""
+    client = BatchingClient(model, tok, max_new_tokens=4)
+
+    async def late(i):
+        for _ in range(i % 4):
+            await asyncio.sleep(0)
+        return await client.generate(prompts[i % len(prompts)], 1.0)
+
+    async def go():
+        return await asyncio.gather(*[late(i) for i in range(8)])
+
+    outs = asyncio.run(go())
+    assert len(outs) == 8 and client.stats["calls"] == 1 and client.stats["sequences"] == 8
+
+
+def test_one_call_per_temperature_and_per_max_batch_chunk(model, tok, prompts):
+    client = BatchingClient(model, tok, max_new_tokens=4, max_batch=3)
+    reqs = [(prompts[0], 1.0)] * 7 + [(prompts[1], 0.0)] * 2
+    outs = gather(client, reqs)
+    assert client.stats["calls"] == math.ceil(7 / 3) + 1
+    assert len(outs) == 9
+    # greedy answers to one prompt are identical
+    assert outs[7].token_ids == outs[8].token_ids
+
+
+def test_rollout_batches_problems_and_candidates(model, tok, task_and_harnesses):
+    """A (turn, role) step of several concurrent AT-GRPO rollouts is one generate call."""
+    task, _ = task_and_harnesses
+    h = roles.make_harness(task, "mas", max_turns=1)
+    client = BatchingClient(model, tok, max_new_tokens=6)
+    encode = lambda p: encode_pair(tok, p, "")[0]  # noqa: E731
+    k, n = 3, 4
+
+    async def go():
+        return await asyncio.gather(*[
+            rollout(h, task.instance("train", i), f"train:{i}", {"s": client}, {"tool": "s", "plan": "s"},
+                    {"s": encode}, k, 1.0, 1.0, random.Random(i)) for i in range(n)])
+
+    episodes = asyncio.run(go())
+    samples = [s for ep in episodes for s in ep.samples]
+    check_groups(samples, k)
+    assert len(samples) == n * k * 2 and client.stats["sequences"] == n * k * 2
+    assert client.stats["calls"] == 2  # tool step, plan step
+    for s in samples:
+        assert s.prompt_ids == encode(s.prompt)
+        assert s.response == tok.decode(s.response_ids, skip_special_tokens=True)
+
+
+def test_generation_errors_reach_every_caller(model, tok):
+    client = BatchingClient(model, tok, max_new_tokens=4)
+    bad = [len(tok) + 100]  # out of the vocabulary: the embedding lookup fails
+
+    async def go():
+        return await asyncio.gather(*[client.generate(bad, 1.0) for _ in range(3)], return_exceptions=True)
+
+    outs = asyncio.run(go())
+    assert len(outs) == 3 and all(isinstance(o, Exception) for o in outs)
+
+
+# --- what a completion holds ----------------------------------------------------------------
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 1.5])
+def test_completion_tokens_text_and_logprobs(model, tok, prompts, temperature):
+    torch.manual_seed(1)
+    client = BatchingClient(model, tok, max_new_tokens=MAX_NEW)
+    reqs = [(prompts[i % len(prompts)], temperature) for i in range(16)]
+    outs = gather(client, reqs)
+    assert client.stats["calls"] == 1
+    eos = tok.eos_token_id
+    for c in outs:
+        assert 1 <= len(c.token_ids) <= MAX_NEW
+        assert len(c.logprobs) == len(c.token_ids)
+        assert c.token_ids[-1] == eos or len(c.token_ids) == MAX_NEW  # EOS kept, nothing after it
+        assert eos not in c.token_ids[:-1]
+        assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
+        assert all(lp <= 0 for lp in c.logprobs)
+    if temperature >= 1.0:
+        assert any(c.token_ids[-1] == eos for c in outs), "sampling should end some answers with EOS"
+        assert len({tuple(c.token_ids) for c in outs}) > len(prompts)
+
+    # the log-probs kept from generation equal a fresh forward pass on prompt + response at the
+    # same temperature (greedy: T = 1), batched with right padding
+    lp, mask, _ = response_logprobs(model, [p for p, _ in reqs], [c.token_ids for c in outs],
+                                    [temperature] * len(outs), tok.pad_token_id)
+    assert lp.shape == (len(outs), max(len(c.token_ids) for c in outs))
+    for b, c in enumerate(outs):
+        n = len(c.token_ids)
+        assert mask[b].sum().item() == n and (mask[b, n:] == 0).all()
+        assert torch.allclose(lp[b, :n], torch.tensor(c.logprobs), atol=1e-4), (b, lp[b, :n], c.logprobs)
+    # sanity: the log-probs are far from uniform, so a position or padding error would show
+    kept = torch.tensor([x for c in outs for x in c.logprobs])
+    assert kept.std() > 0.1 or temperature == 0.0
+    if temperature == 0.0:  # greedy picks the argmax: the most likely token at each step
+        assert (kept > -math.log(len(tok))).all()
+
+
+def test_recompute_temperature_scaling(model, tok, prompts):
+    """Per-sample temperatures in one batch: each row is scaled by its own temperature."""
+    resp = [[5, 6, 7, tok.eos_token_id]] * 3
+    ps = prompts[:3]
+    mixed, _, _ = response_logprobs(model, ps, resp, [0.0, 1.0, 2.0], tok.pad_token_id)
+    for b, t in enumerate([1.0, 1.0, 2.0]):
+        alone, _, _ = response_logprobs(model, [ps[b]], [resp[b]], [t], tok.pad_token_id)
+        assert torch.allclose(mixed[b], alone[0], atol=1e-5)
+    hot, _, _ = response_logprobs(model, ps[2:3], resp[2:3], [1.0], tok.pad_token_id)
+    assert not torch.allclose(mixed[2], hot[0], atol=1e-3)
+
+
+def test_entropy_matches_distribution(model, tok, prompts):
+    resp = [[5, 6, tok.eos_token_id], [7, tok.eos_token_id]]
+    lp, mask, ent = response_logprobs(model, prompts[:2], resp, [1.0, 1.0], tok.pad_token_id, with_entropy=True)
+    assert ent.shape == lp.shape and (ent[mask == 0] == 0).all()
+    assert ((ent[mask > 0] > 0) & (ent[mask > 0] <= math.log(len(tok)) + 1e-5)).all()
+
+
+# --- update_policy -------------------------------------------------------------------------
+
+TRAIN = dict(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0, steps=10, ppo_epochs=1,
+             mini_batch=64, micro_batch=8, grad_clip=1.0)
+ALGO = dict(kl_coef=0.0, entropy_coef=0.0, clip=0.2, kl_type="low_var_kl")
+
+
+def samples_from(policy, prompts, temperature=1.0, n=20):
+    torch.manual_seed(2)
+    reqs = [(prompts[i % len(prompts)], temperature) for i in range(n)]
+    outs = gather(policy.client, reqs)
+    out = []
+    for i, ((p, t), c) in enumerate(zip(reqs, outs)):
+        out.append(Sample(problem_id=f"p{i % 3}", turn=0, role="plan", policy=policy.name, candidate=i,
+                          prompt="", response=c.text, prompt_ids=p, response_ids=c.token_ids,
+                          logprobs=c.logprobs, temperature=t, reward=0.0, local=0.0, team=0.0,
+                          parse_ok=True, chosen=False, advantage=1.0 if i % 2 == 0 else -1.0))
+    return out
+
+
+def objective(policy, samples):
+    """sum_b A_b * sum_t log p(token) / N: what the policy-gradient step increases."""
+    with torch.no_grad():
+        lp, mask, _ = response_logprobs(policy.model, [s.prompt_ids for s in samples],
+                                        [s.response_ids for s in samples], [s.temperature for s in samples],
+                                        policy.tokenizer.pad_token_id)
+    adv = torch.tensor([s.advantage for s in samples])
+    return ((lp * mask).sum(-1) * adv).sum().item() / mask.sum().item()
+
+
+@pytest.mark.parametrize("algo", [ALGO, {**ALGO, "kl_coef": 0.1, "entropy_coef": 0.01}], ids=["pg", "kl+entropy"])
+def test_update_policy_changes_weights_in_the_advantage_direction(tok, prompts, algo):
+    train, algo = OmegaConf.create(TRAIN), OmegaConf.create(algo)
+    policy = make_policy("shared", tiny_model(tok, seed=3), tok, False, train, algo, max_new_tokens=MAX_NEW,
+                         max_batch=64, device="cpu")
+    assert (policy.ref_model is not None) == (algo.kl_coef > 0)
+    samples = samples_from(policy, prompts)
+    before = copy.deepcopy(policy.model.state_dict())
+    j0 = objective(policy, samples)
+    m = update_policy(policy, samples, algo, train, random.Random(0))
+    after = policy.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert m and all(math.isfinite(v) for v in m.values()), m
+    for key in ("train/pg_loss", "train/clipfrac", "train/ppo_kl", "train/grad_norm", "train/lr"):
+        assert key in m
+    # one epoch, one mini-batch: every micro-batch sees the pre-update weights, ratio exactly 1
+    assert m["train/ppo_kl"] == pytest.approx(0.0, abs=1e-6) and m["train/clipfrac"] == 0.0
+    # at ratio 1 the pg loss is -(token-mean advantage) over the mini-batch
+    n = sum(len(s.response_ids) for s in samples)
+    assert m["train/pg_loss"] == pytest.approx(-sum(s.advantage * len(s.response_ids) for s in samples) / n,
+                                               abs=1e-5)
+    assert m["train/grad_norm"] > 0
+    assert 0 < m["train/lr"] < TRAIN["lr"]  # cosine schedule stepped once
+    if algo.kl_coef > 0:
+        assert "train/kl" in m and "train/entropy" in m and m["train/entropy"] > 0
+        assert all(torch.equal(p, before[k]) for k, p in policy.ref_model.state_dict().items())
+    assert objective(policy, samples) > j0  # positive-advantage responses became likelier
+    assert not policy.model.training
+
+
+def test_update_policy_noop_with_zero_advantages(tok, prompts):
+    train, algo = OmegaConf.create(TRAIN), OmegaConf.create(ALGO)
+    policy = make_policy("shared", tiny_model(tok, seed=4), tok, False, train, algo, max_new_tokens=MAX_NEW,
+                         max_batch=64, device="cpu")
+    samples = samples_from(policy, prompts, n=8)
+    for s in samples:
+        s.advantage = 0.0
+    before = copy.deepcopy(policy.model.state_dict())
+    m = update_policy(policy, samples, algo, train, random.Random(0))
+    assert m["train/grad_norm"] == 0.0
+    assert all(torch.equal(before[k], v) for k, v in policy.model.state_dict().items())

@@ -1,0 +1,424 @@
+"""Regression tests for the reference implementation's AT-GRPO defects (DESIGN.md), run through
+`marl.rollout.rollout` over the real Plan-Path `mas` harness with a scripted async client, plus
+property tests of the grouping invariants and the trajectory-GRPO regrouping."""
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import envs
+import roles
+from envs.planpath import Grid, bfs_path
+from marl.advantage import group_advantages
+from marl.grouping import at_grpo_key, check_groups, regroup_by_problem, trajectory_key
+from marl.rollout import choose, rollout
+from marl.types import Completion, Sample
+
+ALPHA = 1.0
+
+
+# --- a scripted client ---------------------------------------------------------------------
+
+class Codec:
+    """encode: prompt text -> [id]; the client decodes it back to read the grid."""
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+        self.texts: list[str] = []
+
+    def encode(self, prompt: str) -> list[int]:
+        if prompt not in self.ids:
+            self.ids[prompt] = len(self.texts)
+            self.texts.append(prompt)
+        return [self.ids[prompt]]
+
+    def decode(self, ids: list[int]) -> str:
+        assert len(ids) == 1
+        return self.texts[ids[0]]
+
+
+def read_prompt(prompt: str):
+    """(role, grid, pos, tool output) from a rendered Plan-Path prompt."""
+    lines = prompt.splitlines()
+    role = {"goal:": "tool", "plan:": "plan"}[lines[-1]]
+    rows = [ln for ln in lines if ln and set(ln) <= set("#.@G")]
+    n = len(rows)
+    walls = frozenset((r, c) for r in range(n) for c in range(n) if rows[r][c] == "#")
+    pos = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "@")
+    goal = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "G")
+    tool = next((ln[len("tool: "):] for ln in lines if ln.startswith("tool: ")), None)
+    return role, Grid(n, walls, pos, goal), pos, goal, tool
+
+
+def good(prompt: str) -> str:
+    role, grid, pos, goal, _ = read_prompt(prompt)
+    return f"{goal[0]} {goal[1]}" if role == "tool" else " ".join(bfs_path(grid, pos, goal))
+
+
+def bad(prompt: str, rng: random.Random) -> str:
+    role, grid, pos, goal, tool = read_prompt(prompt)
+    kind = rng.randrange(3)
+    if kind == 0:
+        return "no idea"  # unparsable
+    if role == "tool":
+        cells = [(r, c) for r in range(grid.size) for c in range(grid.size) if (r, c) != goal]
+        r, c = rng.choice(cells)
+        return f"{r} {c}"
+    if kind == 1 and tool and tool not in ("none", "here") and not tool.startswith("error"):
+        return tool  # trust a (possibly wrong) tool
+    return " ".join(rng.choice("UDLR") for _ in range(rng.randint(1, 3)))
+
+
+class ScriptedClient:
+    """`async generate(prompt_ids, temperature) -> Completion`.
+
+    Either `script(prompt, n)` decides the text of the n-th request for a prompt, or each
+    response is the oracle's with probability `p_good` (else a plausible wrong one). Random
+    awaits interleave concurrent rollouts."""
+
+    def __init__(self, codec: Codec, seed: int = 0, p_good: float = 0.5, script=None):
+        self.codec, self.rng, self.p_good, self.script = codec, random.Random(seed), p_good, script
+        self.seen: dict[str, int] = defaultdict(int)
+        self.calls = 0
+
+    async def generate(self, prompt_ids: list[int], temperature: float) -> Completion:
+        prompt = self.codec.decode(prompt_ids)
+        n = self.seen[prompt]
+        self.seen[prompt] += 1
+        self.calls += 1
+        if self.script is not None:
+            text = self.script(prompt, n)
+        else:
+            text = good(prompt) if self.rng.random() < self.p_good else bad(prompt, self.rng)
+        for _ in range(self.rng.randrange(3)):
+            await asyncio.sleep(0)
+        ids = [1 + (ord(ch) % 50) for ch in text] + [0]
+        return Completion(ids, [-0.1 * (i + 1) for i in range(len(ids))], text)
+
+
+def harness(max_turns: int = 4):
+    return roles.make_harness(envs.make("planpath"), "mas", max_turns=max_turns)
+
+
+def run(h, indices, k, client, codec, seed=0, select="best", episode=0):
+    async def all_():
+        return await asyncio.gather(*[
+            rollout(h, h.task.instance("train", i), f"train:{i}", {"p": client}, {"tool": "p", "plan": "p"},
+                    {"p": codec.encode}, k, 1.0, ALPHA, random.Random(seed * 1000 + i), select, episode=episode)
+            for i in indices])
+    return asyncio.run(all_())
+
+
+def groups_in_order(samples: list[Sample]) -> list[list[Sample]]:
+    """Groups in the order the rollout recorded them; each group's members must be contiguous."""
+    out: list[list[Sample]] = []
+    for s in samples:
+        if out and out[-1][0].group_id == s.group_id:
+            out[-1].append(s)
+        else:
+            assert all(g[0].group_id != s.group_id for g in out), f"group {s.group_id} is split"
+            out.append([s])
+    return out
+
+
+def replay(h, instance, episode, codec) -> None:
+    """Re-apply every candidate to the state its prompt must have come from: the state reached
+    by the chosen candidates of all earlier groups. Checks prompt, prompt ids and each reward."""
+    state = h.reset(instance)
+    order = []
+    for members in groups_in_order(episode.samples):
+        role, turn = members[0].role, members[0].turn
+        order.append((turn, h.role_names.index(role)))
+        assert not state.done
+        assert turn == state.turn
+        prompt = h.prompt(state, role)
+        for m in members:
+            assert m.prompt == prompt, (m.turn, m.role)
+            assert m.prompt_ids == codec.encode(prompt)
+            out = h.act(state, role, m.response)  # the state the prompt was rendered from
+            assert m.team == (1.0 if out.solved else 0.0) == out.team
+            assert m.local == out.local and m.parse_ok == out.parse_ok
+            assert m.reward == pytest.approx(out.local + ALPHA * out.team)
+        chosen = [m for m in members if m.chosen]
+        assert len(chosen) == 1
+        state = h.act(state, role, chosen[0].response).state
+    assert state.done
+    assert order == sorted(order) and len(set(order)) == len(order)  # turn order, each role once
+    assert episode.solved == h.task.is_solved(state.task_state)
+    assert episode.turns == state.turn
+    assert episode.return_ == pytest.approx(sum(s.reward for s in episode.samples if s.chosen))
+
+
+# --- defect 1: the second role of a turn is scored on its own branch ------------------------
+
+def test_second_role_rewards_differ_across_branches():
+    """Plan agent candidates of one turn: oracle moves, an unparsable answer, and a wrong move.
+    Each is scored from its own copy, so their rewards (and advantages) differ. The reference
+    code scored after branch selection, giving the second role K identical rewards."""
+    codec = Codec()
+
+    def script(prompt, n):
+        if prompt.endswith("goal:"):
+            return ["0 0", good(prompt)][n % 2]  # the tool is right for half the candidates
+        return [good(prompt), "no idea", bad(prompt, random.Random(n))][n % 3]
+
+    h = harness(max_turns=2)
+    k = 3
+    episodes = run(h, range(6), k, ScriptedClient(codec, script=script), codec)
+    samples = [s for ep in episodes for s in ep.samples]
+    plan_groups = [g for g in groups_in_order(samples) if g[0].role == "plan"]
+    assert plan_groups
+    for g in plan_groups:
+        rewards = [m.reward for m in g]
+        assert len(set(rewards)) > 1, rewards
+        assert g[0].team == 1.0 and g[0].reward == max(rewards)  # the oracle's answer solves it
+        assert g[1].team == 0.0 and g[1].local == h.parse_penalty and not g[1].parse_ok
+        assert [m for m in g if m.chosen][0].team == 1.0  # a solving answer is continued
+    assert all(ep.solved and ep.turns == 1 for ep in episodes)
+    adv, m = group_advantages(torch.tensor([s.reward for s in samples]), [s.group_id for s in samples],
+                              "at_grpo")
+    plan = torch.tensor([s.role == "plan" for s in samples])
+    assert (adv[plan] != 0).any()
+    for g in plan_groups:
+        idx = [samples.index(x) for x in g]
+        assert adv[idx[0]] > 0 > adv[idx[1]]
+
+
+def test_first_role_rewards_also_differ():
+    codec = Codec()
+    script = lambda p, n: (good(p) if n % 2 == 0 else "no idea") if p.endswith("goal:") else good(p)  # noqa: E731
+    h = harness()
+    episodes = run(h, range(4), 4, ScriptedClient(codec, script=script), codec)
+    for ep in episodes:
+        tool = [s for s in ep.samples if s.role == "tool" and s.turn == 0]
+        assert [s.local for s in tool] == [1.0, h.parse_penalty, 1.0, h.parse_penalty]
+        assert [s.reward for s in tool] == [s.local for s in tool]  # the tool alone never solves
+
+
+# --- defect 2: candidates are applied to the state their prompt came from -----------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_candidate_applied_to_its_prompt_state(seed):
+    codec = Codec()
+    h = harness(max_turns=4)
+    idx = range(seed * 10, seed * 10 + 5)
+    episodes = run(h, idx, 2, ScriptedClient(codec, seed=seed, p_good=0.05), codec, seed=seed)
+    for i, ep in zip(idx, episodes):
+        replay(h, h.task.instance("train", i), ep, codec)
+    # the check must reach later turns, where the reference code went wrong
+    assert max(s.turn for ep in episodes for s in ep.samples) >= 2
+
+
+def test_team_reward_from_the_stepped_copy_only():
+    """Only the candidate whose own action solves the task gets team 1, and from then on the
+    episode is over: the team reward is read from the state each candidate produced."""
+    codec = Codec()
+
+    def script(prompt, n):
+        if prompt.endswith("goal:"):
+            return good(prompt)
+        turn = prompt.count("last:")  # 0 at turn 0; the history line appears from turn 1
+        if turn == 0:
+            return "no idea"  # nobody solves turn 0
+        return ["nope", good(prompt), "no idea"][n % 3]
+
+    h = harness(max_turns=3)
+    episodes = run(h, range(5), 3, ScriptedClient(codec, script=script), codec)
+    for i, ep in enumerate(episodes):
+        replay(h, h.task.instance("train", i), ep, codec)
+        plan = [s for s in ep.samples if s.role == "plan"]
+        assert [s.team for s in plan if s.turn == 0] == [0.0, 0.0, 0.0]
+        t1 = [s for s in plan if s.turn == 1]
+        assert [s.team for s in t1] == [0.0, 1.0, 0.0]
+        assert [s.chosen for s in t1] == [False, True, False]
+        assert ep.solved and ep.turns == 2
+        assert all(s.team == 0.0 for s in ep.samples if s.role == "tool")
+
+
+# --- defect 3: group keys never merge problems ---------------------------------------------
+
+def test_concurrent_problems_keep_separate_groups():
+    codec = Codec()
+    k, n = 4, 8
+    h = harness()
+    episodes = run(h, range(n), k, ScriptedClient(codec, seed=3, p_good=0.4), codec)
+    samples = [s for ep in episodes for s in ep.samples]
+    stats = check_groups(samples, k)
+    by_group = defaultdict(set)
+    for s in samples:
+        by_group[s.group_id].add(s.problem_id)
+        assert s.group_id == at_grpo_key(s.problem_id, s.turn, s.role)
+    assert all(len(p) == 1 for p in by_group.values())
+    expected = {(s.problem_id, s.turn, s.role) for s in samples}
+    assert stats["adv/n_groups"] == len(expected) == len(by_group)
+    assert {s.problem_id for s in samples} == {f"train:{i}" for i in range(n)}
+    for i, ep in enumerate(episodes):
+        assert ep.problem_id == f"train:{i}" and {s.problem_id for s in ep.samples} == {ep.problem_id}
+        replay(h, h.task.instance("train", i), ep, codec)
+
+
+def _two_problem_samples(k=2):
+    codec = Codec()
+    episodes = run(harness(max_turns=1), [0, 1], k, ScriptedClient(codec, seed=1, p_good=0.5), codec)
+    return [s for ep in episodes for s in ep.samples]
+
+
+def test_check_groups_rejects_merged_problems():
+    samples = _two_problem_samples()
+    check_groups(samples, 2)
+    a = [s for s in samples if s.problem_id == "train:0" and s.role == "plan"]
+    b = [s for s in samples if s.problem_id == "train:1" and s.role == "plan"]
+    for s in b:
+        s.group_id = a[0].group_id  # one group of 2K members from two problems
+    with pytest.raises(AssertionError, match="mixes problems"):
+        check_groups(samples, 2)
+
+
+def test_reference_index_arithmetic_keys_are_caught():
+    """The reference keyed groups by (problem index) // K: with K = 2 problems 0 and 1 merge."""
+    samples = _two_problem_samples()
+    for s in samples:
+        s.group_id = f"{int(s.problem_id.split(':')[1]) // 2}|t{s.turn}|{s.role}"
+    with pytest.raises(AssertionError):
+        check_groups(samples, 2)
+
+
+def test_check_groups_rejects_wrong_size_and_mixed_prompts():
+    samples = _two_problem_samples(k=3)
+    check_groups(samples, 3)
+    with pytest.raises(AssertionError, match="members"):
+        check_groups(samples, 2)
+    with pytest.raises(AssertionError, match="members"):
+        check_groups(samples[1:], 3)
+    same = [s for s in samples if s.problem_id == "train:0"]
+    tool, plan = [s for s in same if s.role == "tool"], [s for s in same if s.role == "plan"]
+    tool[0].prompt += " "  # same (problem, turn, role), one member saw another prompt
+    with pytest.raises(AssertionError, match="mixes"):
+        check_groups(tool, 3)
+    tool[0].prompt = tool[1].prompt
+    check_groups(tool, 3)
+    mixed = tool[:2] + plan[:1]
+    for s in mixed:
+        s.group_id = "train:0|t0|tool"
+    with pytest.raises(AssertionError, match="mixes"):
+        check_groups(mixed, 3)
+
+
+def test_key_fields_cannot_collide():
+    assert at_grpo_key("train:1", 0, "plan") != at_grpo_key("train:1", 1, "plan")
+    assert at_grpo_key("train:1", 0, "plan") != at_grpo_key("train:10", 0, "plan")
+    with pytest.raises(ValueError):
+        at_grpo_key("a|t0", 0, "plan")
+    with pytest.raises(ValueError):
+        at_grpo_key("a", 0, "pl|an")
+
+
+# --- property tests over random scripted rollouts -------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(2, 5), p_good=st.floats(0.0, 1.0), max_turns=st.integers(1, 4),
+       n_problems=st.integers(1, 3), seed=st.integers(0, 10_000), first=st.integers(0, 500))
+def test_grouping_invariants_property(k, p_good, max_turns, n_problems, seed, first):
+    codec = Codec()
+    h = harness(max_turns)
+    idx = range(first, first + n_problems)
+    episodes = run(h, idx, k, ScriptedClient(codec, seed=seed, p_good=p_good), codec, seed=seed)
+    samples = [s for ep in episodes for s in ep.samples]
+    check_groups(samples, k)
+    groups = defaultdict(list)
+    for s in samples:
+        groups[s.group_id].append(s)
+    for gid, members in groups.items():
+        assert len(members) == k
+        assert len({(m.problem_id, m.turn, m.role) for m in members}) == 1
+        assert len({m.prompt for m in members}) == 1
+        assert sorted(m.candidate for m in members) == list(range(k))
+        chosen = [m for m in members if m.chosen]
+        assert len(chosen) == 1
+        assert chosen[0].reward == max(m.reward for m in members)
+        assert 0 <= members[0].turn < max_turns
+    for i, ep in zip(idx, episodes):
+        replay(h, h.task.instance("train", i), ep, codec)
+        # one group per role per turn played; the episode stops at the solving action
+        assert len(ep.samples) % k == 0
+        assert ep.turns <= max_turns
+        last = [s for s in ep.samples if s.chosen][-1]
+        assert (last.team == 1.0) == ep.solved
+
+
+@settings(max_examples=25, deadline=None)
+@given(rewards=st.lists(st.sampled_from([-0.5, 0.0, 0.25, 1.0, 1.5]), min_size=1, max_size=6),
+       seed=st.integers(0, 1000))
+def test_choose_best_breaks_ties_among_the_best(rewards, seed):
+    picks = {choose(rewards, random.Random(seed + j)) for j in range(30)}
+    best = {i for i, r in enumerate(rewards) if r == max(rewards)}
+    assert picks <= best
+    if len(best) > 1:
+        assert len(picks) > 1  # ties are broken by the seed, not always the first
+
+
+def test_choose_random_and_unknown():
+    rng = random.Random(0)
+    assert {choose([0.0, 1.0, 0.5], rng, "random") for _ in range(50)} == {0, 1, 2}
+    with pytest.raises(ValueError, match="best, random"):
+        choose([0.0], rng, "worst")
+
+
+def test_k_must_be_positive():
+    codec = Codec()
+    with pytest.raises(ValueError, match="k must be"):
+        run(harness(), [0], 0, ScriptedClient(codec), codec)
+
+
+# --- trajectory GRPO ---------------------------------------------------------------------
+
+def test_regroup_by_problem_uses_episode_returns():
+    codec = Codec()
+    h = harness()
+    k, problems = 4, [3, 4, 5]
+    client = ScriptedClient(codec, seed=9, p_good=0.35)
+
+    async def all_():
+        jobs = [rollout(h, h.task.instance("train", i), f"train:{i}", {"p": client},
+                        {"tool": "p", "plan": "p"}, {"p": codec.encode}, 1, 1.0, ALPHA,
+                        random.Random(100 * i + e), episode=e)
+                for i in problems for e in range(k)]
+        return await asyncio.gather(*jobs)
+
+    episodes = asyncio.run(all_())
+    returns = {(ep.problem_id, ep.samples[0].episode): ep.return_ for ep in episodes}
+    assert len(returns) == len(problems) * k
+    assert len(set(returns.values())) > 1, "episodes of different quality should differ"
+    samples = regroup_by_problem([s for ep in episodes for s in ep.samples], returns)
+    for ep in episodes:
+        for s in ep.samples:
+            assert s.group_id == trajectory_key(s.problem_id) == s.problem_id
+            assert s.reward == ep.return_
+            assert s.chosen  # K = 1: every sample is on the trajectory
+        assert ep.return_ == pytest.approx(sum(o.local + ALPHA * o.team for o in [
+            h.act(st_, s.role, s.response) for st_, s in _states(h, ep)]))
+    check_groups(samples, k, per="trajectory")
+    with pytest.raises(AssertionError, match="episodes"):
+        check_groups(samples, k + 1, per="trajectory")
+    # every sample of an episode gets the same (episode-level) advantage under verl's grpo
+    adv, _ = group_advantages(torch.tensor([s.reward for s in samples]), [s.group_id for s in samples], "grpo")
+    by_ep = defaultdict(set)
+    for s, a in zip(samples, adv.tolist()):
+        by_ep[(s.problem_id, s.episode)].add(a)
+    assert all(len(v) == 1 for v in by_ep.values())
+
+
+def _states(h, ep):
+    """(state before, sample) along a K = 1 episode."""
+    state = h.reset(h.task.instance("train", int(ep.problem_id.split(":")[1])))
+    out = []
+    for s in ep.samples:
+        out.append((state, s))
+        state = h.act(state, s.role, s.response).state
+    return out

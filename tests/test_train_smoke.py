@@ -14,7 +14,7 @@ from marl import train
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SMALL = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2",
          "train.problems_per_step=3", "train.eval_every=1", "train.checkpoint_every=1",
-         "eval.n_val=4", "eval.n_test=4", "algo.k=2", "threads=2"]
+         "eval.n_val=4", "eval.n_test=4", "algo.k=2", "threads=1"]
 TRACE_KEYS = {"problem_id", "turn", "role", "policy", "group_id", "candidate", "prompt", "response",
               "reward", "advantage", "chosen", "parse_ok"}
 

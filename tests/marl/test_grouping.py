@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import defaultdict
 
 import pytest
@@ -47,7 +48,7 @@ def read_prompt(prompt: str):
     """(role, grid, pos, tool output) from a rendered Plan-Path prompt."""
     lines = prompt.splitlines()
     role = {"goal:": "tool", "plan:": "plan"}[lines[-1]]
-    rows = [ln for ln in lines if ln and set(ln) <= set("#.@G")]
+    rows = [re.sub(r"^\d", "", ln) for ln in lines if re.fullmatch(r"\d?[#.@G]+", ln)]  # coords: "3#.@G."
     n = len(rows)
     walls = frozenset((r, c) for r in range(n) for c in range(n) if rows[r][c] == "#")
     pos = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "@")
@@ -102,8 +103,8 @@ class ScriptedClient:
         return Completion(ids, [-0.1 * (i + 1) for i in range(len(ids))], text)
 
 
-def harness(max_turns: int = 4):
-    return roles.make_harness(envs.make("planpath"), "mas", max_turns=max_turns)
+def harness(max_turns: int = 4, **kw):
+    return roles.make_harness(envs.make("planpath"), "mas", max_turns=max_turns, **kw)
 
 
 def run(h, indices, k, client, codec, seed=0, select="best", episode=0):
@@ -203,10 +204,10 @@ def test_first_role_rewards_also_differ():
 
 # --- defect 2: candidates are applied to the state their prompt came from -----------------
 
-@pytest.mark.parametrize("seed", range(4))
-def test_every_candidate_applied_to_its_prompt_state(seed):
+@pytest.mark.parametrize("seed, coords", [(0, False), (1, False), (2, True), (3, True)])
+def test_every_candidate_applied_to_its_prompt_state(seed, coords):
     codec = Codec()
-    h = harness(max_turns=4)
+    h = harness(max_turns=4, coords=coords)
     idx = range(seed * 10, seed * 10 + 5)
     episodes = run(h, idx, 2, ScriptedClient(codec, seed=seed, p_good=0.05), codec, seed=seed)
     for i, ep in zip(idx, episodes):

@@ -28,12 +28,18 @@ SPECIALS = ["<pad>", "<eos>", "<unk>"]
 VERSION = 1  # bump when the build recipe changes, to invalidate old caches
 
 
-def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int):
-    """(prompt, response) pairs from the oracle, for every role of every harness.
+def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int,
+                   oracle_frac: float = 1.0):
+    """(prompt, response) pairs for every role of every harness.
 
-    Episodes are driven by the oracle, except that with probability `noise` an action is replaced
-    by the role's plausible wrong response; those actions are never training targets. They only
-    make the demonstrations visit the states a learner meets (a history line, a bad tool answer).
+    Each target comes from the oracle with probability `oracle_frac`, else from the role's naive
+    demonstrator (a plausible heuristic: for Plan-Path, a walk that ignores walls and the tool,
+    and coordinates read transposed). A model fitted to this mixture has both behaviours and
+    chooses between them per state: competent but far from perfect, the way a pretrained model
+    holds right and wrong habits side by side, and RL must learn from reward which one pays.
+    With probability `noise` an action is instead a plausible wrong response that is executed but
+    never a target: it makes the episodes visit the states a learner meets (a history line, a
+    bad tool answer).
     """
     rng = random.Random(seed)
     for i in split_index:
@@ -46,7 +52,7 @@ def demonstrations(harnesses: list[Harness], split_index: range, noise: float, s
                     if rng.random() < noise:
                         text = role.noise(state, rng)
                     else:
-                        text = role.demo(state)
+                        text = role.demo(state) if rng.random() < oracle_frac else role.naive(state)
                         yield prompt, text
                     state = h.act(state, name, text).state
                     if state.done:
@@ -108,7 +114,7 @@ def cache_key(spec: dict) -> str:
 
 def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=print):
     """Return (model, tokenizer, path) for the tiny model described by `spec`:
-    {"model": Qwen3Config kwargs, "sft": {instances, noise, steps, batch, lr}, "seed", "task": ...}."""
+    {"model": Qwen3Config kwargs, "sft": {instances, noise, oracle_frac, steps, batch, lr}, "seed", "task": ...}."""
     path = Path(os.path.expanduser(cache_dir)) / f"tiny-{cache_key(spec)}"
     if (path / "done.json").exists():
         tok = PreTrainedTokenizerFast.from_pretrained(path)
@@ -116,7 +122,8 @@ def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=prin
         return model.eval(), tok, path
     t0 = time.time()
     sft_cfg, seed = spec["sft"], spec["seed"]
-    pairs = list(demonstrations(harnesses, range(sft_cfg["instances"]), sft_cfg["noise"], seed))
+    pairs = list(demonstrations(harnesses, range(sft_cfg["instances"]), sft_cfg["noise"], seed,
+                                 sft_cfg.get("oracle_frac", 1.0)))
     tok = build_tokenizer([p + "\n" + r for p, r in pairs])
     torch.manual_seed(seed)
     config = Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,

@@ -32,7 +32,7 @@ from marl.grouping import check_groups, regroup_by_problem
 from marl.logger import make_logger
 from marl.policy import PolicySet, load_base
 from marl.rollout import rollout
-from roles import make_harness
+from roles import harness_names, make_harness
 
 ALGOS = ("at_grpo", "grpo")
 
@@ -109,7 +109,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     harnesses = {n: make_harness(task, n, **h_kw) for n in eval_names}
     harness = harnesses[cfg.harness.name]
     log = tqdm.write
-    base = load_base(cfg.model, list(harnesses.values()), {"env": env_kw, "harness": h_kw},
+    # The tiny model learns every harness format of the task, whatever this run evaluates, so
+    # one cached warm start serves all runs on the task.
+    base = load_base(cfg.model, [make_harness(task, n, **h_kw) for n in harness_names(task.name)],
+                     {"env": env_kw, "harness": h_kw},
                      cfg.cache_dir, cfg.model.get("seed", 0), log=log)
     pset = PolicySet(cfg.policy.name, harness.role_names, base, cfg.train, cfg.algo, cfg.model,
                      cfg.engine, cfg.device)

@@ -49,6 +49,7 @@ class Role(Protocol):
     def parse(self, text: str) -> Parsed: ...
     def apply(self, state: TeamState, parsed: Parsed) -> tuple[TeamState, float, dict]: ...
     def demo(self, state: TeamState) -> str: ...  # the oracle's response, for warm-start data
+    def naive(self, state: TeamState) -> str: ...  # a weaker demonstrator's (plausible heuristic) response
     def noise(self, state: TeamState, rng: Any) -> str: ...  # a plausible wrong response
 
 
@@ -104,9 +105,13 @@ def register_harness(task: str, name: str, factory: HarnessFactory) -> None:
     _HARNESSES[(task, name)] = factory
 
 
+def harness_names(task_name: str) -> list[str]:
+    """Every harness registered for a task (the tiny model is warm-started in all of them)."""
+    return sorted(h for t, h in _HARNESSES if t == task_name)
+
+
 def make_harness(task: Any, name: str, **kwargs: Any) -> Harness:
     key = (task.name, name)
     if key not in _HARNESSES:
-        known = sorted(h for t, h in _HARNESSES if t == task.name)
-        raise ValueError(f"unknown harness {name!r} for task {task.name!r}; available: {known}")
+        raise ValueError(f"unknown harness {name!r} for task {task.name!r}; available: {harness_names(task.name)}")
     return _HARNESSES[key](task, **kwargs)

@@ -47,6 +47,12 @@ def format_moves(moves) -> str:
     return " ".join(moves)
 
 
+def manhattan_walk(src, dst) -> list[str]:
+    """Vertical moves then horizontal ones from src to dst, walls ignored."""
+    dr, dc = dst[0] - src[0], dst[1] - src[1]
+    return ["D" if dr > 0 else "U"] * abs(dr) + ["R" if dc > 0 else "L"] * abs(dc)
+
+
 def parse_moves(text: str, max_moves: int = 200) -> Parsed:
     """Moves from the last bracketed list in `text`, else from its last non-empty line.
     Items are U/D/L/R or up/down/left/right (any case), separated by spaces, commas or quotes."""
@@ -83,9 +89,11 @@ def parse_cell(text: str) -> Parsed:
     return Parsed(True, (r, c))
 
 
-def _context(state: TeamState, coords: bool) -> str:
+def _context(state: TeamState, coords: bool, positions: bool = False) -> str:
     s: PlanPathState = state.task_state
     lines = [render_grid(s, coords)]
+    if positions:  # the cells of '@' and 'G' in words, so no role has to count columns
+        lines.append(f"@ {s.pos[0]} {s.pos[1]} G {s.grid.goal[0]} {s.grid.goal[1]}")
     if s.history:
         lines.append(f"last: {s.history[-1]}")
     return "\n".join(lines)
@@ -94,9 +102,10 @@ def _context(state: TeamState, coords: bool) -> str:
 class PlanRole:
     """Emits the move list that advances the task. In the team it also sees the tool's output."""
 
-    def __init__(self, task: PlanPath, sees_tool: bool, instructions: bool, coords: bool = False):
+    def __init__(self, task: PlanPath, sees_tool: bool, instructions: bool, coords: bool = False,
+                 positions: bool = False):
         self.name, self.task, self.sees_tool, self.instructions = "plan", task, sees_tool, instructions
-        self.coords = coords
+        self.coords, self.positions = coords, positions
 
     def prompt(self, state: TeamState) -> str:
         head = ""
@@ -104,7 +113,7 @@ class PlanRole:
             head = ("You move '@' to 'G' on the grid below ('#' is a wall). Answer with the list of "
                     "moves, each one of U D L R, e.g. [\"R\", \"D\"].\n")
         tool = f"\ntool: {state.tool_output}" if self.sees_tool and state.tool_output is not None else ""
-        return f"{head}{_context(state, self.coords)}{tool}\nplan:"
+        return f"{head}{_context(state, self.coords, self.positions)}{tool}\nplan:"
 
     def parse(self, text: str) -> Parsed:
         return parse_moves(text, max_moves=4 * self.task.size ** 2)
@@ -120,6 +129,12 @@ class PlanRole:
     def demo(self, state: TeamState) -> str:
         return format_moves(self.task.oracle(state.task_state))
 
+    def naive(self, state: TeamState) -> str:
+        """The naive demonstrator: walk rows first, then columns, straight at 'G', ignoring walls
+        and the tool. Right whenever that L-shaped walk is clear."""
+        s: PlanPathState = state.task_state
+        return format_moves(manhattan_walk(s.pos, s.grid.goal))
+
     def noise(self, state: TeamState, rng: random.Random) -> str:
         """A random short move list: warm-start data uses it to reach states with a history."""
         return format_moves(rng.choice("UDLR") for _ in range(rng.randint(1, 3)))
@@ -129,11 +144,12 @@ class ToolRole:
     """Calls the tool; its output is shown to the plan agent of the same turn."""
 
     def __init__(self, task: PlanPath, tool: str, instructions: bool, timeout_s: float = 2.0,
-                 coords: bool = False):
+                 coords: bool = False, positions: bool = False):
         if tool not in ("goal", "program"):
             raise ValueError(f"unknown planpath tool {tool!r}; allowed: goal, program")
         self.name, self.task, self.tool = "tool", task, tool
         self.instructions, self.timeout_s, self.coords = instructions, timeout_s, coords
+        self.positions = positions
 
     def prompt(self, state: TeamState) -> str:
         head = ""
@@ -142,7 +158,7 @@ class ToolRole:
         elif self.instructions:
             head = ("Write a Python program in a ```python block that prints the shortest list of moves "
                     "(U D L R) taking '@' to 'G' on the grid below ('#' is a wall).\n")
-        return f"{head}{_context(state, self.coords)}\n{'goal' if self.tool == 'goal' else 'program'}:"
+        return f"{head}{_context(state, self.coords, self.positions)}\n{'goal' if self.tool == 'goal' else 'program'}:"
 
     def parse(self, text: str) -> Parsed:
         if self.tool == "goal":
@@ -171,6 +187,14 @@ class ToolRole:
         if self.tool == "goal":
             return f"{s.grid.goal[0]} {s.grid.goal[1]}"
         return "```python\n" + _PROGRAM_DEMO.format(grid=render_grid(s).splitlines()) + "```"
+
+    def naive(self, state: TeamState) -> str:
+        """The naive demonstrator: reads G's coordinates transposed ("col row"); right only on the
+        diagonal. The program variant prints the L-shaped walk that ignores walls."""
+        s: PlanPathState = state.task_state
+        if self.tool == "goal":
+            return f"{s.grid.goal[1]} {s.grid.goal[0]}"
+        return "```python\nprint(" + repr(format_moves(manhattan_walk(s.pos, s.grid.goal))) + ")\n```"
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
         """A plausible but wrong call, so warm-start data shows the plan agent bad tool output."""
@@ -203,14 +227,15 @@ assert set(MOVES) == {"U", "D", "L", "R"}
 
 
 def single(task: PlanPath, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-           tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False):
+           tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False, positions: bool = False):
     del tool, tool_timeout_s  # the single agent has no tool; accepted so one config serves both
-    return Harness("single", task, [PlanRole(task, False, instructions, coords)], max_turns, parse_penalty)
+    return Harness("single", task, [PlanRole(task, False, instructions, coords, positions)], max_turns, parse_penalty)
 
 
 def mas(task: PlanPath, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-        tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False):
-    roles = [ToolRole(task, tool, instructions, tool_timeout_s, coords), PlanRole(task, True, instructions, coords)]
+        tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False, positions: bool = False):
+    roles = [ToolRole(task, tool, instructions, tool_timeout_s, coords, positions),
+             PlanRole(task, True, instructions, coords, positions)]
     return Harness("mas", task, roles, max_turns, parse_penalty)
 
 

@@ -233,6 +233,58 @@ def test_prompt_shows_the_grid_and_the_last_attempt():
     assert f"last: {state.task_state.history[-1]}" in h.prompt(state, "plan")
 
 
+def test_positions_line_names_the_agent_and_goal_cells():
+    h = mas(positions=True)
+    state = h.reset(h.task.instance("train", 3))
+    s = state.task_state
+    line = f"@ {s.pos[0]} {s.pos[1]} G {s.grid.goal[0]} {s.grid.goal[1]}"
+    assert line in h.prompt(state, "tool") and line in h.prompt(state, "plan")
+    assert line not in mas(positions=False).prompt(state, "tool")
+
+
+# --- naive demonstrators (the weaker half of the warm-start mixture) -----------------------
+
+@pytest.mark.parametrize("i", range(40))
+def test_naive_plan_is_the_wall_blind_l_walk(i):
+    h = single()
+    state = h.reset(h.task.instance("train", i))
+    s = state.task_state
+    moves = parse_moves(h.role("plan").naive(state)).action
+    assert len(moves) == abs(s.pos[0] - s.grid.goal[0]) + abs(s.pos[1] - s.grid.goal[1])
+    vertical = [m for m in moves if m in "UD"]
+    assert list(moves[:len(vertical)]) == vertical  # rows first, then columns
+    end, _, illegal = simulate(s.grid, s.pos, moves)
+    blocked = any((r, c) in s.grid.walls for r, c in _l_cells(s.pos, s.grid.goal))
+    assert (end == s.grid.goal) == (not blocked) and illegal == blocked
+
+
+def _l_cells(src, dst):
+    (r0, c0), (r1, c1) = src, dst
+    step_r, step_c = (1 if r1 > r0 else -1), (1 if c1 > c0 else -1)
+    rows = [(r, c0) for r in range(r0 + step_r, r1 + step_r, step_r)] if r1 != r0 else []
+    cols = [(r1, c) for c in range(c0 + step_c, c1 + step_c, step_c)] if c1 != c0 else []
+    return rows + cols
+
+
+@pytest.mark.parametrize("i", range(40))
+def test_naive_tool_reads_the_goal_transposed(i):
+    h = mas()
+    state = h.reset(h.task.instance("train", i))
+    r, c = state.task_state.grid.goal
+    text = h.role("tool").naive(state)
+    assert text == f"{c} {r}"
+    out = h.act(state, "tool", text)
+    assert out.parse_ok
+    if r == c:  # on the diagonal the mistake is harmless
+        assert out.local == 1.0
+
+
+def test_harness_names_lists_every_registered_harness():
+    from roles import harness_names
+    assert harness_names("planpath") == ["mas", "single"]
+    assert harness_names("no-such-task") == []
+
+
 # --- registry and errors ------------------------------------------------------------------
 
 def test_unknown_harness_lists_available_ones():

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from roles.base import Harness
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
-VERSION = 1  # bump when the build recipe changes, to invalidate old caches
+VERSION = 2  # bump when the build recipe changes, to invalidate old caches
 
 
 def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int,
@@ -52,7 +52,9 @@ def demonstrations(harnesses: list[Harness], split_index: range, noise: float, s
                     if rng.random() < noise:
                         text = role.noise(state, rng)
                     else:
-                        text = role.demo(state) if rng.random() < oracle_frac else role.naive(state)
+                        # (oracle_frac = 1 draws nothing, keeping the oracle-only data stream)
+                        oracle = oracle_frac >= 1.0 or rng.random() < oracle_frac
+                        text = role.demo(state) if oracle else role.naive(state)
                         yield prompt, text
                     state = h.act(state, name, text).state
                     if state.done:

@@ -197,6 +197,35 @@ def test_recompute_temperature_scaling(model, tok, prompts):
     assert not torch.allclose(mixed[2], hot[0], atol=1e-3)
 
 
+def test_shared_prefix_equals_full_sequences_in_value_and_gradient(tok, prompts):
+    """Groups of K samples sharing a prompt (prompts of different lengths, responses of different
+    lengths, shuffled): running each prompt once must give the same log-probs, entropies and
+    gradients as running every full sequence."""
+    model = tiny_model(tok, seed=3)
+    rng = random.Random(0)
+    ps, rs = [], []
+    for p in prompts:
+        for _ in range(3):  # K = 3
+            ps.append(p)
+            rs.append([rng.randrange(3, len(tok)) for _ in range(rng.randint(1, 6))] + [tok.eos_token_id])
+    order = list(range(len(ps)))
+    rng.shuffle(order)
+    ps, rs = [ps[i] for i in order], [rs[i] for i in order]
+    temps = [rng.choice([0.0, 0.7, 1.0]) for _ in ps]
+    out = {}
+    for share in (False, True):
+        model.zero_grad()
+        lp, mask, ent = response_logprobs(model, ps, rs, temps, tok.pad_token_id, with_entropy=True,
+                                          share_prefix=share)
+        (lp.sum() + ent.sum()).backward()
+        out[share] = lp.detach(), mask, ent.detach(), [q.grad.clone() for q in model.parameters()]
+    assert torch.equal(out[True][1], out[False][1])
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert torch.allclose(out[True][2], out[False][2], atol=1e-5)
+    for g_shared, g_full in zip(out[True][3], out[False][3]):  # float32 sums in another order
+        assert (g_shared - g_full).norm() <= 1e-4 * g_full.norm() + 1e-6
+
+
 def test_entropy_matches_distribution(model, tok, prompts):
     resp = [[5, 6, tok.eos_token_id], [7, tok.eos_token_id]]
     lp, mask, ent = response_logprobs(model, prompts[:2], resp, [1.0, 1.0], tok.pad_token_id, with_entropy=True)

@@ -102,7 +102,7 @@ def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
 
     Returns logprob (B, T), mask (B, T) and entropy (B, T) or None, T = longest response."""
     device = next(model.parameters()).device
-    B, T = len(prompt_ids), max(len(r) for r in response_ids)
+    T = max(len(r) for r in response_ids)
     if share_prefix:
         step_logits, targets = _shared_prefix_logits(model, prompt_ids, response_ids, pad_id, device)
     else:

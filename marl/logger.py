@@ -12,6 +12,9 @@ class NullLogger:
     def log(self, metrics: dict, step: int) -> None:
         pass
 
+    def rewind(self, step: int) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -29,6 +32,17 @@ class JsonlLogger:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def rewind(self, step: int) -> None:
+        """Drop the rows after `step` (a run killed after logging a step but before its
+        checkpoint will log that step again when resumed). Atomic: a kill here loses nothing."""
+        if not self.path.exists():
+            return
+        keep = [ln for ln in self.path.read_text().splitlines(keepends=True)
+                if ln.strip() and json.loads(ln)["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(keep))
+        os.replace(tmp, self.path)
+
     def finish(self) -> None:
         pass
 
@@ -45,6 +59,9 @@ class WandbLogger:
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
 
+    def rewind(self, step: int) -> None:
+        pass  # W&B keeps its history; rows logged again at an old step are dropped by W&B itself
+
     def finish(self) -> None:
         self.run.finish()
 
@@ -56,6 +73,10 @@ class MultiLogger:
     def log(self, metrics: dict, step: int) -> None:
         for lg in self.loggers:
             lg.log(metrics, step)
+
+    def rewind(self, step: int) -> None:
+        for lg in self.loggers:
+            lg.rewind(step)
 
     def finish(self) -> None:
         for lg in self.loggers:

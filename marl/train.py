@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,6 +42,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process so far, and the current one where /proc tells it."""
+    out = {"system/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    statm = Path("/proc/self/statm")
+    if statm.exists():
+        out["system/rss_mb"] = int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return out
 
 
 def collect(cfg, harness, pset, step: int, rng: random.Random):
@@ -129,6 +139,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         state = checkpoint.load(path, pset.policies)
         start, best, rng = state["step"], state["best"], state["trainer_rng"]
         results = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else {}
+        logger.rewind(start)  # steps logged after that checkpoint are run (and logged) again
         log(f"resumed from {path} at step {start}")
     elif cfg.eval.warm_start:
         t0 = time.perf_counter()
@@ -161,8 +172,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         upd_m = {}
         for name, ss in by_policy.items():                                         # update
             m = update_policy(pset.policies[name], ss, cfg.algo, cfg.train, rng)
-            prefix = "train/" if pset.kind == "shared" else f"role/{name}/"
-            upd_m.update({k if pset.kind == "shared" else prefix + k.split("/", 1)[1]: v for k, v in m.items()})
+            for k, v in m.items():  # timings add up over policies; the rest is per role when per_role
+                if k.startswith("timing/"):
+                    upd_m[k] = upd_m.get(k, 0.0) + v
+                else:
+                    upd_m[k if pset.kind == "shared" else f"role/{name}/" + k.split("/", 1)[1]] = v
         t_upd = time.perf_counter()
 
         metrics = {**adv_m, **upd_m,
@@ -179,9 +193,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         gen_s = sum(p.client.stats["seconds"] for p in pset.policies.values())
         metrics.update({"timing/rollout": t_roll - t_step, "timing/generate": gen_s,
                         "timing/env_and_tools": t_roll - t_step - gen_s, "timing/advantage": t_adv - t_roll,
-                        "timing/update": t_upd - t_adv})
+                        "timing/update": t_upd - t_adv,
+                        **memory_mb()})
+        t0 = time.perf_counter()
         with open(run_dir / "traces" / f"step_{step + 1:06d}.jsonl", "w") as f:
             f.writelines(json.dumps(s.trace()) + "\n" for s in samples)
+        metrics["timing/log"] = time.perf_counter() - t0
 
         done = step + 1
         if done % cfg.train.eval_every == 0 or done == cfg.train.steps:           # evaluate

@@ -92,10 +92,11 @@ def parse_cell(text: str) -> Parsed:
 def _context(state: TeamState, coords: bool, positions: bool = False) -> str:
     s: PlanPathState = state.task_state
     lines = [render_grid(s, coords)]
-    if positions:  # the cells of '@' and 'G' in words, so no role has to count columns
-        lines.append(f"@ {s.pos[0]} {s.pos[1]} G {s.grid.goal[0]} {s.grid.goal[1]}")
     if s.history:
         lines.append(f"last: {s.history[-1]}")
+    if positions:  # the cells of '@' and 'G' in words, so no role has to count columns; last, so
+        # the tool agent's answer sits at a fixed distance from the digits it copies
+        lines.append(f"@ {s.pos[0]} {s.pos[1]} G {s.grid.goal[0]} {s.grid.goal[1]}")
     return "\n".join(lines)
 
 

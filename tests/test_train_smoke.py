@@ -41,12 +41,12 @@ def test_train_writes_outputs(tmp_path, overrides):
     assert steps[0] == 0 and 2 in steps
     step2 = [r for r in metrics if r["step"] == 2 and "train/success" in r][0]
     for key in ("train/reward", "train/success", "adv/zero_std_frac", "timing/rollout", "timing/update",
-                "timing/generate", f"eval/{cfg.harness.name}/val/success", "eval/single/val/success",
+                "timing/generate", "timing/old_logprob", "timing/log", "system/peak_rss_mb", f"eval/{cfg.harness.name}/val/success", "eval/single/val/success",
                 "eval/mas/val/success"):
         assert key in step2 and math.isfinite(step2[key]), key
     assert 0.0 <= step2["adv/zero_std_frac"] <= 1.0
     for r in metrics:
-        assert all(k == "step" or k.split("/")[0] in {"train", "adv", "timing", "eval", "role"} for k in r)
+        assert all(k == "step" or k.split("/")[0] in {"train", "adv", "timing", "eval", "role", "system"} for k in r)
 
     traces = [json.loads(x) for x in (run_dir / "traces" / "step_000002.jsonl").read_text().splitlines()]
     assert traces and all(TRACE_KEYS <= set(t) for t in traces)
@@ -67,10 +67,13 @@ def test_resume_continues_from_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     train.run(cfg_for(tmp_path), run_dir)
     n_before = len(rows(run_dir))
+    with open(run_dir / "metrics.jsonl", "a") as f:  # step 3 logged, then killed before its checkpoint
+        f.write(json.dumps({"step": 3, "train/success": -1.0}) + "\n")
     train.run(cfg_for(tmp_path, "train.steps=3", f"resume={run_dir}"), run_dir)
     after = rows(run_dir)[n_before:]
     trained = [r["step"] for r in after if "train/success" in r]
-    assert trained == [3], "a resumed run continues at the step after the checkpoint"
+    assert trained == [3], "a resumed run continues at the step after the checkpoint, logged once"
+    assert all(r.get("train/success") != -1.0 for r in rows(run_dir)), "the killed run's row is dropped"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000003"
     assert not (run_dir / "checkpoints" / "step_000002").exists()  # only the newest step is kept
 

@@ -184,6 +184,7 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
     def chunks(xs, n):
         return [xs[i:i + n] for i in range(0, len(xs), n)]
 
+    t0 = time.perf_counter()
     with torch.no_grad():
         old, ref = {}, {}
         for part in chunks(samples, micro):
@@ -195,6 +196,7 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
                 old[id(s)] = lp[j, :n]
                 if rlp is not None:
                     ref[id(s)] = rlp[j, :n]
+    t_old = time.perf_counter() - t0
     model.train()
     metrics: dict[str, list[float]] = defaultdict(list)
     order = list(samples)
@@ -231,4 +233,5 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["train/pg_loss"] = sum(metrics["train/pg_loss"]) / max(n_mini, 1)  # shares add up per mini-batch
     out["train/lr"] = policy.scheduler.get_last_lr()[0]
+    out["timing/old_logprob"] = t_old  # recomputing the pre-update (and reference) log-probs
     return out

@@ -1,0 +1,95 @@
+"""Rollout generation: the local engine's batching client vs one HF `generate` call per request.
+
+    python benchmarks/generate.py [--problems 16] [--reps 5] [hydra overrides, e.g. algo.k=8]
+
+Requests are those of one rollout step: the first-turn prompts of the team's two roles for
+`--problems` train instances, each asked K times (the K candidates of a group). Both methods run
+the same model, prompts, sampling settings and token budget, through the same code
+(`BatchingClient.generate_batch`): batched = every request of a (turn, role) step in one call,
+as the rollout issues them; per-request = one call per request. Two regimes:
+- `eos`: generation stops at EOS (what a run does); tokens counted are those produced;
+- `fixed`: EOS is suppressed until max_new_tokens, so both methods produce exactly the same
+  number of tokens.
+Repetitions are interleaved (batched, per-request, batched, ...) and the median is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build, config, median, save, table  # noqa: E402
+
+
+def step_prompts(harness, task, encode, problems: int) -> dict[str, list[list[int]]]:
+    """{role: prompt token ids of turn 0, one per problem}; the plan agent's prompt carries the
+    tool output of the oracle's call, as in a rollout where the tool agent was right."""
+    out = {r: [] for r in harness.role_names}
+    for i in range(problems):
+        state = harness.reset(task.instance("train", i))
+        for r in harness.role_names:
+            out[r].append(encode(harness.prompt(state, r)))
+            state = harness.act(state, r, harness.role(r).demo(state)).state
+    return out
+
+
+def run_batched(client, prompts, temp):
+    async def go():
+        return await asyncio.gather(*[client.generate(p, temp) for p in prompts])
+    return asyncio.run(go())
+
+
+def run_single(client, prompts, temp):
+    return [c for p in prompts for c in client.generate_batch([p], temp)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    args, overrides = ap.parse_known_args()
+    cfg = config(overrides)
+    task, harnesses, pset = build(cfg)
+    policy = next(iter(pset.policies.values()))
+    client, k = policy.client, cfg.algo.k
+    prompts = step_prompts(harnesses["mas"], task, policy.encode, args.problems)
+    requests = {r: [p for p in ps for _ in range(k)] for r, ps in prompts.items()}  # (problems*K,) per role
+    gen_cfg = policy.model.generation_config
+    results, rows = {}, []
+    for regime in ("eos", "fixed"):
+        gen_cfg.min_new_tokens = client.max_new_tokens if regime == "fixed" else None
+        times = {"batched": [], "per_request": []}
+        tokens = {"batched": [], "per_request": []}
+        for _ in range(args.reps):
+            for method, fn in (("batched", run_batched), ("per_request", run_single)):
+                t0, n = time.perf_counter(), 0
+                for reqs in requests.values():  # one (turn, role) step after the other, as a rollout does
+                    comps = fn(client, reqs, args.temperature)
+                    n += sum(len(c.token_ids) for c in comps)
+                    if regime == "fixed":
+                        assert all(len(c.token_ids) == client.max_new_tokens for c in comps)
+                times[method].append(time.perf_counter() - t0)
+                tokens[method].append(n)
+        tps = {m: median([n / t for n, t in zip(tokens[m], times[m])]) for m in times}
+        results[regime] = {"seconds": {m: median(v) for m, v in times.items()},
+                           "tokens": {m: median(v) for m, v in tokens.items()},
+                           "tokens_per_s": tps, "ratio": tps["batched"] / tps["per_request"],
+                           "all_seconds": times}
+        rows += [[regime, m, median(tokens[m]), median(times[m]), tps[m]] for m in times]
+        rows.append([regime, "ratio batched/per-request", "", "", results[regime]["ratio"]])
+    gen_cfg.min_new_tokens = None
+    n_req = sum(len(v) for v in requests.values())
+    print(f"{n_req} requests per repetition ({args.problems} problems x K={k} x {len(requests)} roles), "
+          f"max_new_tokens={client.max_new_tokens}, temperature={args.temperature}, reps={args.reps}")
+    print(table(rows, ["regime", "method", "new tokens", "seconds (median)", "tokens/s (median)"]))
+    path = save("generate", {"args": vars(args), "overrides": overrides, "requests": n_req,
+                             "max_new_tokens": client.max_new_tokens, "results": results})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""A full training step, marl vs TRL's `GRPOTrainer`, on the same problem.
+
+    pip install -e ".[bench]"      # TRL is a benchmark-only extra
+    python benchmarks/trl_step.py [--steps 8] [hydra overrides]
+
+Setting (both sides): the tiny model's warm start, single-agent single-turn Plan-Path prompts
+(harness=single, max_turns=1), 16 problems x K=4 candidates = 64 samples per step, the same
+max new tokens, sampling temperature 1, AdamW at the run's lr, one optimizer step per
+training step, token-mean loss without KL, the same reward (the single harness's
+`local + alpha * team` for the parsed moves), CPU, the same torch thread count. Each side runs
+`--steps` steps in this process, marl first (its own training loop, `marl.train.run`, with
+evaluation off); the first step of each is discarded as warm-up and the median of the rest is
+reported as samples/s. TRL's step time covers its generation, reward and update, as ours does.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build, config, median, save, saved_default, table, train_metrics  # noqa: E402
+
+SETTING = ["harness=single", "harness.max_turns=1", "algo.k=4", "train.problems_per_step=16",
+           "eval.warm_start=false", "eval.n_val=1", "eval.n_test=1", "train.checkpoint_every=100000",
+           "train.eval_every=100000", "train.schedule=constant", "train.warmup_steps=0"]
+
+
+
+
+def trl_steps(cfg, task, harness, policy, steps: int) -> list[float]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    B, k = cfg.train.problems_per_step, cfg.algo.k
+    n = B * (steps + 1)
+    rows = [{"prompt": harness.prompt(harness.reset(task.instance("train", i)), "plan") + "\n", "idx": i}
+            for i in range(n)]  # "\n" ends a prompt in the tiny format (marl.tiny.encode_pair)
+
+    def reward(prompts, completions, idx, **_):
+        out = []
+        for text, i in zip(completions, idx):
+            o = harness.act(harness.reset(task.instance("train", i)), "plan", text)
+            out.append(o.local + cfg.algo.alpha * o.team)
+        return out
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], None
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+
+    timer = Timer()
+    with tempfile.TemporaryDirectory() as d:
+        args = GRPOConfig(
+            output_dir=d, use_cpu=True, max_steps=steps, per_device_train_batch_size=B * k,
+            num_generations=k, max_completion_length=cfg.model.max_new_tokens, temperature=cfg.train.temperature,
+            top_k=0, top_p=1.0, learning_rate=cfg.train.lr, lr_scheduler_type="constant", warmup_steps=0,
+            adam_beta1=0.9, adam_beta2=0.99, weight_decay=cfg.train.weight_decay, max_grad_norm=cfg.train.grad_clip,
+            beta=0.0, epsilon=cfg.algo.clip, loss_type="dapo", num_iterations=1, steps_per_generation=1,
+            gradient_accumulation_steps=1, logging_steps=1, report_to="none", save_strategy="no",
+            dataloader_num_workers=0, seed=cfg.seed, disable_tqdm=True)
+        trainer = GRPOTrainer(model=copy.deepcopy(policy.model).train(), reward_funcs=reward, args=args,
+                              train_dataset=Dataset.from_list(rows), processing_class=policy.tokenizer,
+                              callbacks=[timer])
+        trainer.train()
+    return timer.times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=8)
+    args, overrides = ap.parse_known_args()
+    # The default warm start, loaded through `model.path`: the single-turn setting would
+    # otherwise key a new build.
+    path, _tmp = saved_default(overrides)
+    cfg = config(SETTING + [path] + overrides)
+    task, harnesses, pset = build(cfg)
+    policy = next(iter(pset.policies.values()))
+    samples = cfg.train.problems_per_step * cfg.algo.k
+    ours = [r["timing/step"] for r in train_metrics(SETTING + [path] + overrides, args.steps)
+            if "timing/step" in r]
+    theirs = trl_steps(cfg, task, harnesses["single"], policy, args.steps)
+    m_ours, m_trl = median(ours[1:]), median(theirs[1:])
+    rows = [["marl (local engine)", m_ours, samples / m_ours], ["TRL GRPOTrainer", m_trl, samples / m_trl],
+            ["ratio marl/TRL", "", m_trl / m_ours]]
+    print(f"{samples} samples per step (16 problems x K={cfg.algo.k}), {args.steps} steps each, first discarded")
+    print(table(rows, ["trainer", "step s (median)", "samples/s"]))
+    path = save("trl_step", {"steps": args.steps, "overrides": overrides, "samples_per_step": samples,
+                             "marl_step_s": ours, "trl_step_s": theirs, "ratio": m_trl / m_ours})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

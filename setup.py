@@ -23,6 +23,7 @@ setup(
     extras_require={
         "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
         "gpu": ["vllm"],
+        "bench": ["trl==1.16.0", "datasets==5.2.0", "accelerate==1.15.0"],  # benchmarks/trl_step.py only; not a dependency of the package
     },
     entry_points={"verl.plugins": ["at_grpo = marl.verl_plugin"]},
 )

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from roles.base import Harness
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
-VERSION = 2  # bump when the build recipe changes, to invalidate old caches
+VERSION = 3  # bump when the build recipe changes, to invalidate old caches
 
 
 def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int,
@@ -138,7 +138,7 @@ def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=prin
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[tiny] building: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {len(pairs)} demonstrations")
     run_threads = torch.get_num_threads()
-    torch.set_num_threads(sft_cfg.get("threads") or os.cpu_count() or 1)  # the build is one large job
+    torch.set_num_threads(sft_cfg.get("threads") or len(os.sched_getaffinity(0)))  # one large job
     try:
         stats = sft(model, tok, pairs, sft_cfg["steps"], sft_cfg["batch"], sft_cfg["lr"], seed,
                     log=lambda s, l: log(f"[tiny] sft step {s}/{sft_cfg['steps']} loss {l:.3f}"))

@@ -110,7 +110,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ValueError(f"unknown algo {cfg.algo.name!r}; allowed: {', '.join(ALGOS)}")
     if cfg.algo.k < 2:
         raise ValueError(f"algo.k must be >= 2 to form groups, got {cfg.algo.k}")
-    torch.set_num_threads(cfg.threads or torch.get_num_threads())
+    torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))  # 0 = every core we may use
     seed_everything(cfg.seed)
     env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
     task = envs.make(cfg.env.name, **env_kw)

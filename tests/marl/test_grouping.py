@@ -54,6 +54,9 @@ def read_prompt(prompt: str):
     pos = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "@")
     goal = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "G")
     tool = next((ln[len("tool: "):] for ln in lines if ln.startswith("tool: ")), None)
+    cells = next((ln for ln in lines if ln.startswith("@ ")), None)  # positions line, when on
+    if cells is not None:
+        assert cells == f"@ {pos[0]} {pos[1]} G {goal[0]} {goal[1]}", (cells, pos, goal)
     return role, Grid(n, walls, pos, goal), pos, goal, tool
 
 
@@ -204,10 +207,11 @@ def test_first_role_rewards_also_differ():
 
 # --- defect 2: candidates are applied to the state their prompt came from -----------------
 
-@pytest.mark.parametrize("seed, coords", [(0, False), (1, False), (2, True), (3, True)])
-def test_every_candidate_applied_to_its_prompt_state(seed, coords):
+@pytest.mark.parametrize("seed, coords, positions", [(0, False, False), (1, False, False), (2, True, False),
+                                                     (3, True, False), (4, False, True), (5, False, True)])
+def test_every_candidate_applied_to_its_prompt_state(seed, coords, positions):
     codec = Codec()
-    h = harness(max_turns=4, coords=coords)
+    h = harness(max_turns=4, coords=coords, positions=positions)
     idx = range(seed * 10, seed * 10 + 5)
     episodes = run(h, idx, 2, ScriptedClient(codec, seed=seed, p_good=0.05), codec, seed=seed)
     for i, ep in zip(idx, episodes):

@@ -128,6 +128,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                      cfg.engine, cfg.device)
     ckpt_dir = run_dir / "checkpoints"
     (run_dir / "traces").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml")  # what marl.evaluate rebuilds the run from
     logger = make_logger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
     rng = random.Random(cfg.seed)
     results: dict = {}

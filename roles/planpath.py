@@ -1,7 +1,9 @@
 """Plan-Path roles: the plan agent (emits moves; its action advances the task) and the tool agent.
 
 Prompts are plain text built from the grid ('#' wall, '.' free, '@' the agent, 'G' the goal),
-the last executed attempt, and for the plan agent of the team the tool's output this turn.
+the last executed attempt, optionally a line with the cells of '@' and 'G' (`positions`, on in
+the tiny default: reading a cell is then copying two digits, not counting columns), and for the
+plan agent of the team the tool's output this turn.
 `instructions=True` prepends a natural-language task statement (for pretrained chat models);
 the tiny model is trained on the bare format.
 

@@ -88,3 +88,37 @@ def test_unknown_config_name_lists_choices(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode != 0
     assert "harness" in proc.stderr and "mas" in proc.stderr and "single" in proc.stderr
+
+
+def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path):
+    from marl import evaluate
+
+    run_dir = tmp_path / "run"
+    train.run(cfg_for(tmp_path, "policy=per_role", "train.steps=1"), run_dir)
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=4", "samples=2", "temperature=1.0",
+                                             "swap_roles=true", "splits=[val,test]", "threads=1"])
+    res = evaluate.run(cfg)
+    saved = json.loads((run_dir / "evaluate.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    team = saved["mas"]["test"]
+    assert team["roles"] == {"tool": "plan", "plan": "tool"}
+    assert saved["single"]["val"]["roles"] == {"plan": "tool"}  # the single agent's role, swapped
+    for r in (saved["mas"]["val"], team, saved["single"]["test"]):
+        assert r["n"] == 8 and r["samples"] == 2  # 4 problems x 2 samples
+        lo, hi = r["ci95"]
+        assert 0.0 <= lo <= r["success"] <= hi <= 1.0
+        assert r["pass@1"] == pytest.approx(r["success"]) and r["pass@1"] <= r["pass@2"] <= 1.0
+
+
+def test_evaluate_rejects_unknown_roles_and_greedy_resampling(tmp_path):
+    from marl import evaluate
+
+    run_dir = tmp_path / "run"
+    train.run(cfg_for(tmp_path, "train.steps=1", "eval.warm_start=false"), run_dir)
+    for overrides, msg in [(["roles.coder=shared"], "no such role"), (["samples=3"], "temperature"),
+                           (["harnesses=[chess]"], "unknown harness")]:
+        with initialize_config_dir(config_dir=CONF, version_base=None):
+            cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=2", "threads=1", *overrides])
+        with pytest.raises(ValueError, match=msg):
+            evaluate.run(cfg)

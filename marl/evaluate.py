@@ -1,0 +1,154 @@
+"""Evaluate saved policies in any harness, on any split, greedy or sampled.
+
+    python -m marl.evaluate run=<run dir> [checkpoint=best|latest|<dir>] [harnesses=[single,mas]]
+        [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [roles.tool=plan]
+
+The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and
+policies; the checkpoint's weights are loaded into them. Which policy plays which role:
+- default: the run's routing (a shared policy plays every role; per-role policies play their
+  own role, and a role the training harness lacks is played by its last role's policy);
+- `swap_roles=true`: per-role policies trade places (each role is played by the other's policy);
+- `roles.<role>=<policy>`: an explicit mapping, applied last.
+
+Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
+`samples`, unbiased estimator), mean turns, parse-failure rate, per-role reward. Writes JSON
+(`out=`, default `<run>/evaluate.json`) and prints a table.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import envs
+from marl import checkpoint
+from marl.evaluation import run_episodes, summarize
+from marl.policy import PolicySet, load_base
+from roles import harness_names, make_harness
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c succeeded: 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (sound near 0 and 1, unlike p +- 2se)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def role_mapping(default: dict[str, str], policies: list[str], swap: bool, explicit: dict) -> dict[str, str]:
+    """role -> policy name for one harness. Raises on a name that does not exist."""
+    mapping = dict(default)
+    if swap:
+        if len(policies) != 2:
+            raise ValueError(f"swap_roles needs exactly two per-role policies, the run has {policies}")
+        other = {policies[0]: policies[1], policies[1]: policies[0]}
+        mapping = {r: other[p] for r, p in mapping.items()}
+    for role, pol in explicit.items():
+        if role not in mapping:
+            raise ValueError(f"roles.{role}: no such role here; roles: {sorted(mapping)}")
+        if pol not in policies:
+            raise ValueError(f"roles.{role}={pol}: no such policy in the run; policies: {policies}")
+        mapping[role] = pol
+    return mapping
+
+
+def evaluate_split(harness, split: str, n: int, samples: int, temperature: float, pset, mapping, alpha, seed):
+    episodes = [run_episodes(harness, split, n, pset.clients(), mapping, pset.encoders(), temperature=temperature,
+                             alpha=alpha, seed=seed + s) for s in range(samples)]  # samples x n
+    flat = [e for eps in episodes for e in eps]
+    out = summarize(flat)
+    solved = [sum(eps[i].solved for eps in episodes) for i in range(n)]  # per problem, of `samples`
+    if samples == 1:
+        out["ci95"] = list(wilson(sum(solved), n))
+    else:  # problems are the independent units; a normal interval over their success rates
+        rates = [c / samples for c in solved]
+        sd = math.sqrt(sum((r - out["success"]) ** 2 for r in rates) / max(n - 1, 1))
+        half = 1.96 * sd / math.sqrt(n)
+        out["ci95"] = [max(0.0, out["success"] - half), min(1.0, out["success"] + half)]
+    k = 1
+    while k <= samples:
+        out[f"pass@{k}"] = sum(pass_at_k(samples, c, k) for c in solved) / n
+        k *= 2
+    out.update(samples=samples, temperature=temperature, roles=dict(mapping))
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    run_dir = Path(cfg.run)
+    if not (run_dir / "config.yaml").exists():
+        raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
+    if cfg.samples > 1 and cfg.temperature <= 0:
+        raise ValueError(f"samples={cfg.samples} with temperature=0 repeats one greedy episode; set temperature > 0")
+    rc = OmegaConf.load(run_dir / "config.yaml")
+    threads = cfg.threads or rc.get("threads") or 0
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    env_kw = {k: v for k, v in OmegaConf.to_container(rc.env).items() if k != "name"}
+    task = envs.make(rc.env.name, **env_kw)
+    h_kw = {k: v for k, v in OmegaConf.to_container(rc.harness).items() if k != "name"}
+    known = harness_names(task.name)
+    for h in cfg.harnesses:
+        if h not in known:
+            raise ValueError(f"unknown harness {h!r} for task {task.name}; allowed: {', '.join(known)}")
+    train_h = make_harness(task, rc.harness.name, **h_kw)
+    base = load_base(rc.model, [make_harness(task, n, **h_kw) for n in known], {"env": env_kw, "harness": h_kw},
+                     rc.cache_dir, rc.model.get("seed", 0))
+    pset = PolicySet(rc.policy.name, train_h.role_names, base, rc.train, rc.algo, rc.model, rc.engine, rc.device)
+    if cfg.checkpoint in ("best", "latest"):
+        path = run_dir / "checkpoints" / "best" if cfg.checkpoint == "best" else checkpoint.latest(run_dir)
+    else:
+        path = Path(cfg.checkpoint)
+    if path is None or not (path / "state.pt").exists():
+        raise ValueError(f"checkpoint={cfg.checkpoint}: no checkpoint at {path}")
+    state = checkpoint.load(path, pset.policies, weights_only_models=True)
+    results: dict = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"]}
+    explicit = OmegaConf.to_container(cfg.roles) if cfg.roles else {}
+    hs = {name: make_harness(task, name, **h_kw) for name in cfg.harnesses}
+    all_roles = sorted({r for h in hs.values() for r in h.role_names})
+    for role in explicit:
+        if role not in all_roles:
+            raise ValueError(f"roles.{role}: no such role in {list(cfg.harnesses)}; roles: {all_roles}")
+    for name, h in hs.items():
+        mapping = role_mapping(pset.role_policy(h.role_names), list(pset.policies), cfg.swap_roles,
+                               {r: p for r, p in explicit.items() if r in h.role_names})
+        results[name] = {split: evaluate_split(h, split, cfg.n, cfg.samples, cfg.temperature, pset, mapping,
+                                               rc.algo.alpha, cfg.seed) for split in cfg.splits}
+    out = Path(cfg.out) if cfg.out else run_dir / "evaluate.json"
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, out)
+    print_table(results, cfg)
+    print(f"wrote {out}")
+    return results
+
+
+def print_table(results: dict, cfg) -> None:
+    print(f"\n{'harness':<8} {'split':<5} {'success':>8} {'95% CI':>13} {'turns':>6} {'parse fail':>10}  roles")
+    for h in cfg.harnesses:
+        for split, r in results[h].items():
+            lo, hi = r["ci95"]
+            roles = ", ".join(f"{k}<-{v}" for k, v in r["roles"].items())
+            print(f"{h:<8} {split:<5} {r['success']:>8.1%} {f'{lo:.0%}-{hi:.0%}':>13} {r['mean_turns']:>6.2f} "
+                  f"{r['parse_fail_rate']:>10.1%}  {roles}")
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

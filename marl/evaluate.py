@@ -1,14 +1,14 @@
 """Evaluate saved policies in any harness, on any split, greedy or sampled.
 
     python -m marl.evaluate run=<run dir> [checkpoint=best|latest|<dir>] [harnesses=[single,mas]]
-        [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [roles.tool=plan]
+        [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
 
 The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and
 policies; the checkpoint's weights are loaded into them. Which policy plays which role:
 - default: the run's routing (a shared policy plays every role; per-role policies play their
   own role, and a role the training harness lacks is played by its last role's policy);
 - `swap_roles=true`: per-role policies trade places (each role is played by the other's policy);
-- `roles.<role>=<policy>`: an explicit mapping, applied last.
+- `+roles.<role>=<policy>`: an explicit mapping, applied last (Hydra adds keys with "+").
 
 Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
 `samples`, unbiased estimator), mean turns, parse-failure rate, per-role reward. Writes JSON

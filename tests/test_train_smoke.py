@@ -116,7 +116,7 @@ def test_evaluate_rejects_unknown_roles_and_greedy_resampling(tmp_path):
 
     run_dir = tmp_path / "run"
     train.run(cfg_for(tmp_path, "train.steps=1", "eval.warm_start=false"), run_dir)
-    for overrides, msg in [(["roles.coder=shared"], "no such role"), (["samples=3"], "temperature"),
+    for overrides, msg in [(["+roles.coder=shared"], "no such role"), (["samples=3"], "temperature"),
                            (["harnesses=[chess]"], "unknown harness")]:
         with initialize_config_dir(config_dir=CONF, version_base=None):
             cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=2", "threads=1", *overrides])

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-import envs
-from marl.policy import PolicySet, load_base
+from marl.policy import build_run
 from roles import harness_names, make_harness
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -30,14 +28,8 @@ def build(cfg):
     """(task, {harness name: Harness}, PolicySet) as `marl.train` builds them."""
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     torch.manual_seed(cfg.seed)
-    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
-    task = envs.make(cfg.env.name, **env_kw)
-    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness).items() if k != "name"}
+    task, h_kw, pset = build_run(cfg, log=lambda *a: print(*a, file=sys.stderr))
     harnesses = {n: make_harness(task, n, **h_kw) for n in harness_names(task.name)}
-    base = load_base(cfg.model, list(harnesses.values()), {"env": env_kw, "harness": h_kw},
-                     cfg.cache_dir, cfg.model.get("seed", 0), log=lambda *a: print(*a, file=sys.stderr))
-    pset = PolicySet(cfg.policy.name, harnesses[cfg.harness.name].role_names, base, cfg.train,
-                     cfg.algo, cfg.model, cfg.engine, cfg.device)
     return task, harnesses, pset
 
 

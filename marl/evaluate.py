@@ -25,10 +25,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import envs
 from marl import checkpoint
 from marl.evaluation import run_episodes, summarize
-from marl.policy import PolicySet, load_base
+from marl.policy import build_run
 from roles import harness_names, make_harness
 
 
@@ -96,17 +95,11 @@ def run(cfg: DictConfig) -> dict:
     rc = OmegaConf.load(run_dir / "config.yaml")
     threads = cfg.threads or rc.get("threads") or 0
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    env_kw = {k: v for k, v in OmegaConf.to_container(rc.env).items() if k != "name"}
-    task = envs.make(rc.env.name, **env_kw)
-    h_kw = {k: v for k, v in OmegaConf.to_container(rc.harness).items() if k != "name"}
+    task, h_kw, pset = build_run(rc)
     known = harness_names(task.name)
     for h in cfg.harnesses:
         if h not in known:
             raise ValueError(f"unknown harness {h!r} for task {task.name}; allowed: {', '.join(known)}")
-    train_h = make_harness(task, rc.harness.name, **h_kw)
-    base = load_base(rc.model, [make_harness(task, n, **h_kw) for n in known], {"env": env_kw, "harness": h_kw},
-                     rc.cache_dir, rc.model.get("seed", 0))
-    pset = PolicySet(rc.policy.name, train_h.role_names, base, rc.train, rc.algo, rc.model, rc.engine, rc.device)
     if cfg.checkpoint in ("best", "latest"):
         path = run_dir / "checkpoints" / "best" if cfg.checkpoint == "best" else checkpoint.latest(run_dir)
     else:

@@ -24,16 +24,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-import envs
 from marl import checkpoint
 from marl.advantage import group_advantages
 from marl.engine.local import update_policy
 from marl.evaluation import run_episodes, summarize
 from marl.grouping import check_groups, regroup_by_problem
 from marl.logger import make_logger
-from marl.policy import PolicySet, load_base
+from marl.policy import build_run
 from marl.rollout import rollout
-from roles import harness_names, make_harness
+from roles import make_harness
 
 ALGOS = ("at_grpo", "grpo")
 
@@ -112,20 +111,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ValueError(f"algo.k must be >= 2 to form groups, got {cfg.algo.k}")
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))  # 0 = every core we may use
     seed_everything(cfg.seed)
-    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
-    task = envs.make(cfg.env.name, **env_kw)
-    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness).items() if k != "name"}
+    log = tqdm.write
+    task, h_kw, pset = build_run(cfg, log=log)
     eval_names = list(dict.fromkeys([cfg.harness.name, *cfg.eval.harnesses]))
     harnesses = {n: make_harness(task, n, **h_kw) for n in eval_names}
     harness = harnesses[cfg.harness.name]
-    log = tqdm.write
-    # The tiny model learns every harness format of the task, whatever this run evaluates, so
-    # one cached warm start serves all runs on the task.
-    base = load_base(cfg.model, [make_harness(task, n, **h_kw) for n in harness_names(task.name)],
-                     {"env": env_kw, "harness": h_kw},
-                     cfg.cache_dir, cfg.model.get("seed", 0), log=log)
-    pset = PolicySet(cfg.policy.name, harness.role_names, base, cfg.train, cfg.algo, cfg.model,
-                     cfg.engine, cfg.device)
     ckpt_dir = run_dir / "checkpoints"
     (run_dir / "traces").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml")  # what marl.evaluate rebuilds the run from

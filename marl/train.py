@@ -30,7 +30,7 @@ from marl.engine.local import update_policy
 from marl.evaluation import run_episodes, summarize
 from marl.grouping import check_groups, regroup_by_problem
 from marl.logger import make_logger
-from marl.policy import build_run
+from marl.policy import POLICY_KINDS, build_run
 from marl.rollout import rollout
 from roles import make_harness
 
@@ -103,12 +103,26 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    # ---- build ----------------------------------------------------------------------------
+def check_config(cfg: DictConfig) -> None:
+    """Reject settings the run would only trip over later, naming what is allowed."""
+    from roles import harness_names
     if cfg.algo.name not in ALGOS:
         raise ValueError(f"unknown algo {cfg.algo.name!r}; allowed: {', '.join(ALGOS)}")
     if cfg.algo.k < 2:
         raise ValueError(f"algo.k must be >= 2 to form groups, got {cfg.algo.k}")
+    if cfg.policy.name not in POLICY_KINDS:
+        raise ValueError(f"unknown policy {cfg.policy.name!r}; allowed: {', '.join(POLICY_KINDS)}")
+    for h in [cfg.harness.name, *cfg.eval.harnesses]:
+        if h not in harness_names(cfg.env.name):
+            raise ValueError(f"unknown harness {h!r} for env {cfg.env.name}; allowed: {', '.join(harness_names(cfg.env.name))}")
+    if cfg.harness.max_turns < 1 or cfg.train.temperature <= 0 or cfg.train.steps < 1:
+        raise ValueError("harness.max_turns and train.steps must be >= 1 and train.temperature > 0; got "
+                         f"{cfg.harness.max_turns}, {cfg.train.steps}, {cfg.train.temperature}")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    # ---- build ----------------------------------------------------------------------------
+    check_config(cfg)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))  # 0 = every core we may use
     seed_everything(cfg.seed)
     log = tqdm.write

@@ -1,0 +1,74 @@
+"""The mismatch experiment end to end on a minute-sized tiny model: one command trains every arch,
+evaluates each in every deploy setting, aggregates into results.csv/.md and a heatmap; a rerun
+skips finished cells; a cell trained with another config is never overwritten."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.mismatch import aggregate as agg
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2",
+         "train.problems_per_step=3", "train.eval_every=2", "eval.n_val=4", "eval.n_test=4", "algo.k=2",
+         "threads=1", "seed=0"]
+
+
+def mismatch(out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.mismatch", f"mismatch.out={out}",
+                           f"cache_dir={cache}", *SMALL, *extra], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    out, cache = tmp_path_factory.mktemp("mismatch") / "out", tmp_path_factory.getbasetemp() / "cache"
+    proc = mismatch(out, cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, cache, proc
+
+
+def test_every_cell_and_deploy_setting_is_reported(experiment):
+    out, _, _ = experiment
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    got = {(r["arch"], r["deploy"]) for r in rows}
+    expected = {(a, d) for a in ("single", "mas_shared", "mas_per_role") for d in ("single", "mas")}
+    expected |= {("mas_per_role", "mas_swapped"), ("warm_start", "single"), ("warm_start", "mas")}
+    assert got == expected
+    for r in rows:
+        lo, mean, hi = float(r["ci_lo"]), float(r["mean"]), float(r["ci_hi"])
+        assert 0.0 <= lo <= mean <= hi <= 1.0 and int(r["n"]) == 4 and int(r["seeds"]) == 1
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "deploy team, roles swapped" in (out / "results.md").read_text()
+    swapped = json.loads((out / "mas_per_role" / "seed0" / "cell.json").read_text())["deploy"]["mas_swapped"]
+    assert swapped["roles"] == {"tool": "plan", "plan": "tool"}  # each role played by the other's policy
+
+
+def test_rerun_skips_finished_cells(experiment):
+    out, cache, _ = experiment
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/cell.json")}
+    proc = mismatch(out, cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished before, skipped") == 3
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/cell.json")} == stamp
+
+
+def test_a_cell_trained_otherwise_is_not_overwritten(experiment):
+    out, cache, _ = experiment
+    proc = mismatch(out, cache, "arch=single", "algo.alpha=0.5")
+    assert proc.returncode != 0
+    assert "trained with another config (differs in: algo.alpha)" in proc.stderr
+
+
+def test_summary_statistics():
+    s = agg.summarize([0.5, 0.6, 0.7], n=100)
+    assert s["mean"] == pytest.approx(0.6)
+    assert s["ci_hi"] - s["mean"] == pytest.approx(4.303 * 0.1 / math.sqrt(3))  # t(2) over seeds
+    assert agg.summarize([0.8, 0.9, 1.0], n=100)["ci_hi"] == 1.0  # clipped to a probability
+    one = agg.summarize([0.5], n=100)
+    assert (one["ci_lo"], one["ci_hi"]) == pytest.approx((0.404, 0.596), abs=1e-3)  # Wilson

@@ -5,7 +5,8 @@ setup(
     version="0.1.0",
     description="On-policy RL for teams of LLM agents (AT-GRPO), laptop to cluster",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["marl", "marl.*", "envs", "envs.*", "roles", "roles.*"]),
+    packages=find_packages(include=["marl", "marl.*", "envs", "envs.*", "roles", "roles.*",
+                                    "experiments", "experiments.*"]),
     include_package_data=True,
     install_requires=[
         "torch==2.13.0",
@@ -19,9 +20,12 @@ setup(
         "verl==0.9.1",
         "numpy==2.4.6",
         "tqdm==4.70.1",
+        "PyYAML==6.0.3",  # experiments/sweeps reads W&B sweep files
+        "matplotlib==3.11.2",  # the mismatch experiment's heatmap; the analysis notebook
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
+        "test": ["pytest==9.2.0", "hypothesis==6.170.15",
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],  # runs notebooks/ in the suite
         "gpu": ["vllm"],
         "bench": ["trl==1.16.0", "datasets==5.2.0", "accelerate==1.15.0"],  # benchmarks/trl_step.py only; not a dependency of the package
     },

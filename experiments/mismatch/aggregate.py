@@ -84,10 +84,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
-    import matplotlib
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (a notebook's) alone
 
     archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
     deploys = [d for d in DEPLOYS if any(r["deploy"] == d for r in rows)]
@@ -98,7 +96,8 @@ def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
             i, j = archs.index(r["arch"]), deploys.index(r["deploy"])
             grid[i, j] = r["mean"]
             text[i][j] = f"{r['mean']:.0%}\n[{r['ci_lo']:.0%}, {r['ci_hi']:.0%}]"
-    fig, ax = plt.subplots(figsize=(1.9 * len(deploys) + 2.5, 0.9 * len(archs) + 1.2))
+    fig = Figure(figsize=(1.9 * len(deploys) + 2.5, 0.9 * len(archs) + 1.2))
+    ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(deploys)), [DEPLOYS[d] for d in deploys])
     ax.set_yticks(range(len(archs)), [ARCHS[a] for a in archs])
@@ -110,7 +109,6 @@ def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
     ax.set_title(title or "train harness x deploy harness (mean over seeds, 95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def aggregate(out: Path) -> list[dict]:

@@ -6,35 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from experiments.mismatch import aggregate as agg
 
-ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2",
-         "train.problems_per_step=3", "train.eval_every=2", "eval.n_val=4", "eval.n_test=4", "algo.k=2",
-         "threads=1", "seed=0"]
 
-
-def mismatch(out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.mismatch", f"mismatch.out={out}",
-                           f"cache_dir={cache}", *SMALL, *extra], cwd=ROOT, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    out, cache = tmp_path_factory.mktemp("mismatch") / "out", tmp_path_factory.getbasetemp() / "cache"
-    proc = mismatch(out, cache)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, cache, proc
-
-
-def test_every_cell_and_deploy_setting_is_reported(experiment):
-    out, _, _ = experiment
+def test_every_cell_and_deploy_setting_is_reported(mismatch_experiment):
+    out, _, _ = mismatch_experiment
     rows = list(csv.DictReader(open(out / "results.csv")))
     got = {(r["arch"], r["deploy"]) for r in rows}
     expected = {(a, d) for a in ("single", "mas_shared", "mas_per_role") for d in ("single", "mas")}
@@ -49,18 +28,18 @@ def test_every_cell_and_deploy_setting_is_reported(experiment):
     assert swapped["roles"] == {"tool": "plan", "plan": "tool"}  # each role played by the other's policy
 
 
-def test_rerun_skips_finished_cells(experiment):
-    out, cache, _ = experiment
+def test_rerun_skips_finished_cells(mismatch_experiment, mismatch_cmd):
+    out, cache, _ = mismatch_experiment
     stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/cell.json")}
-    proc = mismatch(out, cache)
+    proc = mismatch_cmd(out, cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("finished before, skipped") == 3
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/cell.json")} == stamp
 
 
-def test_a_cell_trained_otherwise_is_not_overwritten(experiment):
-    out, cache, _ = experiment
-    proc = mismatch(out, cache, "arch=single", "algo.alpha=0.5")
+def test_a_cell_trained_otherwise_is_not_overwritten(mismatch_experiment, mismatch_cmd):
+    out, cache, _ = mismatch_experiment
+    proc = mismatch_cmd(out, cache, "arch=single", "algo.alpha=0.5")
     assert proc.returncode != 0
     assert "trained with another config (differs in: algo.alpha)" in proc.stderr
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 from transformers import get_constant_schedule_with_warmup
 
@@ -54,7 +55,7 @@ def load_base(model_cfg, harnesses, task_spec: dict, cache_dir: str, seed: int, 
     if model_cfg.name != "tiny":
         raise ValueError(f"model {model_cfg.name!r} needs model.path (a local HF directory or hub id)")
     spec = {"task": task_spec, "harnesses": sorted(h.name for h in harnesses), "seed": seed,
-            "model": dict(model_cfg.arch), "sft": dict(model_cfg.sft)}
+            "model": OmegaConf.to_container(model_cfg.arch), "sft": OmegaConf.to_container(model_cfg.sft)}
     model, tok, _ = build_or_load(harnesses, spec, cache_dir, log=log)
     return model, tok, False
 
@@ -109,7 +110,6 @@ def build_run(cfg, log=print):
     learns every harness format of the task, whatever the run evaluates, so one cached warm start
     serves all runs on the task."""
     import envs
-    from omegaconf import OmegaConf
     from roles import harness_names, make_harness
 
     env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}

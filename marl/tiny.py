@@ -29,7 +29,7 @@ VERSION = 4  # bump when the build recipe changes, to invalidate old caches
 
 
 def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int,
-                   oracle_frac: float = 1.0):
+                   oracle_frac: float | dict[str, float] = 1.0):
     """(prompt, response) pairs for every role of every harness.
 
     Each target comes from the oracle with probability `oracle_frac`, else from the role's naive
@@ -39,7 +39,7 @@ def demonstrations(harnesses: list[Harness], split_index: range, noise: float, s
     holds right and wrong habits side by side, and RL must learn from reward which one pays.
     With probability `noise` an action is instead a plausible wrong response that is executed but
     never a target: it makes the episodes visit the states a learner meets (a history line, a
-    bad tool answer).
+    bad tool answer). `oracle_frac` is one share for every role or {role: share}.
     """
     rng = random.Random(seed)
     for i in split_index:
@@ -52,8 +52,9 @@ def demonstrations(harnesses: list[Harness], split_index: range, noise: float, s
                     if rng.random() < noise:
                         text = role.noise(state, rng)
                     else:
-                        # (oracle_frac = 1 draws nothing, keeping the oracle-only data stream)
-                        oracle = oracle_frac >= 1.0 or rng.random() < oracle_frac
+                        frac = oracle_frac[name] if isinstance(oracle_frac, dict) else oracle_frac
+                        # (a share of 1 draws nothing, keeping the oracle-only data stream)
+                        oracle = frac >= 1.0 or rng.random() < frac
                         text = role.demo(state) if oracle else role.naive(state)
                         yield prompt, text
                     state = h.act(state, name, text).state

@@ -131,6 +131,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     harnesses = {n: make_harness(task, n, **h_kw) for n in eval_names}
     harness = harnesses[cfg.harness.name]
     ckpt_dir = run_dir / "checkpoints"
+    if not cfg.resume and ((run_dir / "metrics.jsonl").exists() or ckpt_dir.exists()):
+        raise ValueError(f"{run_dir} already holds a run; continue it with resume={run_dir} or choose "
+                         "another hydra.run.dir (nothing there was changed)")
     (run_dir / "traces").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml")  # what marl.evaluate rebuilds the run from
     logger = make_logger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))

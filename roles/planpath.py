@@ -30,6 +30,7 @@ from roles.tools import run_program
 
 _WORDS = {"u": "U", "up": "U", "d": "D", "down": "D", "l": "L", "left": "L", "r": "R", "right": "R"}
 _LABEL = re.compile(r"^\s*[A-Za-z ]{0,20}:\s*")
+_INDEX = re.compile(r"^\d{1,3}(?=[A-Za-z])")  # a numbered item's index: "12R" -> "R"
 _CODE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
 
@@ -45,8 +46,10 @@ def render_grid(s: PlanPathState, coords: bool = False) -> str:
     return "\n".join(rows)
 
 
-def format_moves(moves) -> str:
-    return " ".join(moves)
+def format_moves(moves, numbered: bool = False) -> str:
+    """"R R D", or numbered "1R 2R 3D": each move led by its index, so copying a move list is a
+    lookup (the move after "3" in the source) rather than counting along runs of equal moves."""
+    return " ".join(f"{i}{m}" for i, m in enumerate(moves, 1)) if numbered else " ".join(moves)
 
 
 def manhattan_walk(src, dst) -> list[str]:
@@ -57,7 +60,8 @@ def manhattan_walk(src, dst) -> list[str]:
 
 def parse_moves(text: str, max_moves: int = 200) -> Parsed:
     """Moves from the last bracketed list in `text`, else from its last non-empty line.
-    Items are U/D/L/R or up/down/left/right (any case), separated by spaces, commas or quotes."""
+    Items are U/D/L/R or up/down/left/right (any case), separated by spaces, commas or quotes,
+    each optionally led by its index ("1R 2D"); the indices are not checked."""
     try:
         lists = re.findall(r"\[([^\[\]]*)\]", text)
         if lists:
@@ -68,7 +72,7 @@ def parse_moves(text: str, max_moves: int = 200) -> Parsed:
         items = [w for w in re.split(r"[\s,\"'`]+", body) if w]
         if not items:
             return Parsed(False, error="no moves found")
-        moves = [_WORDS.get(w.lower()) for w in items]
+        moves = [_WORDS.get(_INDEX.sub("", w).lower()) for w in items]
         if None in moves:
             bad = items[moves.index(None)]
             return Parsed(False, error=f"not a move: {bad[:20]!r} (allowed U D L R)")
@@ -106,9 +110,9 @@ class PlanRole:
     """Emits the move list that advances the task. In the team it also sees the tool's output."""
 
     def __init__(self, task: PlanPath, sees_tool: bool, instructions: bool, coords: bool = False,
-                 positions: bool = False):
+                 positions: bool = False, numbered: bool = False):
         self.name, self.task, self.sees_tool, self.instructions = "plan", task, sees_tool, instructions
-        self.coords, self.positions = coords, positions
+        self.coords, self.positions, self.numbered = coords, positions, numbered
 
     def prompt(self, state: TeamState) -> str:
         head = ""
@@ -130,29 +134,29 @@ class PlanRole:
         return replace(state, task_state=res.state), res.reward, {"terms": res.terms}
 
     def demo(self, state: TeamState) -> str:
-        return format_moves(self.task.oracle(state.task_state))
+        return format_moves(self.task.oracle(state.task_state), self.numbered)
 
     def naive(self, state: TeamState) -> str:
         """The naive demonstrator: walk rows first, then columns, straight at 'G', ignoring walls
         and the tool. Right whenever that L-shaped walk is clear."""
         s: PlanPathState = state.task_state
-        return format_moves(manhattan_walk(s.pos, s.grid.goal))
+        return format_moves(manhattan_walk(s.pos, s.grid.goal), self.numbered)
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
         """A random short move list: warm-start data uses it to reach states with a history."""
-        return format_moves(rng.choice("UDLR") for _ in range(rng.randint(1, 3)))
+        return format_moves([rng.choice("UDLR") for _ in range(rng.randint(1, 3))], self.numbered)
 
 
 class ToolRole:
     """Calls the tool; its output is shown to the plan agent of the same turn."""
 
     def __init__(self, task: PlanPath, tool: str, instructions: bool, timeout_s: float = 2.0,
-                 coords: bool = False, positions: bool = False):
+                 coords: bool = False, positions: bool = False, numbered: bool = False):
         if tool not in ("goal", "program"):
             raise ValueError(f"unknown planpath tool {tool!r}; allowed: goal, program")
         self.name, self.task, self.tool = "tool", task, tool
         self.instructions, self.timeout_s, self.coords = instructions, timeout_s, coords
-        self.positions = positions
+        self.positions, self.numbered = positions, numbered
 
     def prompt(self, state: TeamState) -> str:
         head = ""
@@ -173,7 +177,7 @@ class ToolRole:
         s: PlanPathState = state.task_state
         if self.tool == "goal":
             path = bfs_path(s.grid, s.pos, action)
-            return "none" if path is None else format_moves(path) or "here"
+            return "none" if path is None else format_moves(path, self.numbered) or "here"
         result = run_program(action, timeout_s=self.timeout_s)
         out = result.stdout.strip()[-300:] if result.ok else f"error: {result.error}"
         return "".join(ch for ch in out if ch in string.printable)  # observations stay plain text
@@ -230,15 +234,18 @@ assert set(MOVES) == {"U", "D", "L", "R"}
 
 
 def single(task: PlanPath, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-           tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False, positions: bool = False):
+           tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False, positions: bool = False,
+           numbered: bool = False):
     del tool, tool_timeout_s  # the single agent has no tool; accepted so one config serves both
-    return Harness("single", task, [PlanRole(task, False, instructions, coords, positions)], max_turns, parse_penalty)
+    return Harness("single", task, [PlanRole(task, False, instructions, coords, positions, numbered)],
+                   max_turns, parse_penalty)
 
 
 def mas(task: PlanPath, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-        tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False, positions: bool = False):
-    roles = [ToolRole(task, tool, instructions, tool_timeout_s, coords, positions),
-             PlanRole(task, True, instructions, coords, positions)]
+        tool: str = "goal", tool_timeout_s: float = 2.0, coords: bool = False, positions: bool = False,
+        numbered: bool = False):
+    roles = [ToolRole(task, tool, instructions, tool_timeout_s, coords, positions, numbered),
+             PlanRole(task, True, instructions, coords, positions, numbered)]
     return Harness("mas", task, roles, max_turns, parse_penalty)
 
 

@@ -67,6 +67,10 @@ def test_resume_continues_from_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     train.run(cfg_for(tmp_path), run_dir)
     n_before = len(rows(run_dir))
+    before = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="already holds a run; continue it with resume="):
+        train.run(cfg_for(tmp_path), run_dir)  # a fresh run never writes over an old one
+    assert (run_dir / "metrics.jsonl").read_text() == before
     with open(run_dir / "metrics.jsonl", "a") as f:  # step 3 logged, then killed before its checkpoint
         f.write(json.dumps({"step": 3, "train/success": -1.0}) + "\n")
     train.run(cfg_for(tmp_path, "train.steps=3", f"resume={run_dir}"), run_dir)

@@ -9,7 +9,7 @@ import envs
 import roles  # noqa: F401  (registers the harnesses)
 from envs.planpath import MOVES
 from roles.base import _HARNESSES, Parsed, make_harness
-from roles.planpath import parse_cell, parse_moves
+from roles.planpath import format_moves, parse_cell, parse_moves
 
 FAST = settings(max_examples=300, deadline=None)
 
@@ -85,6 +85,8 @@ def test_parse_moves_round_trips_move_lists(items, sep, bracket):
     ("Plan: U,D", ("U", "D")),
     ("thinking...\nfirst [R] then\n['D', 'D']", ("D", "D")),  # the last bracketed list
     ("some reasoning\n\nR D\n\n", ("R", "D")),  # else the last non-empty line
+    ("1R 2R 3D", ("R", "R", "D")),  # numbered (harness.numbered): indices dropped
+    ("[1U, 2l]", ("U", "L")),
 ])
 def test_parse_moves_examples(text, moves):
     assert parse_moves(text) == Parsed(True, moves)
@@ -143,3 +145,8 @@ def test_failed_parse_is_penalised_and_counted(task_name, name, kwargs, text):
     assert state.task_state.steps == 1 and state.task_state.history == ("(unparsable)",)
     assert "(unparsable)" in h.prompt(state, "plan")
     assert state.turn == 1
+
+
+@given(st.lists(st.sampled_from("UDLR"), min_size=1, max_size=30), st.booleans())
+def test_format_then_parse_is_identity(moves, numbered):
+    assert parse_moves(format_moves(moves, numbered)) == Parsed(True, tuple(moves))

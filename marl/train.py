@@ -124,9 +124,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # ---- build ----------------------------------------------------------------------------
     check_config(cfg)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))  # 0 = every core we may use
-    seed_everything(cfg.seed)
     log = tqdm.write
     task, h_kw, pset = build_run(cfg, log=log)
+    # Seeded after the build: building the tiny model draws from the global RNGs and loading it
+    # from the cache does not, and a run must not depend on whether its model was cached.
+    seed_everything(cfg.seed)
     eval_names = list(dict.fromkeys([cfg.harness.name, *cfg.eval.harnesses]))
     harnesses = {n: make_harness(task, n, **h_kw) for n in eval_names}
     harness = harnesses[cfg.harness.name]

@@ -82,6 +82,18 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert not (run_dir / "checkpoints" / "step_000002").exists()  # only the newest step is kept
 
 
+def test_first_run_equals_cached_run(tmp_path):
+    """The run that builds the tiny model and the one that loads it from the cache are the same."""
+    own_cache = [f"cache_dir={tmp_path / 'own_cache'}", "eval.warm_start=false", "train.eval_every=10"]
+    train.run(cfg_for(tmp_path, *own_cache), tmp_path / "first")
+    assert (tmp_path / "own_cache").exists()
+    train.run(cfg_for(tmp_path, *own_cache), tmp_path / "second")
+    drop = ("timing/", "system/")
+    a, b = ([{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows(tmp_path / d)]
+            for d in ("first", "second"))
+    assert a == b and any("train/reward" in r for r in a)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint"):
         train.run(cfg_for(tmp_path, f"resume={tmp_path / 'nothing'}"), tmp_path / "run")

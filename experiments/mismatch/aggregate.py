@@ -63,8 +63,9 @@ def table(cells: list[dict]) -> list[dict]:
         seeds = sorted(vals)
         rows.append({"arch": arch, "deploy": deploy, **summarize([v for _, v in seeds], n), "n": n,
                      "per_seed": " ".join(f"{v:.2f}" for _, v in seeds)})
-    order = {a: i for i, a in enumerate(ARCHS)} | {d: i for i, d in enumerate(DEPLOYS)}
-    return sorted(rows, key=lambda r: (order.get(r["arch"], 99), order.get(r["deploy"], 99), r["arch"], r["deploy"]))
+    arch_order, deploy_order = {a: i for i, a in enumerate(ARCHS)}, {d: i for i, d in enumerate(DEPLOYS)}
+    return sorted(rows, key=lambda r: (arch_order.get(r["arch"], 99), deploy_order.get(r["deploy"], 99),
+                                       r["arch"], r["deploy"]))
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -96,15 +97,15 @@ def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
             i, j = archs.index(r["arch"]), deploys.index(r["deploy"])
             grid[i, j] = r["mean"]
             text[i][j] = f"{r['mean']:.0%}\n[{r['ci_lo']:.0%}, {r['ci_hi']:.0%}]"
-    fig = Figure(figsize=(1.9 * len(deploys) + 2.5, 0.9 * len(archs) + 1.2))
+    fig = Figure(figsize=(2.0 * len(deploys) + 3.5, 0.9 * len(archs) + 1.6))
     ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(deploys)), [DEPLOYS[d] for d in deploys])
+    ax.set_xticks(range(len(deploys)), [DEPLOYS[d].replace(", ", ",\n") for d in deploys], fontsize=9)
     ax.set_yticks(range(len(archs)), [ARCHS[a] for a in archs])
     for i in range(len(archs)):
         for j in range(len(deploys)):
-            dark = np.isnan(grid[i, j]) or grid[i, j] < 0.6
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9, color="white" if dark else "black")
+            colour = "grey" if np.isnan(grid[i, j]) else "white" if grid[i, j] < 0.6 else "black"
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9, color=colour)
     fig.colorbar(im, ax=ax, label="test success")
     ax.set_title(title or "train harness x deploy harness (mean over seeds, 95% CI)", fontsize=10)
     fig.tight_layout()

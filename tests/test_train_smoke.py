@@ -99,6 +99,18 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         train.run(cfg_for(tmp_path, f"resume={tmp_path / 'nothing'}"), tmp_path / "run")
 
 
+@pytest.mark.parametrize("model", ["qwen3_1.7b", "qwen3_8b"])
+def test_a_models_training_budget_is_not_overridden(model):
+    """model=qwen3_* carries the paper's lr/steps/temperature; neither the base config nor
+    +exp=planning (whose tiny budget lives in model/tiny.yaml) may silently replace them."""
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        for extra in ([], ["+exp=planning"]):
+            cfg = compose("config", overrides=[*extra, f"model={model}"])
+            assert (cfg.train.lr, cfg.train.steps, cfg.train.temperature) == (5e-6, 200, 1.5)
+        tiny = compose("config", overrides=["+exp=planning"])
+        assert (tiny.train.lr, tiny.train.steps, tiny.train.mini_batch) == (3e-4, 60, 128)
+
+
 def test_unknown_config_name_lists_choices(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "marl.train", "+exp=planning", "harness=nope"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -9,6 +9,8 @@ import math
 
 import pytest
 
+from pathlib import Path
+
 from experiments.mismatch import aggregate as agg
 
 
@@ -51,3 +53,37 @@ def test_summary_statistics():
     assert agg.summarize([0.8, 0.9, 1.0], n=100)["ci_hi"] == 1.0  # clipped to a probability
     one = agg.summarize([0.5], n=100)
     assert (one["ci_lo"], one["ci_hi"]) == pytest.approx((0.404, 0.596), abs=1e-3)  # Wilson
+
+
+def test_a_killed_cell_resumes_from_its_checkpoint(mismatch_experiment, mismatch_cmd):
+    """A cell killed after training but before its evaluations (no cell.json, eval.json without
+    the final figures) resumes from its last checkpoint instead of training again."""
+    out, cache, _ = mismatch_experiment
+    cell = out / "single" / "seed0"
+    (cell / "cell.json").unlink()
+    ev = json.loads((cell / "eval.json").read_text())
+    del ev["final"]
+    (cell / "eval.json").write_text(json.dumps(ev))
+    n_rows = len((cell / "metrics.jsonl").read_text().splitlines())
+    proc = mismatch_cmd(out, cache, "arch=single")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout + proc.stderr
+    assert (cell / "cell.json").exists() and "final" in json.loads((cell / "eval.json").read_text())
+    trained = [json.loads(r) for r in (cell / "metrics.jsonl").read_text().splitlines()]
+    assert len(trained) == n_rows + 1  # only the final test row is added: no step trained twice
+
+
+def test_the_papers_setting_composes(tmp_path):
+    """`python -m experiments.mismatch model=qwen3_1.7b ...` is a valid training config."""
+    from hydra import compose, initialize_config_dir
+
+    from marl.train import check_config
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
+        for arch in ("single", "mas_shared", "mas_per_role"):
+            cfg = compose("mismatch", overrides=[f"arch={arch}", "model=qwen3_1.7b", "model.path=/models/qwen3",
+                                                 "device=cuda"])
+            check_config(cfg)
+            assert cfg.model.name == "qwen3_1.7b" and cfg.harness.tool == "program"
+            # the model's own budget, not the tiny one nor the base config's (a regression:
+            # both used to override it silently)
+            assert (cfg.train.lr, cfg.train.steps, cfg.train.temperature) == (5e-6, 200, 1.5)

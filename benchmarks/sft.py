@@ -18,13 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from transformers import Qwen3Config, Qwen3ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import config, median, save, table  # noqa: E402
 
-import envs  # noqa: E402
-from marl.tiny import build_tokenizer, demonstrations, encode_pair, pack  # noqa: E402
+from marl.policy import task_settings  # noqa: E402
+from marl.tiny import build_tokenizer, demonstrations, encode_pair, new_model, pack  # noqa: E402
 from roles import harness_names, make_harness  # noqa: E402
 
 
@@ -61,18 +60,14 @@ def main():
     args, overrides = ap.parse_known_args()
     cfg = config(overrides)
     torch.set_num_threads(cfg.model.sft.threads or len(os.sched_getaffinity(0)))  # as the build runs
-    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
-    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness).items() if k != "name"}
-    task = envs.make(cfg.env.name, **env_kw)
+    task, _, h_kw = task_settings(cfg)
     hs = [make_harness(task, n, **h_kw) for n in harness_names(task.name)]
     sft = cfg.model.sft
     pairs = list(demonstrations(hs, range(sft.instances), sft.noise, 0, OmegaConf.to_container(sft).get("oracle_frac", 1.0)))
     tok = build_tokenizer([p + "\n" + r for p, r in pairs])
     data = [encode_pair(tok, p, r) for p, r in pairs]
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                         eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
-                                         tie_word_embeddings=True, **OmegaConf.to_container(cfg.model.arch)))
+    model = new_model(tok, OmegaConf.to_container(cfg.model.arch))
     opt = torch.optim.AdamW(model.parameters(), lr=sft.lr)
     g = torch.Generator().manual_seed(0)
     times = {"padded": [], "packed": []}

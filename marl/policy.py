@@ -105,16 +105,23 @@ class PolicySet:
         return {n: p.encode for n, p in self.policies.items()}
 
 
+def task_settings(cfg):
+    """(task, env kwargs, harness kwargs) of a run config: its `env` and `harness` groups less
+    their names."""
+    import envs
+
+    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
+    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness).items() if k != "name"}
+    return envs.make(cfg.env.name, **env_kw), env_kw, h_kw
+
+
 def build_run(cfg, log=print):
     """(task, harness kwargs, PolicySet) of a run config, as training builds them. The tiny model
     learns every harness format of the task, whatever the run evaluates, so one cached warm start
     serves all runs on the task."""
-    import envs
     from roles import harness_names, make_harness
 
-    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
-    task = envs.make(cfg.env.name, **env_kw)
-    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness).items() if k != "name"}
+    task, env_kw, h_kw = task_settings(cfg)
     base = load_base(cfg.model, [make_harness(task, n, **h_kw) for n in harness_names(task.name)],
                      {"env": env_kw, "harness": h_kw}, cfg.cache_dir, cfg.model.get("seed", 0), log=log)
     train_roles = make_harness(task, cfg.harness.name, **h_kw).role_names

@@ -73,6 +73,13 @@ def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
                                    unk_token="<unk>", clean_up_tokenization_spaces=False)
 
 
+def new_model(tok, arch: dict) -> Qwen3ForCausalLM:
+    """A freshly initialised Qwen3 of architecture `arch` (Qwen3Config kwargs) over `tok`'s vocabulary."""
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+                                        tie_word_embeddings=True, **arch))
+
+
 def encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
     """The tiny format: prompt, newline, response, EOS (no chat template)."""
     return tok.encode(prompt + "\n"), tok.encode(response) + [tok.eos_token_id]
@@ -167,9 +174,7 @@ def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=prin
                                  sft_cfg.get("oracle_frac", 1.0)))
     tok = build_tokenizer([p + "\n" + r for p, r in pairs])
     torch.manual_seed(seed)
-    config = Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.eos_token_id, tie_word_embeddings=True, **spec["model"])
-    model = Qwen3ForCausalLM(config)
+    model = new_model(tok, spec["model"])
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[tiny] building: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {len(pairs)} demonstrations")
     run_threads = torch.get_num_threads()

@@ -32,7 +32,7 @@ from marl.grouping import check_groups, regroup_by_problem
 from marl.logger import make_logger
 from marl.policy import POLICY_KINDS, build_run
 from marl.rollout import rollout
-from roles import make_harness
+from roles import harness_names, make_harness
 
 ALGOS = ("at_grpo", "grpo")
 
@@ -105,7 +105,6 @@ def write_json(path: Path, obj) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Reject settings the run would only trip over later, naming what is allowed."""
-    from roles import harness_names
     if cfg.algo.name not in ALGOS:
         raise ValueError(f"unknown algo {cfg.algo.name!r}; allowed: {', '.join(ALGOS)}")
     if cfg.algo.k < 2:

@@ -58,21 +58,22 @@ def check_same_config(cell: Path, cfg: DictConfig) -> None:
                          "set mismatch.out to another directory or remove that one")
 
 
-def deploy_settings(cfg: DictConfig) -> list[tuple[str, str, bool]]:
-    """(deploy name, harness, swap_roles) for every evaluation of the cell."""
-    out = [(h, h, False) for h in cfg.mismatch.deploy]
-    if cfg.mismatch.swap_roles and cfg.policy.name == "per_role":
-        out += [(f"{h}_swapped", h, True) for h in cfg.mismatch.deploy if h != "single"]
+def deploy_settings(cfg: DictConfig) -> list[tuple[bool, list[str]]]:
+    """(swap_roles, harnesses) for each marl.evaluate call of the cell: one call per mapping, so
+    the run is rebuilt once for all harnesses played with it."""
+    out = [(False, list(cfg.mismatch.deploy))]
+    team = [h for h in cfg.mismatch.deploy if h != "single"]
+    if cfg.mismatch.swap_roles and cfg.policy.name == "per_role" and team:
+        out.append((True, team))
     return out
 
 
 def run_cell(cfg: DictConfig, cell: Path) -> dict:
     arch = HydraConfig.get().runtime.choices.get("arch", "custom") if HydraConfig.initialized() else "custom"
+    check_same_config(cell, cfg)
     if (cell / "cell.json").exists():
-        check_same_config(cell, cfg)
         print(f"[mismatch] {cell}: finished before, skipped")
         return json.loads((cell / "cell.json").read_text())
-    check_same_config(cell, cfg)
     eval_json = cell / "eval.json"
     if not (eval_json.exists() and "final" in json.loads(eval_json.read_text())):
         if checkpoint.latest(cell) is not None:
@@ -83,12 +84,15 @@ def run_cell(cfg: DictConfig, cell: Path) -> dict:
     result = {"arch": arch, "seed": cfg.seed, "harness": cfg.harness.name, "policy": cfg.policy.name,
               "warm_start": {h: warm[h]["success"] for h in warm}, "n": cfg.mismatch.n, "deploy": {}}
     base = OmegaConf.load(CONF / "evaluate.yaml")
-    for name, harness, swap in deploy_settings(cfg):
-        ecfg = OmegaConf.merge(base, {"run": str(cell), "harnesses": [harness], "splits": ["test"],
+    for swap, harnesses in deploy_settings(cfg):
+        suffix = "_swapped" if swap else ""
+        ecfg = OmegaConf.merge(base, {"run": str(cell), "harnesses": harnesses, "splits": ["test"],
                                       "n": cfg.mismatch.n, "swap_roles": swap, "threads": cfg.threads,
-                                      "out": str(cell / f"evaluate_{name}.json")})
-        r = marl_evaluate.run(ecfg)[harness]["test"]
-        result["deploy"][name] = {k: r[k] for k in ("success", "ci95", "mean_turns", "parse_fail_rate", "roles")}
+                                      "out": str(cell / f"evaluate{suffix}.json")})
+        results = marl_evaluate.run(ecfg)
+        for h in harnesses:
+            r = results[h]["test"]
+            result["deploy"][h + suffix] = {k: r[k] for k in ("success", "ci95", "mean_turns", "parse_fail_rate", "roles")}
     tmp = cell / ".cell.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, cell / "cell.json")  # written last: its presence means the cell is complete

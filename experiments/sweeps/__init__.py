@@ -24,6 +24,11 @@ def load(name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _values(param: dict) -> list:
+    """A W&B parameter's values: `values: [...]` or a single `value:`."""
+    return param["values"] if "values" in param else [param["value"]]
+
+
 def fixed_args(sweep: dict) -> list[str]:
     """The command's own overrides (after `marl.train`, W&B's ${...} macros left out)."""
     cmd = [str(c) for c in sweep["command"]]
@@ -37,7 +42,7 @@ def grid(sweep: dict) -> list[list[str]]:
     if sweep.get("method") != "grid":
         raise ValueError(f"sweep {sweep.get('name')}: only method: grid has an offline equivalent")
     keys = list(sweep["parameters"])
-    values = [p["values"] if "values" in p else [p["value"]] for p in sweep["parameters"].values()]
+    values = [_values(p) for p in sweep["parameters"].values()]
     return [fixed_args(sweep) + [f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*values)]
 
 
@@ -45,6 +50,5 @@ def multirun_args(name: str, extra: list[str] = ()) -> list[str]:
     """`python -m marl.train` arguments of the offline multirun: W&B offline, one sweep directory."""
     sweep = load(name)
     fixed = [a for a in fixed_args(sweep) if not a.startswith("logger.mode=")]
-    params = [f"{k}={','.join(str(v) for v in (p['values'] if 'values' in p else [p['value']]))}"
-              for k, p in sweep["parameters"].items()]
+    params = [f"{k}={','.join(str(v) for v in _values(p))}" for k, p in sweep["parameters"].items()]
     return ["-m", *fixed, "logger.mode=offline", *params, f"hydra.sweep.dir=runs/sweeps/{name}", *extra]

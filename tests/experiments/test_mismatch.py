@@ -73,7 +73,7 @@ def test_a_killed_cell_resumes_from_its_checkpoint(mismatch_experiment, mismatch
     assert len(trained) == n_rows + 1  # only the final test row is added: no step trained twice
 
 
-def test_the_papers_setting_composes(tmp_path):
+def test_the_papers_setting_composes():
     """`python -m experiments.mismatch model=qwen3_1.7b ...` is a valid training config."""
     from hydra import compose, initialize_config_dir
 

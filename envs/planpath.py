@@ -19,9 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from envs.base import StepResult, check_split, register, split_of
-
-Cell = tuple[int, int]
-MOVES: dict[str, Cell] = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
+from envs.grid import MOVES, Cell, grid_key
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,7 @@ class Grid:
     @property
     def key(self) -> str:
         """Canonical content string: what makes two instances 'the same'."""
-        rows = ["".join(self.char(r, c) for c in range(self.size)) for r in range(self.size)]
-        return "planpath:" + "/".join(rows)
+        return grid_key("planpath", self.size, self.char)
 
     def char(self, r: int, c: int) -> str:
         if (r, c) in self.walls:

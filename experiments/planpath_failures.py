@@ -18,7 +18,7 @@ from marl import checkpoint
 from marl.evaluation import run_episodes
 from marl.policy import build_run
 from roles import make_harness
-from roles.planpath import format_moves, manhattan_walk
+from roles.text import format_moves, manhattan_walk
 
 
 def main(run: Path, which: str = "best", n: int = 200) -> None:

@@ -12,7 +12,8 @@ import envs
 import roles  # noqa: F401  (registers the harnesses)
 from envs.planpath import PlanPath, bfs_path, simulate
 from roles.base import Harness, TeamState, make_harness
-from roles.planpath import format_moves, parse_moves, render_grid
+from roles.planpath import render_grid
+from roles.text import format_moves, parse_moves
 from roles.tools import run_program
 
 

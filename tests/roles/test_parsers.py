@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 import envs
 import roles  # noqa: F401  (registers the harnesses)
-from envs.planpath import MOVES
+from envs.grid import MOVES
 from roles.base import _HARNESSES, Parsed, make_harness
-from roles.planpath import format_moves, parse_cell, parse_moves
+from roles.text import format_moves, parse_cell, parse_moves
 
 FAST = settings(max_examples=300, deadline=None)
 

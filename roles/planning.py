@@ -1,0 +1,160 @@
+"""The planning harnesses, shared by every board task (Plan-Path, Sokoban, Sudoku):
+
+- `single`: one plan agent emits the action; from turn 2 it sees the result of its last attempt;
+- `mas`: each turn a tool agent calls a tool, then the plan agent, which also sees the tool's
+  output, emits the action that advances the task.
+
+What differs per task is a `Board` (roles/<task>.py): how a state reads as text, the action
+language, the tool's query language and the tool itself, and the demonstrators (oracle, naive,
+noise) the tiny model's warm start is made from. A new task is a task module (envs/) plus a board
+and two `register_harnesses` lines; the roles, turn order and rewards below are not copied.
+
+Tools (`tool=`): a board's query tools (`board.query_tools`; the tool agent's answer is a query,
+e.g. the goal cell, and the board's solver answers it: reading the query off the board is the
+tool agent's skill), or `program` (the paper's variant, for Qwen3-sized models: the tool agent
+writes a Python program whose printed output is shown; it runs under `roles.tools.run_program`).
+
+Local rewards: plan agent, the task reward of its own step; tool agent, 1.0 if the tool's output,
+read as an action and applied to the current state, solves the task, else 0.0.
+
+Invariant: board task states are frozen dataclasses with `steps` (int) and `history` (tuple of
+str, one line per attempt) fields; an unparsable plan is recorded there and changes nothing else.
+"""
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import replace
+from typing import Any, Protocol
+
+from roles.base import Harness, Parsed, TeamState, register_harness
+from roles.text import CODE
+from roles.tools import run_program
+
+
+class Board(Protocol):
+    task: Any
+    query_tools: tuple[str, ...]  # the tool names besides "program"; the first is the default
+    instructions: dict[str, str]  # task statement per role ("plan") and per tool, for chat models
+
+    def context(self, s) -> str: ...  # the state as text, ending with its last line
+    def parse_action(self, text: str) -> Parsed: ...
+    def format_action(self, action) -> str: ...
+    def naive_action(self, s): ...  # a plausible heuristic's action (right on easy states)
+    def noise_action(self, s, rng: random.Random): ...  # a plausible wrong action
+    def parse_query(self, text: str) -> Parsed: ...
+    def format_query(self, query) -> str: ...
+    def answer(self, s, tool: str, query) -> str: ...  # what a query tool prints
+    def query(self, s): ...  # the oracle's query
+    def naive_query(self, s): ...
+    def noise_query(self, s, rng: random.Random): ...
+    def program(self, s) -> str: ...  # the oracle's program (program tool), a ```python block
+    def naive_program(self, s) -> str: ...
+
+
+def _head(instructions: bool, text: str) -> str:
+    return text + "\n" if instructions else ""
+
+
+class PlanRole:
+    """Emits the action that advances the task. In the team it also sees the tool's output."""
+
+    def __init__(self, board: Board, sees_tool: bool, instructions: bool):
+        self.name, self.board, self.task = "plan", board, board.task
+        self.sees_tool, self.instructions = sees_tool, instructions
+
+    def prompt(self, state: TeamState) -> str:
+        tool = f"\ntool: {state.tool_output}" if self.sees_tool and state.tool_output is not None else ""
+        return f"{_head(self.instructions, self.board.instructions['plan'])}{self.board.context(state.task_state)}{tool}\nplan:"
+
+    def parse(self, text: str) -> Parsed:
+        return self.board.parse_action(text)
+
+    def apply(self, state: TeamState, parsed: Parsed):
+        if not parsed.ok:
+            s = state.task_state
+            s = replace(s, steps=s.steps + 1, history=s.history + ("(unparsable)",))
+            return replace(state, task_state=s), 0.0, {}
+        res = self.task.step(state.task_state, parsed.action)
+        return replace(state, task_state=res.state), res.reward, {"terms": res.terms}
+
+    def demo(self, state: TeamState) -> str:
+        return self.board.format_action(self.task.oracle(state.task_state))
+
+    def naive(self, state: TeamState) -> str:
+        return self.board.format_action(self.board.naive_action(state.task_state))
+
+    def noise(self, state: TeamState, rng: random.Random) -> str:
+        """A plausible wrong action: warm-start data uses it to reach states with a history."""
+        return self.board.format_action(self.board.noise_action(state.task_state, rng))
+
+
+class ToolRole:
+    """Calls the tool; its output is shown to the plan agent of the same turn."""
+
+    def __init__(self, board: Board, tool: str, instructions: bool, timeout_s: float = 2.0):
+        allowed = (*board.query_tools, "program")
+        if tool not in allowed:
+            raise ValueError(f"unknown {board.task.name} tool {tool!r}; allowed: {', '.join(allowed)}")
+        self.name, self.board, self.task, self.tool = "tool", board, board.task, tool
+        self.instructions, self.timeout_s = instructions, timeout_s
+
+    def prompt(self, state: TeamState) -> str:
+        head = _head(self.instructions, self.board.instructions[self.tool])
+        return f"{head}{self.board.context(state.task_state)}\n{self.tool}:"
+
+    def parse(self, text: str) -> Parsed:
+        if self.tool != "program":
+            return self.board.parse_query(text)
+        blocks = CODE.findall(text)
+        return Parsed(True, blocks[-1]) if blocks else Parsed(False, error="no ```python block")
+
+    def run_tool(self, state: TeamState, action) -> str:
+        if self.tool != "program":
+            return self.board.answer(state.task_state, self.tool, action)
+        result = run_program(action, timeout_s=self.timeout_s)
+        out = result.stdout.strip()[-300:] if result.ok else f"error: {result.error}"
+        return "".join(ch for ch in out if ch in string.printable)  # observations stay plain text
+
+    def apply(self, state: TeamState, parsed: Parsed):
+        out = self.run_tool(state, parsed.action) if parsed.ok else "error: unparsable call"
+        action = self.board.parse_action(out)
+        good = action.ok and self.task.step(state.task_state, action.action).solved
+        return replace(state, tool_output=out), 1.0 if good else 0.0, {"tool_output": out}
+
+    def demo(self, state: TeamState) -> str:
+        s = state.task_state
+        return self.board.program(s) if self.tool == "program" else self.board.format_query(self.board.query(s))
+
+    def naive(self, state: TeamState) -> str:
+        s = state.task_state
+        if self.tool == "program":
+            return self.board.naive_program(s)
+        return self.board.format_query(self.board.naive_query(s))
+
+    def noise(self, state: TeamState, rng: random.Random) -> str:
+        """A plausible but wrong call, so warm-start data shows the plan agent bad tool output."""
+        if self.tool == "program":
+            return "print('?')"
+        return self.board.format_query(self.board.noise_query(state.task_state, rng))
+
+
+def register_harnesses(task_name: str, board_cls) -> None:
+    """Register `single` and `mas` for a task; `board_cls(task, **view)` makes its board, where
+    view is the harness config's rendering options (coords, positions, numbered)."""
+
+    def single(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
+               tool: str | None = None, tool_timeout_s: float = 2.0, **view) -> Harness:
+        del tool, tool_timeout_s  # the single agent has no tool; accepted so one config serves both
+        return Harness("single", task, [PlanRole(board_cls(task, **view), False, instructions)],
+                       max_turns, parse_penalty)
+
+    def mas(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
+            tool: str | None = None, tool_timeout_s: float = 2.0, **view) -> Harness:
+        board = board_cls(task, **view)
+        roles = [ToolRole(board, tool or board.query_tools[0], instructions, tool_timeout_s),
+                 PlanRole(board, True, instructions)]
+        return Harness("mas", task, roles, max_turns, parse_penalty)
+
+    register_harness(task_name, "single", single)
+    register_harness(task_name, "mas", mas)

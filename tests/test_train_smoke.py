@@ -10,6 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from marl import train
+from marl.policy import task_settings
+from roles import make_harness
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SMALL = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2",
@@ -19,9 +21,12 @@ TRACE_KEYS = {"problem_id", "turn", "role", "policy", "group_id", "candidate", "
               "reward", "advantage", "chosen", "parse_ok"}
 
 
-def cfg_for(tmp_path, *overrides):
+EXPS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
+
+
+def cfg_for(tmp_path, *overrides, exp="planning"):
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        return compose("config", overrides=["+exp=planning", f"cache_dir={tmp_path.parent / 'cache'}",
+        return compose("config", overrides=[f"+exp={exp}", f"cache_dir={tmp_path.parent / 'cache'}",
                                             *SMALL, *overrides])
 
 
@@ -61,6 +66,37 @@ def test_train_writes_outputs(tmp_path, overrides):
     assert ev["final"]["selected_step"] in (0, 1, 2)
     assert (run_dir / "checkpoints" / "best" / "state.pt").exists()
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
+
+
+@pytest.mark.parametrize("exp", [e for e in EXPS if e != "planning"])
+def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
+    """`+exp=<task>` builds that task's tiny model and trains and evaluates both harnesses."""
+    run_dir = tmp_path / "run"
+    cfg = cfg_for(tmp_path, exp=exp)
+    train.check_config(cfg)
+    train.run(cfg, run_dir)
+    traces = [json.loads(x) for x in (run_dir / "traces" / "step_000002.jsonl").read_text().splitlines()]
+    assert {t["role"] for t in traces} == {"tool", "plan"}
+    tool_prompts = [t["prompt"] for t in traces if t["role"] == "tool"]
+    assert all(p.endswith(f"{cfg.harness.tool}:") for p in tool_prompts)
+    ev = json.loads((run_dir / "eval.json").read_text())
+    for h in ("single", "mas"):
+        assert ev[h]["test"]["n"] == 4 and 0.0 <= ev[h]["test"]["success"] <= 1.0
+    _, env_kw, _ = task_settings(cfg)  # the tiny model was built on this task's own text
+    specs = [json.loads(d.read_text())["spec"] for d in (tmp_path.parent / "cache").glob("tiny-*/done.json")]
+    assert any(s["task"]["env"] == env_kw for s in specs)
+
+
+@pytest.mark.parametrize("exp", EXPS)
+def test_every_exp_composes_into_a_valid_config_with_every_model(exp):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        for model in ("tiny", "qwen3_1.7b"):
+            cfg = compose("config", overrides=[f"+exp={exp}", f"model={model}", "harness=single"])
+            train.check_config(cfg)
+            task, _, h_kw = task_settings(cfg)
+            assert task.name == cfg.env.name
+            for h in ("single", "mas"):
+                make_harness(task, h, **h_kw)  # every harness builds
 
 
 def test_resume_continues_from_checkpoint(tmp_path):

@@ -1,0 +1,213 @@
+"""Sokoban: push the one box onto the target in a walled room (the paper's setting: 6x6, one box).
+
+The room is `size` x `size` with a wall all round, so the floor is the (size-2)^2 interior, a few
+cells of which may be walls too. An action is a sequence of moves from {U, D, L, R}: a move onto
+a free cell walks there; a move onto the box pushes it one cell on if the cell beyond is free.
+The first move into a wall, or a push into a wall or the box against a wall, stops the sequence
+(it is not made). Moves after the box reaches the target are ignored.
+
+The solver (`solve`) is a breadth-first search over (player, box) cells: it returns a shortest
+move sequence (fewest moves, pushes included; ties broken by the fixed order U, D, L, R), so the
+oracle is optimal and deterministic. The generator only emits rooms the solver solves.
+
+Task reward of one step (each term a field of `SokobanRewards`, set from config):
+- goal      +1.0  the step ends with the box on the target;
+- optimal   +0.5  ...and the whole episode used exactly the solver's number of moves;
+- invalid   -0.2  the sequence ran into a wall or pushed the box into one (once per step);
+- progress  +0.5 * (d_before - d_after) / d_start, d = the solver's remaining moves. Potential
+            based, so it telescopes over an episode. A dead state (the box can no longer reach
+            the target, e.g. pushed into a corner) counts as d = 2 * d_start: pushing the box
+            into a corner costs at least 0.5, and nothing after it can earn that back.
+"""
+from __future__ import annotations
+
+import functools
+import random
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from envs.base import StepResult, check_split, register, split_of
+from envs.grid import MOVES, Cell, grid_key, moved
+
+
+@dataclass(frozen=True)
+class SokobanRewards:
+    goal: float = 1.0
+    optimal: float = 0.5
+    invalid: float = -0.2
+    progress: float = 0.5
+
+
+@dataclass(frozen=True)
+class Room:
+    """An instance: the room (walls include the border) and where the target, box and player start."""
+    size: int
+    walls: frozenset[Cell]
+    target: Cell
+    box: Cell
+    player: Cell
+
+    @property
+    def key(self) -> str:
+        return grid_key("sokoban", self.size, self.char)
+
+    def char(self, r: int, c: int) -> str:
+        cell = (r, c)
+        if cell in self.walls:
+            return "#"
+        return "$" if cell == self.box else "@" if cell == self.player else "O" if cell == self.target else "."
+
+    def free(self, cell: Cell) -> bool:
+        r, c = cell
+        return 0 <= r < self.size and 0 <= c < self.size and cell not in self.walls
+
+
+@dataclass(frozen=True)
+class SokobanState:
+    room: Room
+    player: Cell
+    box: Cell
+    moves_used: int = 0
+    steps: int = 0
+    history: tuple[str, ...] = field(default=())
+
+    @property
+    def solved(self) -> bool:
+        return self.box == self.room.target
+
+
+def push(room: Room, player: Cell, box: Cell, move: str) -> tuple[Cell, Cell] | None:
+    """(player, box) after one move, or None if the move is illegal."""
+    nxt = moved(player, move)
+    if not room.free(nxt):
+        return None
+    if nxt != box:
+        return nxt, box
+    beyond = moved(box, move)
+    return (nxt, beyond) if room.free(beyond) else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def solve(room: Room, player: Cell, box: Cell, target: Cell) -> tuple[str, ...] | None:
+    """A shortest move sequence that puts the box on `target` (any cell), or None if none does."""
+    if not room.free(target):
+        return None
+    start = (player, box)
+    prev: dict[tuple[Cell, Cell], tuple[tuple[Cell, Cell], str] | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        state = queue.popleft()
+        if state[1] == target:
+            path: list[str] = []
+            while prev[state] is not None:
+                state, move = prev[state]  # type: ignore[misc]
+                path.append(move)
+            return tuple(path[::-1])
+        for move in MOVES:
+            nxt = push(room, state[0], state[1], move)
+            if nxt is not None and nxt not in prev:
+                prev[nxt] = (state, move)
+                queue.append(nxt)
+    return None
+
+
+def remaining(state: SokobanState) -> int | None:
+    """The solver's number of moves left, None in a dead state."""
+    path = solve(state.room, state.player, state.box, state.room.target)
+    return None if path is None else len(path)
+
+
+class Sokoban:
+    """size x size rooms with a border wall; each interior cell a wall with probability
+    `wall_frac`; target, box and player on distinct free cells; the solver's solution has between
+    `min_moves` and `max_moves` moves (None: no upper bound). The default bound of 12 keeps every
+    answer within the tiny model's 24 new tokens; the paper's rooms are unbounded."""
+
+    name = "sokoban"
+
+    def __init__(self, size: int = 6, wall_frac: float = 0.1, min_moves: int = 3, max_moves: int | None = 12,
+                 seed: int = 0, rewards: dict | None = None):
+        if not 4 <= size <= 12:
+            raise ValueError(f"sokoban size must be in [4, 12] (the room with its border wall), got {size}")
+        if not 0.0 <= wall_frac < 0.5:
+            raise ValueError(f"sokoban wall_frac must be in [0, 0.5), got {wall_frac}")
+        if not 1 <= min_moves <= 3 * (size - 2):
+            # longer minimum solutions are too rare in small rooms for generation to terminate soon
+            raise ValueError(f"sokoban min_moves must be in [1, {3 * (size - 2)}] for size {size}, got {min_moves}")
+        if max_moves is not None and max_moves < min_moves:
+            raise ValueError(f"sokoban max_moves ({max_moves}) must be >= min_moves ({min_moves}) or null")
+        self.size, self.wall_frac, self.min_moves, self.max_moves, self.seed = size, wall_frac, min_moves, max_moves, seed
+        self.rewards = SokobanRewards(**(rewards or {}))
+
+    def _sample(self, rng: random.Random) -> Room | None:
+        n = self.size
+        border = {(r, c) for r in range(n) for c in range(n) if r in (0, n - 1) or c in (0, n - 1)}
+        inner = [(r, c) for r in range(1, n - 1) for c in range(1, n - 1)]
+        walls = frozenset(border | {x for x in inner if rng.random() < self.wall_frac})
+        free = [x for x in inner if x not in walls]
+        if len(free) < 3:
+            return None
+        target, box, player = rng.sample(free, 3)
+        room = Room(n, walls, target, box, player)
+        path = solve(room, player, box, target)
+        if path is None or len(path) < self.min_moves:
+            return None
+        return room if self.max_moves is None or len(path) <= self.max_moves else None
+
+    def instance(self, split: str, index: int) -> Room:
+        """The index-th instance of a split: candidates come from a stream seeded by
+        (task settings, split, index, attempt) and are kept only if their content hashes into `split`."""
+        check_split(split)
+        attempt = 0
+        while True:
+            rng = random.Random(f"sokoban/{self.seed}/{self.size}/{self.wall_frac}/{self.min_moves}/{self.max_moves}/{split}/{index}/{attempt}")
+            room = self._sample(rng)
+            if room is not None and split_of(room.key) == split:
+                return room
+            attempt += 1
+
+    def initial_state(self, room: Room) -> SokobanState:
+        return SokobanState(room=room, player=room.player, box=room.box)
+
+    def is_solved(self, state: SokobanState) -> bool:
+        return state.solved
+
+    def oracle(self, state: SokobanState) -> tuple[str, ...]:
+        path = solve(state.room, state.player, state.box, state.room.target)
+        if path is None:
+            raise ValueError("no solution from this state: the box can no longer reach the target")
+        return path
+
+    def step(self, state: SokobanState, action: tuple[str, ...]) -> StepResult:
+        room, w = state.room, self.rewards
+        d_start = len(solve(room, room.player, room.box, room.target) or ()) or 1
+        dead = 2 * d_start
+        d_before = remaining(state)
+        player, box, executed, illegal = state.player, state.box, 0, False
+        for m in action:
+            if box == room.target:
+                break
+            if m not in MOVES:
+                raise ValueError(f"unknown move {m!r}; allowed: {', '.join(MOVES)}")
+            nxt = push(room, player, box, m)
+            if nxt is None:
+                illegal = True
+                break
+            (player, box), executed = nxt, executed + 1
+        new = replace(state, player=player, box=box, moves_used=state.moves_used + executed, steps=state.steps + 1)
+        d_after = remaining(new)
+        solved = new.solved
+        terms = {
+            "goal": w.goal if solved else 0.0,
+            "optimal": w.optimal if solved and new.moves_used == d_start else 0.0,
+            "invalid": w.invalid if illegal else 0.0,
+            "progress": w.progress * ((dead if d_before is None else d_before)
+                                      - (dead if d_after is None else d_after)) / d_start,
+        }
+        outcome = "goal" if solved else "wall" if illegal else "dead" if d_after is None else "moved"
+        new = replace(new, history=state.history + (f"{' '.join(action) or '-'} -> {outcome}",))
+        return StepResult(new, sum(terms.values()), solved, terms,
+                          {"illegal": illegal, "executed": executed, "dead": d_after is None})
+
+
+register("sokoban", Sokoban)

@@ -14,6 +14,7 @@ Invariants every task keeps (checked for every registered task by tests/envs/tes
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -34,6 +35,19 @@ def split_of(content_key: str) -> str:
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+
+
+def draw(split: str, index: int, stream: str, sample: Callable[[random.Random], Any]) -> Any:
+    """The index-th instance of `split`. Candidates come from `sample` on random streams seeded by
+    (stream, split, index, attempt); the first that is not None and whose content (`.key`) hashes
+    into `split` is it. `stream` names the task and every setting that shapes its instances."""
+    check_split(split)
+    attempt = 0
+    while True:
+        x = sample(random.Random(f"{stream}/{split}/{index}/{attempt}"))
+        if x is not None and split_of(x.key) == split:
+            return x
+        attempt += 1
 
 
 @dataclass(frozen=True)

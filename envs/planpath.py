@@ -18,7 +18,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from envs.base import StepResult, check_split, register, split_of
+from envs.base import StepResult, draw, register
 from envs.grid import MOVES, Cell, grid_key
 
 
@@ -141,16 +141,8 @@ class PlanPath:
         return grid if d is not None and d >= self.min_dist else None
 
     def instance(self, split: str, index: int) -> Grid:
-        """The index-th instance of a split: candidates are drawn from a stream seeded by
-        (task seed, index, attempt) and kept only if their content hashes into `split`."""
-        check_split(split)
-        attempt = 0
-        while True:
-            rng = random.Random(f"planpath/{self.seed}/{self.size}/{self.wall_frac}/{split}/{index}/{attempt}")
-            grid = self._sample(rng)
-            if grid is not None and split_of(grid.key) == split:
-                return grid
-            attempt += 1
+        """The index-th instance of a split (envs.base.draw)."""
+        return draw(split, index, f"planpath/{self.seed}/{self.size}/{self.wall_frac}", self._sample)
 
     def initial_state(self, grid: Grid) -> PlanPathState:
         return PlanPathState(grid=grid, pos=grid.start)

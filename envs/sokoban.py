@@ -26,7 +26,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from envs.base import StepResult, check_split, register, split_of
+from envs.base import StepResult, draw, register
 from envs.grid import MOVES, Cell, grid_key, moved
 
 
@@ -155,16 +155,8 @@ class Sokoban:
         return room if self.max_moves is None or len(path) <= self.max_moves else None
 
     def instance(self, split: str, index: int) -> Room:
-        """The index-th instance of a split: candidates come from a stream seeded by
-        (task settings, split, index, attempt) and are kept only if their content hashes into `split`."""
-        check_split(split)
-        attempt = 0
-        while True:
-            rng = random.Random(f"sokoban/{self.seed}/{self.size}/{self.wall_frac}/{self.min_moves}/{self.max_moves}/{split}/{index}/{attempt}")
-            room = self._sample(rng)
-            if room is not None and split_of(room.key) == split:
-                return room
-            attempt += 1
+        """The index-th instance of a split (envs.base.draw)."""
+        return draw(split, index, f"sokoban/{self.seed}/{self.size}/{self.wall_frac}/{self.min_moves}/{self.max_moves}", self._sample)
 
     def initial_state(self, room: Room) -> SokobanState:
         return SokobanState(room=room, player=room.player, box=room.box)

@@ -26,7 +26,7 @@ import math
 import random
 from dataclasses import dataclass, field, replace
 
-from envs.base import StepResult, check_split, register, split_of
+from envs.base import StepResult, draw, register
 
 # the largest number of holes allowed per size: beyond it unique puzzles get rare (4x4 needs at
 # least 4 givens) and generation slow
@@ -164,16 +164,8 @@ class Sudoku:
         return Puzzle(n, tuple(cells), solution) if removed == self.holes else None
 
     def instance(self, split: str, index: int) -> Puzzle:
-        """The index-th instance of a split: candidates come from a stream seeded by
-        (task settings, split, index, attempt) and are kept only if their content hashes into `split`."""
-        check_split(split)
-        attempt = 0
-        while True:
-            rng = random.Random(f"sudoku/{self.seed}/{self.size}/{self.holes}/{split}/{index}/{attempt}")
-            puzzle = self._sample(rng)
-            if puzzle is not None and split_of(puzzle.key) == split:
-                return puzzle
-            attempt += 1
+        """The index-th instance of a split (envs.base.draw)."""
+        return draw(split, index, f"sudoku/{self.seed}/{self.size}/{self.holes}", self._sample)
 
     def initial_state(self, puzzle: Puzzle) -> SudokuState:
         return SudokuState(puzzle=puzzle, board=puzzle.givens)

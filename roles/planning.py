@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from roles.base import Harness, Parsed, TeamState, register_harness
-from roles.text import CODE
+from roles.text import CODE, format_cell, format_moves, parse_cell, parse_moves, random_moves
 from roles.tools import run_program
 
 
@@ -50,6 +50,59 @@ class Board(Protocol):
     def noise_query(self, s, rng: random.Random): ...
     def program(self, s) -> str: ...  # the oracle's program (program tool), a ```python block
     def naive_program(self, s) -> str: ...
+
+
+class MoveBoard:
+    """The half of a Board shared by tasks whose action is a move list (U D L R) and whose query
+    tool takes a cell "row col" (Plan-Path, Sokoban). A subclass gives `render` (the grid),
+    `positions_line`, `naive_action`, `query`, `path_to` (the query tool's solver), `program` and
+    its `instructions`."""
+
+    query_tools = ("goal",)
+
+    def __init__(self, task, coords: bool = False, positions: bool = False, numbered: bool = False):
+        self.task, self.coords, self.positions, self.numbered = task, coords, positions, numbered
+
+    def context(self, s) -> str:
+        lines = [self.render(s, self.coords)]
+        if s.history:
+            lines.append(f"last: {s.history[-1]}")
+        if self.positions:  # the cells that matter in words, so no role has to count columns;
+            # last, so the tool agent's answer sits at a fixed distance from the digits it copies
+            lines.append(self.positions_line(s))
+        return "\n".join(lines)
+
+    def parse_action(self, text: str) -> Parsed:
+        return parse_moves(text, max_moves=4 * self.task.size ** 2)
+
+    def format_action(self, moves) -> str:
+        return format_moves(moves, self.numbered)
+
+    def noise_action(self, s, rng: random.Random):
+        return random_moves(rng)
+
+    def parse_query(self, text: str) -> Parsed:
+        return parse_cell(text)
+
+    def format_query(self, cell) -> str:
+        return format_cell(cell)
+
+    def answer(self, s, tool: str, cell) -> str:
+        path = self.path_to(s, tuple(cell))
+        return "none" if path is None else format_moves(path, self.numbered) or "here"
+
+    def naive_query(self, s):
+        """The query cell read transposed ("col row"): right only on the diagonal."""
+        r, c = self.query(s)
+        return c, r
+
+    def noise_query(self, s, rng: random.Random):
+        n = self.task.size
+        return rng.randrange(n), rng.randrange(n)
+
+    def naive_program(self, s) -> str:
+        """A program that prints the naive demonstrator's moves."""
+        return "```python\nprint(" + repr(format_moves(self.naive_action(s))) + ")\n```"
 
 
 def _head(instructions: bool, text: str) -> str:

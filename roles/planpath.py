@@ -12,12 +12,9 @@ agent writes a program that prints the moves.
 """
 from __future__ import annotations
 
-import random
-
-from envs.planpath import PlanPath, PlanPathState, bfs_path
-from roles.base import Parsed
-from roles.planning import register_harnesses
-from roles.text import format_cell, format_moves, manhattan_walk, parse_cell, parse_moves, random_moves, render_rows
+from envs.planpath import PlanPathState, bfs_path
+from roles.planning import MoveBoard, register_harnesses
+from roles.text import manhattan_walk, render_rows
 
 
 def render_grid(s: PlanPathState, coords: bool = False) -> str:
@@ -26,8 +23,7 @@ def render_grid(s: PlanPathState, coords: bool = False) -> str:
                        else "G" if (r, c) == g.goal else ".", coords)
 
 
-class PlanPathBoard:
-    query_tools = ("goal",)
+class PlanPathBoard(MoveBoard):
     instructions = {
         "plan": ("You move '@' to 'G' on the grid below ('#' is a wall). Answer with the list of "
                  "moves, each one of U D L R, e.g. [\"R\", \"D\"]."),
@@ -35,60 +31,24 @@ class PlanPathBoard:
         "program": ("Write a Python program in a ```python block that prints the shortest list of moves "
                     "(U D L R) taking '@' to 'G' on the grid below ('#' is a wall)."),
     }
+    render = staticmethod(render_grid)
 
-    def __init__(self, task: PlanPath, coords: bool = False, positions: bool = False, numbered: bool = False):
-        self.task, self.coords, self.positions, self.numbered = task, coords, positions, numbered
-
-    def context(self, s: PlanPathState) -> str:
-        lines = [render_grid(s, self.coords)]
-        if s.history:
-            lines.append(f"last: {s.history[-1]}")
-        if self.positions:  # the cells of '@' and 'G' in words, so no role has to count columns;
-            # last, so the tool agent's answer sits at a fixed distance from the digits it copies
-            lines.append(f"@ {s.pos[0]} {s.pos[1]} G {s.grid.goal[0]} {s.grid.goal[1]}")
-        return "\n".join(lines)
-
-    def parse_action(self, text: str) -> Parsed:
-        return parse_moves(text, max_moves=4 * self.task.size ** 2)
-
-    def format_action(self, moves) -> str:
-        return format_moves(moves, self.numbered)
+    def positions_line(self, s: PlanPathState) -> str:
+        return f"@ {s.pos[0]} {s.pos[1]} G {s.grid.goal[0]} {s.grid.goal[1]}"
 
     def naive_action(self, s: PlanPathState):
         """Walk rows first, then columns, straight at 'G', ignoring walls and the tool. Right
         whenever that L-shaped walk is clear."""
         return manhattan_walk(s.pos, s.grid.goal)
 
-    def noise_action(self, s: PlanPathState, rng: random.Random):
-        return random_moves(rng)
-
-    def parse_query(self, text: str) -> Parsed:
-        return parse_cell(text)
-
-    def format_query(self, cell) -> str:
-        return format_cell(cell)
-
-    def answer(self, s: PlanPathState, tool: str, cell) -> str:
-        path = bfs_path(s.grid, s.pos, cell)
-        return "none" if path is None else format_moves(path, self.numbered) or "here"
-
     def query(self, s: PlanPathState):
         return s.grid.goal
 
-    def naive_query(self, s: PlanPathState):
-        """G's coordinates read transposed ("col row"): right only on the diagonal."""
-        return s.grid.goal[1], s.grid.goal[0]
-
-    def noise_query(self, s: PlanPathState, rng: random.Random):
-        n = self.task.size
-        return rng.randrange(n), rng.randrange(n)
+    def path_to(self, s: PlanPathState, cell):
+        return bfs_path(s.grid, s.pos, cell)
 
     def program(self, s: PlanPathState) -> str:
         return "```python\n" + _PROGRAM.format(grid=render_grid(s).splitlines()) + "```"
-
-    def naive_program(self, s: PlanPathState) -> str:
-        """Prints the L-shaped walk that ignores walls."""
-        return "```python\nprint(" + repr(format_moves(manhattan_walk(s.pos, s.grid.goal))) + ")\n```"
 
 
 _PROGRAM = """from collections import deque

@@ -14,10 +14,9 @@ from __future__ import annotations
 import random
 
 from envs.grid import Cell, moved
-from envs.sokoban import Sokoban, SokobanState, push, solve
-from roles.base import Parsed
-from roles.planning import register_harnesses
-from roles.text import format_cell, format_moves, manhattan_walk, parse_cell, parse_moves, random_moves, render_rows
+from envs.sokoban import SokobanState, push, solve
+from roles.planning import MoveBoard, register_harnesses
+from roles.text import manhattan_walk, random_moves, render_rows
 
 _BACK = {"U": "D", "D": "U", "L": "R", "R": "L"}
 
@@ -52,8 +51,7 @@ def naive_pushes(player: Cell, box: Cell, target: Cell) -> list[str]:
     return moves
 
 
-class SokobanBoard:
-    query_tools = ("goal",)
+class SokobanBoard(MoveBoard):
     instructions = {
         "plan": ("You are '@' in the room below ('#' wall, '$' box, 'O' target). Walking into the box "
                  "pushes it. Push the box onto the target: answer with the list of moves, each one of "
@@ -62,24 +60,11 @@ class SokobanBoard:
         "program": ("Write a Python program in a ```python block that prints the shortest list of moves "
                     "(U D L R) for '@' to push the box '$' onto 'O' in the room below ('#' is a wall)."),
     }
+    render = staticmethod(render_room)
 
-    def __init__(self, task: Sokoban, coords: bool = False, positions: bool = False, numbered: bool = False):
-        self.task, self.coords, self.positions, self.numbered = task, coords, positions, numbered
-
-    def context(self, s: SokobanState) -> str:
-        lines = [render_room(s, self.coords)]
-        if s.history:
-            lines.append(f"last: {s.history[-1]}")
-        if self.positions:
-            t = s.room.target
-            lines.append(f"@ {s.player[0]} {s.player[1]} $ {s.box[0]} {s.box[1]} O {t[0]} {t[1]}")
-        return "\n".join(lines)
-
-    def parse_action(self, text: str) -> Parsed:
-        return parse_moves(text, max_moves=4 * self.task.size ** 2)
-
-    def format_action(self, moves) -> str:
-        return format_moves(moves, self.numbered)
+    def positions_line(self, s: SokobanState) -> str:
+        t = s.room.target
+        return f"@ {s.player[0]} {s.player[1]} $ {s.box[0]} {s.box[1]} O {t[0]} {t[1]}"
 
     def naive_action(self, s: SokobanState):
         """Straight pushes ignoring walls: right when the room is open on the way."""
@@ -100,33 +85,14 @@ class SokobanBoard:
                 return moves
         return []
 
-    def parse_query(self, text: str) -> Parsed:
-        return parse_cell(text)
-
-    def format_query(self, cell) -> str:
-        return format_cell(cell)
-
-    def answer(self, s: SokobanState, tool: str, cell) -> str:
-        path = solve(s.room, s.player, s.box, tuple(cell))
-        return "none" if path is None else format_moves(path, self.numbered) or "here"
-
     def query(self, s: SokobanState):
         return s.room.target
 
-    def naive_query(self, s: SokobanState):
-        """The target's coordinates read transposed ("col row"): right only on the diagonal."""
-        return s.room.target[1], s.room.target[0]
-
-    def noise_query(self, s: SokobanState, rng: random.Random):
-        n = self.task.size
-        return rng.randrange(n), rng.randrange(n)
+    def path_to(self, s: SokobanState, cell):
+        return solve(s.room, s.player, s.box, cell)
 
     def program(self, s: SokobanState) -> str:
         return "```python\n" + _PROGRAM.format(grid=render_room(s).splitlines()) + "```"
-
-    def naive_program(self, s: SokobanState) -> str:
-        """Prints the straight pushes that ignore walls."""
-        return "```python\nprint(" + repr(format_moves(naive_pushes(s.player, s.box, s.room.target))) + ")\n```"
 
 
 _PROGRAM = """from collections import deque

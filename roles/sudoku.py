@@ -65,10 +65,8 @@ class SudokuBoard:
 
     def context(self, s: SudokuState) -> str:
         g, n = s.puzzle.givens, self.n
-        lines = [render_rows(n, lambda r, c: str(g[r * n + c] or "."), self.coords)]
-        if s.history:
-            lines.append(f"last: {s.history[-1]}")
-        return "\n".join(lines)
+        last = [f"last: {s.history[-1]}"] if s.history else []
+        return "\n".join([render_rows(n, lambda r, c: str(g[r * n + c] or "."), self.coords), *last])
 
     def parse_action(self, text: str) -> Parsed:
         return parse_grid(text, self.n)

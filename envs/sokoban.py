@@ -164,11 +164,9 @@ class Sokoban:
     def is_solved(self, state: SokobanState) -> bool:
         return state.solved
 
-    def oracle(self, state: SokobanState) -> tuple[str, ...]:
-        path = solve(state.room, state.player, state.box, state.room.target)
-        if path is None:
-            raise ValueError("no solution from this state: the box can no longer reach the target")
-        return path
+    def oracle(self, state: SokobanState) -> tuple[str, ...] | None:
+        """A shortest solution, or None in a dead state (the box can no longer reach the target)."""
+        return solve(state.room, state.player, state.box, state.room.target)
 
     def step(self, state: SokobanState, action: tuple[str, ...]) -> StepResult:
         room, w = state.room, self.rewards

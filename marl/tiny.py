@@ -44,22 +44,30 @@ def demonstrations(harnesses: list[Harness], split_index: range, noise: float, s
     rng = random.Random(seed)
     for i in split_index:
         for h in harnesses:
-            state = h.reset(h.task.instance("train", i))
-            while not state.done:
-                for name in h.role_names:
-                    role = h.role(name)
-                    prompt = h.prompt(state, name)
-                    if rng.random() < noise:
-                        text = role.noise(state, rng)
-                    else:
-                        frac = oracle_frac[name] if isinstance(oracle_frac, dict) else oracle_frac
-                        # (a share of 1 draws nothing, keeping the oracle-only data stream)
-                        oracle = frac >= 1.0 or rng.random() < frac
-                        text = role.demo(state) if oracle else role.naive(state)
-                        yield prompt, text
-                    state = h.act(state, name, text).state
-                    if state.done:
-                        break
+            yield from _episode(h, h.reset(h.task.instance("train", i)), rng, noise, oracle_frac)
+
+
+def _episode(h: Harness, state, rng: random.Random, noise: float, oracle_frac):
+    """One demonstration episode (see `demonstrations`); it ends early at a dead end, a state
+    the task cannot be solved from (`oracle` gives None, e.g. a Sokoban box in a corner), where
+    no answer is right."""
+    while not state.done:
+        for name in h.role_names:
+            if h.task.oracle(state.task_state) is None:
+                return
+            role = h.role(name)
+            prompt = h.prompt(state, name)
+            if rng.random() < noise:
+                text = role.noise(state, rng)
+            else:
+                frac = oracle_frac[name] if isinstance(oracle_frac, dict) else oracle_frac
+                # (a share of 1 draws nothing, keeping the oracle-only data stream)
+                oracle = frac >= 1.0 or rng.random() < frac
+                text = role.demo(state) if oracle else role.naive(state)
+                yield prompt, text
+            state = h.act(state, name, text).state
+            if state.done:
+                return
 
 
 def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:

@@ -87,3 +87,19 @@ def test_the_papers_setting_composes():
             # the model's own budget, not the tiny one nor the base config's (a regression:
             # both used to override it silently)
             assert (cfg.train.lr, cfg.train.steps, cfg.train.temperature) == (5e-6, 200, 1.5)
+
+
+def test_every_task_composes_as_the_experiment_task():
+    """`python -m experiments.mismatch exp=<task>` keeps the task's own settings in every arch."""
+    from hydra import compose, initialize_config_dir
+
+    from marl.train import check_config
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        for exp in sorted(p.stem for p in (conf / "exp").glob("*.yaml")):
+            plain = compose("config", overrides=[f"+exp={exp}"])
+            for arch in ("single", "mas_shared", "mas_per_role"):
+                cfg = compose("mismatch", overrides=[f"exp={exp}", f"arch={arch}"])
+                check_config(cfg)
+                assert cfg.env == plain.env and cfg.harness.tool == plain.harness.tool
+                assert cfg.mismatch.out.endswith(f"{plain.env.name}-tiny")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from marl.tiny import cache_key, pack
+from marl.tiny import cache_key, demonstrations, pack
 
 PAD = 0
 
@@ -61,3 +61,19 @@ def test_cache_key_ignores_threads_only():
     spec = {"seed": 0, "sft": {"steps": 10, "threads": 1}}
     assert cache_key(spec) == cache_key({**spec, "sft": {"steps": 10, "threads": 2}})
     assert cache_key(spec) != cache_key({**spec, "sft": {"steps": 11, "threads": 1}})
+
+
+@pytest.mark.parametrize("task_name", __import__("envs").registered())
+def test_demonstrations_cover_every_harness_and_stop_at_dead_ends(task_name):
+    """Warm-start data of every task: targets parse, both harnesses and all roles appear, and an
+    episode that reaches a dead end (a naive Sokoban push into a corner) ends there, not in a crash."""
+    import envs
+    from roles import harness_names, make_harness
+
+    task = envs.make(task_name)
+    hs = [make_harness(task, n) for n in harness_names(task_name)]
+    pairs = list(demonstrations(hs, range(300), noise=0.15, seed=0, oracle_frac=0.5))
+    assert {p.rsplit("\n", 1)[-1] for p, _ in pairs} == {f"{r.name if r.name == 'plan' else r.tool}:"
+                                                          for h in hs for r in h.roles}
+    parsers = {f"{r.name if r.name == 'plan' else r.tool}:": r.parse for h in hs for r in h.roles}
+    assert all(parsers[p.rsplit("\n", 1)[-1]](t).ok for p, t in pairs)

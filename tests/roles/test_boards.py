@@ -153,4 +153,4 @@ def test_sokoban_noise_never_leaves_a_dead_box():
     for i in range(100):
         s = h.reset(h.task.instance("train", i))
         out = h.act(s, "plan", h.role("plan").noise(s, rng))
-        h.task.oracle(out.state.task_state)  # raises on a dead state
+        assert h.task.oracle(out.state.task_state) is not None  # None in a dead state

@@ -16,8 +16,9 @@ Task reward of one step (each term a field of `SokobanRewards`, set from config)
 - invalid   -0.2  the sequence ran into a wall or pushed the box into one (once per step);
 - progress  +0.5 * (d_before - d_after) / d_start, d = the solver's remaining moves. Potential
             based, so it telescopes over an episode. A dead state (the box can no longer reach
-            the target, e.g. pushed into a corner) counts as d = 2 * d_start: pushing the box
-            into a corner costs at least 0.5, and nothing after it can earn that back.
+            the target, e.g. pushed into a corner) counts as d = dead * d_start (dead = 2.0):
+            pushing the box into a corner costs at least 0.5, and nothing after it can earn
+            that back.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class SokobanRewards:
     optimal: float = 0.5
     invalid: float = -0.2
     progress: float = 0.5
+    dead: float = 2.0  # a dead state's distance, in units of d_start (not a term: part of progress)
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,12 @@ def remaining(state: SokobanState) -> int | None:
 class Sokoban:
     """size x size rooms with a border wall; each interior cell a wall with probability
     `wall_frac`; target, box and player on distinct free cells; the solver's solution has between
-    `min_moves` and `max_moves` moves (None: no upper bound). The default bound of 12 keeps every
-    answer within the tiny model's 24 new tokens; the paper's rooms are unbounded."""
+    `min_moves` and `max_moves` moves (None: no upper bound). The default bound of 8 keeps answers
+    short for the tiny model (16 tokens; BENCHMARKS.md, issue 4); the paper's rooms are unbounded."""
 
     name = "sokoban"
 
-    def __init__(self, size: int = 6, wall_frac: float = 0.1, min_moves: int = 3, max_moves: int | None = 12,
+    def __init__(self, size: int = 6, wall_frac: float = 0.1, min_moves: int = 3, max_moves: int | None = 8,
                  seed: int = 0, rewards: dict | None = None):
         if not 4 <= size <= 12:
             raise ValueError(f"sokoban size must be in [4, 12] (the room with its border wall), got {size}")
@@ -136,7 +138,8 @@ class Sokoban:
             raise ValueError(f"sokoban min_moves must be in [1, {3 * (size - 2)}] for size {size}, got {min_moves}")
         if max_moves is not None and max_moves < min_moves:
             raise ValueError(f"sokoban max_moves ({max_moves}) must be >= min_moves ({min_moves}) or null")
-        self.size, self.wall_frac, self.min_moves, self.max_moves, self.seed = size, wall_frac, min_moves, max_moves, seed
+        self.size, self.wall_frac, self.seed = size, wall_frac, seed
+        self.min_moves, self.max_moves = min_moves, max_moves
         self.rewards = SokobanRewards(**(rewards or {}))
 
     def _sample(self, rng: random.Random) -> Room | None:
@@ -156,7 +159,8 @@ class Sokoban:
 
     def instance(self, split: str, index: int) -> Room:
         """The index-th instance of a split (envs.base.draw)."""
-        return draw(split, index, f"sokoban/{self.seed}/{self.size}/{self.wall_frac}/{self.min_moves}/{self.max_moves}", self._sample)
+        stream = f"sokoban/{self.seed}/{self.size}/{self.wall_frac}/{self.min_moves}/{self.max_moves}"
+        return draw(split, index, stream, self._sample)
 
     def initial_state(self, room: Room) -> SokobanState:
         return SokobanState(room=room, player=room.player, box=room.box)
@@ -171,7 +175,7 @@ class Sokoban:
     def step(self, state: SokobanState, action: tuple[str, ...]) -> StepResult:
         room, w = state.room, self.rewards
         d_start = len(solve(room, room.player, room.box, room.target) or ()) or 1
-        dead = 2 * d_start
+        dead = w.dead * d_start
         d_before = remaining(state)
         player, box, executed, illegal = state.player, state.box, 0, False
         for m in action:

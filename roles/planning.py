@@ -118,7 +118,8 @@ class PlanRole:
 
     def prompt(self, state: TeamState) -> str:
         tool = f"\ntool: {state.tool_output}" if self.sees_tool and state.tool_output is not None else ""
-        return f"{_head(self.instructions, self.board.instructions['plan'])}{self.board.context(state.task_state)}{tool}\nplan:"
+        head = _head(self.instructions, self.board.instructions["plan"])
+        return f"{head}{self.board.context(state.task_state)}{tool}\nplan:"
 
     def parse(self, text: str) -> Parsed:
         return self.board.parse_action(text)

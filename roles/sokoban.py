@@ -56,7 +56,8 @@ class SokobanBoard(MoveBoard):
         "plan": ("You are '@' in the room below ('#' wall, '$' box, 'O' target). Walking into the box "
                  "pushes it. Push the box onto the target: answer with the list of moves, each one of "
                  "U D L R, e.g. [\"R\", \"D\"]."),
-        "goal": "Give the row and column (from 0) of the target 'O' in the room below; a solver will push the box there.",
+        "goal": ("Give the row and column (from 0) of the target 'O' in the room below; a solver will "
+                 "push the box there."),
         "program": ("Write a Python program in a ```python block that prints the shortest list of moves "
                     "(U D L R) for '@' to push the box '$' onto 'O' in the room below ('#' is a wall)."),
     }

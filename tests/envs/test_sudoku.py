@@ -32,10 +32,10 @@ def test_full_grids_are_valid_and_varied(n):
 
 def test_count_solutions_matches_brute_force():
     rng = __import__("random").Random(1)
-    for _ in range(60):
+    for _ in range(40):
         sol = full_grid(4, rng)
         cells = list(sol)
-        for i in rng.sample(range(16), rng.randint(3, 8)):
+        for i in rng.sample(range(16), rng.randint(3, 7)):  # up to 4^7 fillings each
             cells[i] = 0
         ref = brute_solutions(tuple(cells), 4)
         found, first = count_solutions(tuple(cells), 4, limit=100)

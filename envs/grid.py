@@ -14,3 +14,11 @@ def moved(cell: Cell, move: str) -> Cell:
 def grid_key(task: str, n: int, char) -> str:
     """Canonical content string of an n x n grid whose cell (r, c) reads `char(r, c)`."""
     return f"{task}:" + "/".join("".join(char(r, c) for c in range(n)) for r in range(n))
+
+
+class Walled:
+    """Mixin for an n x n grid dataclass with `size` and `walls` fields: which cells can be entered."""
+
+    def free(self, cell: Cell) -> bool:
+        r, c = cell
+        return 0 <= r < self.size and 0 <= c < self.size and cell not in self.walls

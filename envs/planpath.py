@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from envs.base import StepResult, draw, register
-from envs.grid import MOVES, Cell, grid_key
+from envs.grid import MOVES, Cell, Walled, grid_key
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class PlanPathRewards:
 
 
 @dataclass(frozen=True)
-class Grid:
+class Grid(Walled):
     size: int
     walls: frozenset[Cell]
     start: Cell
@@ -46,10 +46,6 @@ class Grid:
         if (r, c) in self.walls:
             return "#"
         return "S" if (r, c) == self.start else "G" if (r, c) == self.goal else "."
-
-    def free(self, cell: Cell) -> bool:
-        r, c = cell
-        return 0 <= r < self.size and 0 <= c < self.size and cell not in self.walls
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from envs.base import StepResult, draw, register
-from envs.grid import MOVES, Cell, grid_key, moved
+from envs.grid import MOVES, Cell, Walled, grid_key, moved
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class SokobanRewards:
 
 
 @dataclass(frozen=True)
-class Room:
+class Room(Walled):
     """An instance: the room (walls include the border) and where the target, box and player start."""
     size: int
     walls: frozenset[Cell]
@@ -58,10 +58,6 @@ class Room:
         if cell in self.walls:
             return "#"
         return "$" if cell == self.box else "@" if cell == self.player else "O" if cell == self.target else "."
-
-    def free(self, cell: Cell) -> bool:
-        r, c = cell
-        return 0 <= r < self.size and 0 <= c < self.size and cell not in self.walls
 
 
 @dataclass(frozen=True)

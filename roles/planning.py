@@ -23,6 +23,7 @@ str, one line per attempt) fields; an unparsable plan is recorded there and chan
 from __future__ import annotations
 
 import random
+import re
 import string
 from dataclasses import replace
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ from typing import Any, Protocol
 from roles.base import Harness, Parsed, TeamState, register_harness
 from roles.text import CODE, format_cell, format_moves, parse_cell, parse_moves, random_moves
 from roles.tools import run_program
+
+_FILLER = re.compile(r"(\s+\.)+\s*$")  # a fixed-width answer's trailing " . . ."
 
 
 class Board(Protocol):
@@ -60,8 +63,10 @@ class MoveBoard:
 
     query_tools = ("goal",)
 
-    def __init__(self, task, coords: bool = False, positions: bool = False, numbered: bool = False):
+    def __init__(self, task, coords: bool = False, positions: bool = False, numbered: bool = False,
+                 field: int = 0):
         self.task, self.coords, self.positions, self.numbered = task, coords, positions, numbered
+        self.field = field
 
     def context(self, s) -> str:
         lines = [self.render(s, self.coords)]
@@ -73,6 +78,8 @@ class MoveBoard:
         return "\n".join(lines)
 
     def parse_action(self, text: str) -> Parsed:
+        if self.field:  # the filler of a fixed-width tool answer is not a move (see `answer`)
+            text = _FILLER.sub("", text)
         return parse_moves(text, max_moves=4 * self.task.size ** 2)
 
     def format_action(self, moves) -> str:
@@ -88,8 +95,17 @@ class MoveBoard:
         return format_cell(cell)
 
     def answer(self, s, tool: str, cell) -> str:
+        """The moves to the queried cell. With `field` > 0 they are printed in a field of that
+        many moves, filled with '.': the i-th move then always sits at the same distance from the
+        plan agent's i-th move, so a small model can copy the answer by position. Without it the
+        distance grows with the answer's length, and a 4-layer model copies long answers poorly
+        (BENCHMARKS.md, issue 2)."""
         path = self.path_to(s, tuple(cell))
-        return "none" if path is None else format_moves(path, self.numbered) or "here"
+        if path is None:
+            return "none"
+        if not path:
+            return "here"
+        return " ".join([format_moves(path, self.numbered)] + ["."] * (self.field - len(path)))
 
     def naive_query(self, s):
         """The query cell read transposed ("col row"): right only on the diagonal."""
@@ -195,7 +211,7 @@ class ToolRole:
 
 def register_harnesses(task_name: str, board_cls) -> None:
     """Register `single` and `mas` for a task; `board_cls(task, **view)` makes its board, where
-    view is the harness config's rendering options (coords, positions, numbered)."""
+    view is the harness config's rendering options (coords, positions, numbered, field)."""
 
     def single(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
                tool: str | None = None, tool_timeout_s: float = 2.0, **view) -> Harness:

@@ -9,8 +9,9 @@ Tools: `grid` (tiny default): the tool agent copies the puzzle onto one line; a 
 solution ("none" if the copy has no solution, "many" if more than one). Transcribing faithfully is
 the tool agent's skill. `program`: the tool agent writes a program that prints the solution.
 
-Rendering options: `coords` numbers rows and columns; `positions` and `numbered` have nothing to
-act on here (no agent, no move list) and are accepted so that one harness config serves all tasks.
+Rendering options: `coords` numbers rows and columns; `positions`, `numbered` and `field` have nothing to
+act on here (no agent, no move list; the solution is a fixed-width grid already) and are accepted
+so that one harness config serves all tasks.
 """
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ class SudokuBoard:
                     "below ('.' is empty) on one line, rows separated by spaces."),
     }
 
-    def __init__(self, task: Sudoku, coords: bool = False, positions: bool = False, numbered: bool = False):
-        del positions, numbered  # nothing to act on (module docstring)
+    def __init__(self, task: Sudoku, coords: bool = False, positions: bool = False, numbered: bool = False,
+                 field: int = 0):
+        del positions, numbered, field  # nothing to act on (module docstring)
         self.task, self.n, self.coords = task, task.size, coords
 
     def context(self, s: SudokuState) -> str:

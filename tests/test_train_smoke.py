@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from experiments import team_failures
 from marl import train
 from marl.policy import task_settings
 from roles import make_harness
@@ -82,6 +83,10 @@ def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
     ev = json.loads((run_dir / "eval.json").read_text())
     for h in ("single", "mas"):
         assert ev[h]["test"]["n"] == 4 and 0.0 <= ev[h]["test"]["success"] <= 1.0
+    if exp == "sokoban":  # the failure breakdown reads a move-list task's run directory
+        first_turn, solved = team_failures.main(run_dir, "best", n=4)
+        assert sum(first_turn.values()) == sum(solved.values()) == 4
+        assert {k[2] for k in first_turn} <= {"copy", "naive", "other"}
     _, env_kw, _ = task_settings(cfg)  # the tiny model was built on this task's own text
     specs = [json.loads(d.read_text())["spec"] for d in (tmp_path.parent / "cache").glob("tiny-*/done.json")]
     assert any(s["task"]["env"] == env_kw for s in specs)

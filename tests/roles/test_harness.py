@@ -243,6 +243,29 @@ def test_positions_line_names_the_agent_and_goal_cells():
     assert line not in mas(positions=False).prompt(state, "tool")
 
 
+
+@pytest.mark.parametrize("task_name", ["planpath", "sokoban"])
+def test_field_pads_the_tool_answer_to_a_fixed_width_and_changes_nothing_else(task_name):
+    plain, wide = (make_harness(envs.make(task_name), "mas", field=f) for f in (0, 12))
+    for i in range(30):
+        state = plain.reset(plain.task.instance("val", i))
+        for text in (plain.role("tool").demo(state), "0 0", "1 2", "9 9"):
+            a, b = plain.act(state, "tool", text), wide.act(state, "tool", text)
+            assert (a.local, a.team, a.parse_ok) == (b.local, b.team, b.parse_ok)
+            moves = parse_moves(a.state.tool_output)
+            if moves.ok and len(moves.action) <= 12:  # padded to exactly 12 items
+                assert b.state.tool_output.split() == list(moves.action) + ["."] * (12 - len(moves.action))
+            else:  # "none", "here", or longer than the field: unchanged
+                assert b.state.tool_output == a.state.tool_output
+            # a plan agent that copies the whole field, filler included, takes the same action
+            pa = plain.act(a.state, "plan", a.state.tool_output)
+            pb = wide.act(b.state, "plan", b.state.tool_output)
+            assert (pb.state.task_state, pb.local, pb.parse_ok) == (pa.state.task_state, pa.local, pa.parse_ok)
+    # filler anywhere but at the end is not a move
+    state = wide.reset(wide.task.instance("val", 0))
+    assert not wide.role("plan").parse("R . R").ok and wide.role("plan").parse("R R . .\n").ok
+
+
 # --- naive demonstrators (the weaker half of the warm-start mixture) -----------------------
 
 @pytest.mark.parametrize("i", range(40))

@@ -1,8 +1,10 @@
-"""Where a Plan-Path team fails: greedy episodes on validation, the first turn of each counted by
-(tool answer right?, path short (<= 5 moves) or long, what the plan agent wrote: an exact copy of
-the tool's moves, the naive walk, or something else), and solved problems by path length.
+"""Where a team fails on a move-list task (Plan-Path, Sokoban): greedy episodes on validation, the
+first turn of each counted by (tool answer right?, solution short (<= 5 moves) or long, what the
+plan agent wrote: the tool's moves, the naive demonstrator's, or something else; compared as
+parsed actions, so a copy of a fixed-width field's filler still counts as a copy), and solved
+problems by solution length.
 
-    python -m experiments.planpath_failures <run dir> [best|latest|warm] [n=200]
+    python -m experiments.team_failures <run dir> [best|latest|warm] [n=200]
 """
 from __future__ import annotations
 
@@ -18,27 +20,28 @@ from marl import checkpoint
 from marl.evaluation import run_episodes
 from marl.policy import build_run
 from roles import make_harness
-from roles.text import format_moves, manhattan_walk
 
 
-def main(run: Path, which: str = "best", n: int = 200) -> None:
+def main(run: Path, which: str = "best", n: int = 200):
+    """Print and return (first-turn counts, solved counts), keyed as printed."""
     rc = OmegaConf.load(run / "config.yaml")
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
     task, h_kw, pset = build_run(rc)
     if which != "warm":
         path = run / "checkpoints" / "best" if which == "best" else checkpoint.latest(run)
         checkpoint.load(path, pset.policies, weights_only_models=True)
     h = make_harness(task, "mas", **h_kw)
+    board = h.role("plan").board
     eps = run_episodes(h, "val", n, pset.clients(), pset.role_policy(h.role_names), pset.encoders())
     first_turn, solved = collections.Counter(), collections.Counter()
     for i, ep in enumerate(eps):
         s0 = task.initial_state(task.instance("val", i))
         long = "long" if len(task.oracle(s0)) > 5 else "short"
         tool, plan = [s for s in ep.samples if s.turn == 0][:2]
-        out = plan.response.strip()
-        tool_moves = plan.prompt.split("tool: ")[-1].split("\n")[0].strip()
-        naive = format_moves(manhattan_walk(s0.pos, s0.grid.goal), h_kw.get("numbered", False))
-        kind = "copy" if out == tool_moves else "naive" if out == naive else "other"
+        out = board.parse_action(plan.response)
+        tool_moves = board.parse_action(plan.prompt.split("tool: ")[-1].split("\n")[0])
+        naive = tuple(board.naive_action(s0))
+        kind = ("copy" if out.ok and tool_moves.ok and out.action == tool_moves.action
+                else "naive" if out.ok and out.action == naive else "other")
         first_turn[(f"tool {'right' if tool.local > 0 else 'wrong'}", long, kind)] += 1
         solved[(long, ep.solved)] += 1
     print(f"{run} ({which}), {n} validation problems; turn 0:")
@@ -46,10 +49,12 @@ def main(run: Path, which: str = "best", n: int = 200) -> None:
         print(f"  {' / '.join(key):<28} {first_turn[key]}")
     for long in ("short", "long"):
         print(f"solved, {long} paths: {solved[(long, True)]} of {solved[(long, True)] + solved[(long, False)]}")
+    return first_turn, solved
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if not args:
         sys.exit(__doc__)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     main(Path(args[0]), args[1] if len(args) > 1 else "best", int(args[2]) if len(args) > 2 else 200)

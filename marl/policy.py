@@ -110,8 +110,8 @@ def task_settings(cfg):
     their names."""
     import envs
 
-    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env).items() if k != "name"}
-    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness).items() if k != "name"}
+    env_kw = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if k != "name"}
+    h_kw = {k: v for k, v in OmegaConf.to_container(cfg.harness, resolve=True).items() if k != "name"}
     return envs.make(cfg.env.name, **env_kw), env_kw, h_kw
 
 

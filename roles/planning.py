@@ -64,9 +64,9 @@ class MoveBoard:
     query_tools = ("goal",)
 
     def __init__(self, task, coords: bool = False, positions: bool = False, numbered: bool = False,
-                 field: int = 0):
+                 field: int | None = 0):
         self.task, self.coords, self.positions, self.numbered = task, coords, positions, numbered
-        self.field = field
+        self.field = field or 0  # None (an unbounded task's interpolated width) = no field
 
     def context(self, s) -> str:
         lines = [self.render(s, self.coords)]

@@ -191,3 +191,19 @@ def test_evaluate_rejects_unknown_roles_and_greedy_resampling(tmp_path):
             cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=2", "threads=1", *overrides])
         with pytest.raises(ValueError, match=msg):
             evaluate.run(cfg)
+
+
+@pytest.mark.parametrize("max_moves", [6, None])
+def test_sokoban_tool_field_follows_the_longest_solution(max_moves):
+    """+exp=sokoban sizes the tool's answer field by env.max_moves; unbounded = no field."""
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose("config", overrides=["+exp=sokoban", f"env.max_moves={'null' if max_moves is None else max_moves}"])
+    task, _, h_kw = task_settings(cfg)
+    assert h_kw["field"] == max_moves
+    h = make_harness(task, "mas", **h_kw)
+    for i in range(10):
+        state = h.reset(task.instance("val", i))
+        out = h.act(state, "tool", h.role("tool").demo(state))
+        items = out.state.tool_output.split()
+        moves = [m for m in items if m != "."]
+        assert out.local == 1.0 and len(items) == (max_moves or len(moves))

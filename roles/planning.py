@@ -11,7 +11,8 @@ and two `register_harnesses` lines; the roles, turn order and rewards below are 
 
 Tools (`tool=`): a board's query tools (`board.query_tools`; the tool agent's answer is a query,
 e.g. the goal cell, and the board's solver answers it: reading the query off the board is the
-tool agent's skill), or `program` (the paper's variant, for Qwen3-sized models: the tool agent
+tool agent's skill; a move list can be printed in a fixed-width field, `field`, see
+`MoveBoard.answer`), or `program` (the paper's variant, for Qwen3-sized models: the tool agent
 writes a Python program whose printed output is shown; it runs under `roles.tools.run_program`).
 
 Local rewards: plan agent, the task reward of its own step; tool agent, 1.0 if the tool's output,
@@ -99,7 +100,7 @@ class MoveBoard:
         many moves, filled with '.': the i-th move then always sits at the same distance from the
         plan agent's i-th move, so a small model can copy the answer by position. Without it the
         distance grows with the answer's length, and a 4-layer model copies long answers poorly
-        (BENCHMARKS.md, issue 2)."""
+        (BENCHMARKS.md, issue 2). "none", "here" and answers longer than the field print as they are."""
         path = self.path_to(s, tuple(cell))
         if path is None:
             return "none"

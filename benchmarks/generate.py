@@ -6,7 +6,9 @@ Requests are those of one rollout step: the first-turn prompts of the team's two
 `--problems` train instances, each asked K times (the K candidates of a group). Both methods run
 the same model, prompts, sampling settings and token budget, through the same code
 (`BatchingClient.generate_batch`): batched = every request of a (turn, role) step in one call,
-as the rollout issues them; per-request = one call per request. Two regimes:
+as the rollout issues them, each distinct prompt prefilled once (`share_prefix`, the default);
+batched_no_share = the same call running every request's prompt in full (before prefix sharing);
+per-request = one call per request (nothing to share). Two regimes:
 - `eos`: generation stops at EOS (what a run does); tokens counted are those produced;
 - `fixed`: EOS is suppressed until max_new_tokens, so both methods produce exactly the same
   number of tokens.
@@ -22,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build, config, median, save, table  # noqa: E402
+
+from marl.engine.local import BatchingClient  # noqa: E402
 
 
 def step_prompts(harness, task, encode, problems: int) -> dict[str, list[list[int]]]:
@@ -56,19 +60,22 @@ def main():
     task, harnesses, pset = build(cfg)
     policy = next(iter(pset.policies.values()))
     client, k = policy.client, cfg.algo.k
+    unshared = BatchingClient(policy.model, policy.tokenizer, client.max_new_tokens, share_prefix=False)
     prompts = step_prompts(harnesses["mas"], task, policy.encode, args.problems)
     requests = {r: [p for p in ps for _ in range(k)] for r, ps in prompts.items()}  # (problems*K,) per role
     gen_cfg = policy.model.generation_config
     results, rows = {}, []
     for regime in ("eos", "fixed"):
         gen_cfg.min_new_tokens = client.max_new_tokens if regime == "fixed" else None
-        times = {"batched": [], "per_request": []}
-        tokens = {"batched": [], "per_request": []}
+        methods = (("batched", run_batched, client), ("batched_no_share", run_batched, unshared),
+                   ("per_request", run_single, client))
+        times = {m: [] for m, _, _ in methods}
+        tokens = {m: [] for m, _, _ in methods}
         for _ in range(args.reps):
-            for method, fn in (("batched", run_batched), ("per_request", run_single)):
+            for method, fn, cl in methods:
                 t0, n = time.perf_counter(), 0
                 for reqs in requests.values():  # one (turn, role) step after the other, as a rollout does
-                    comps = fn(client, reqs, args.temperature)
+                    comps = fn(cl, reqs, args.temperature)
                     n += sum(len(c.token_ids) for c in comps)
                     if regime == "fixed":
                         assert all(len(c.token_ids) == client.max_new_tokens for c in comps)
@@ -78,9 +85,11 @@ def main():
         results[regime] = {"seconds": {m: median(v) for m, v in times.items()},
                            "tokens": {m: median(v) for m, v in tokens.items()},
                            "tokens_per_s": tps, "ratio": tps["batched"] / tps["per_request"],
+                           "ratio_share_prefix": tps["batched"] / tps["batched_no_share"],
                            "all_seconds": times}
         rows += [[regime, m, median(tokens[m]), median(times[m]), tps[m]] for m in times]
         rows.append([regime, "ratio batched/per-request", "", "", results[regime]["ratio"]])
+        rows.append([regime, "ratio batched/batched_no_share", "", "", results[regime]["ratio_share_prefix"]])
     gen_cfg.min_new_tokens = None
     n_req = sum(len(v) for v in requests.values())
     print(f"{n_req} requests per repetition ({args.problems} problems x K={k} x {len(requests)} roles), "

@@ -43,12 +43,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_PEAK_MB = [0.0]  # the process's peak so far: resetting the high-water mark resets ru_maxrss too
+
+
 def memory_mb() -> dict[str, float]:
-    """Peak resident memory of this process so far, and the current one where /proc tells it."""
-    out = {"system/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
-    statm = Path("/proc/self/statm")
-    if statm.exists():
-        out["system/rss_mb"] = int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Resident memory: the process's peak so far (it can only rise), the current one, and the
+    peak since the previous call (`step_peak`: Linux lets a process reset its high-water mark, so
+    a leak shows as a trend in it, while one large step stays one point)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out = {}
+    status = Path("/proc/self/status")
+    if status.exists():
+        kb = {k: int(v.split()[0]) for k, v in (l.split(":", 1) for l in status.read_text().splitlines())
+              if k in ("VmRSS", "VmHWM")}
+        out["system/rss_mb"] = kb["VmRSS"] / 1024
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM (and ru_maxrss) to the current RSS
+            out["system/step_peak_rss_mb"] = peak = kb["VmHWM"] / 1024
+        except OSError:  # not allowed here (some containers): ru_maxrss still holds the overall peak
+            pass
+    _PEAK_MB[0] = max(_PEAK_MB[0], peak)
+    out["system/peak_rss_mb"] = _PEAK_MB[0]
     return out
 
 

@@ -2,7 +2,9 @@
 
 `BatchingClient.generate` is the async token-in/token-out client the rollout awaits. Concurrent
 requests (all problems x all K candidates of one (turn, role) step) are collected and served by
-one left-padded HF `generate` call with the KV cache.
+one left-padded HF `generate` call with the KV cache. The K candidates of a group share their
+prompt: with `share_prefix` each distinct prompt is prefilled once and its cache copied to the
+rows that share it, so only the decoding runs K times.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from marl.types import Completion
 
 
 class BatchingClient:
-    def __init__(self, model, tokenizer, max_new_tokens: int, max_batch: int = 512):
-        self.model, self.tok = model, tokenizer
+    def __init__(self, model, tokenizer, max_new_tokens: int, max_batch: int = 512, share_prefix: bool = True):
+        self.model, self.tok, self.share_prefix = model, tokenizer, share_prefix
         self.max_new_tokens, self.max_batch = max_new_tokens, max_batch
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
@@ -68,8 +70,10 @@ class BatchingClient:
             ids[b, width - len(p):] = torch.tensor(p)
             attn[b, width - len(p):] = 1
         greedy = temperature <= 0
+        device_ids, device_attn = ids.to(device), attn.to(device)
+        cache = self._prefill(prompts, device_ids, device_attn) if self.share_prefix else None
         out = self.model.generate(
-            input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=not greedy,
+            input_ids=device_ids, attention_mask=device_attn, past_key_values=cache, do_sample=not greedy,
             temperature=None if greedy else temperature, top_k=None, top_p=None,
             max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
             output_logits=True, return_dict_in_generate=True)
@@ -88,6 +92,24 @@ class BatchingClient:
         self.stats["new_tokens"] += sum(len(c.token_ids) for c in comps)
         self.stats["seconds"] += time.perf_counter() - t0
         return comps
+
+
+    def _prefill(self, prompts, ids, attn):
+        """KV cache of every prompt but its last token, each distinct prompt (U of them) run once
+        and its rows copied to the B requests that share it; None when nothing is shared.
+        ids, attn: (B, P) left-padded. `generate` then runs only the last prompt token and the
+        decoding, and computes the same positions (real tokens counted from 0) as the prefill."""
+        uniq: dict[tuple, int] = {}
+        idx = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]  # request -> distinct prompt
+        if len(uniq) == len(prompts) or ids.shape[1] < 2:
+            return None
+        first = torch.tensor([idx.index(u) for u in range(len(uniq))], device=ids.device)  # (U,)
+        u_ids, u_attn = ids[first, :-1], attn[first, :-1]  # (U, P - 1)
+        pos = (u_attn.cumsum(-1) - 1).clamp(min=0)  # (U, P - 1)
+        cache = self.model(input_ids=u_ids, attention_mask=u_attn, position_ids=pos, use_cache=True).past_key_values
+        cache.batch_select_indices(torch.tensor(idx, device=ids.device))  # (U, ...) -> (B, ...)
+        self.stats["prefilled_prompts"] += len(uniq)
+        return cache
 
 
 def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]],

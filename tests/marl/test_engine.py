@@ -137,6 +137,24 @@ def test_rollout_batches_problems_and_candidates(model, tok, task_and_harnesses)
         assert s.response == tok.decode(s.response_ids, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_prefix_sharing_changes_nothing_but_the_work(model, tok, prompts, temperature):
+    """4 groups of K = 3 requests with one prompt each: prefilling each prompt once gives the
+    same tokens (same seed) and log-probs as running every request's prompt in full."""
+    reqs = [(p, temperature) for p in prompts[:4] for _ in range(3)]
+    outs, clients = {}, {}
+    for share in (True, False):
+        torch.manual_seed(3)
+        clients[share] = BatchingClient(model, tok, max_new_tokens=MAX_NEW, share_prefix=share)
+        outs[share] = gather(clients[share], reqs)
+    assert clients[True].stats["prefilled_prompts"] == 4 and clients[False].stats["prefilled_prompts"] == 0
+    assert [c.token_ids for c in outs[True]] == [c.token_ids for c in outs[False]]
+    for a, b in zip(outs[True], outs[False]):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
+    if temperature > 0:
+        assert len({tuple(c.token_ids) for c in outs[True]}) > 4  # the K copies were sampled apart
+
+
 def test_generation_errors_reach_every_caller(model, tok):
     client = BatchingClient(model, tok, max_new_tokens=4)
     bad = [len(tok) + 100]  # out of the vocabulary: the embedding lookup fails

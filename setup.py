@@ -26,7 +26,10 @@ setup(
     extras_require={
         "test": ["pytest==9.2.0", "hypothesis==6.170.15",
                  "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],  # runs notebooks/ in the suite
-        "gpu": ["vllm"],
+        # vllm 0.31.0 is the newest release that accepts both torch==2.13.0 and transformers==5.10.4
+        # (0.32+ needs transformers>=5.16.1, which verl 0.9.1 forbids; verl's own `vllm` extra pins
+        # vllm 0.24.0, which needs torch 2.11.0). Resolution checked with pip --dry-run, no GPU run.
+        "gpu": ["vllm==0.31.0"],
         "bench": ["trl==1.16.0", "datasets==5.2.0", "accelerate==1.15.0"],  # benchmarks/trl_step.py only; not a dependency of the package
     },
     entry_points={"verl.plugins": ["at_grpo = marl.verl_plugin"]},

@@ -18,7 +18,7 @@ setup(
         "pettingzoo==1.27.0",
         "wandb==0.31.0",
         "verl==0.9.1",
-        "numpy==2.4.6",
+        "numpy==2.3.5",  # not 2.4: vllm (the gpu extra) needs mistral-common, which caps numpy<2.4 on Python 3.11
         "tqdm==4.70.1",
         "PyYAML==6.0.3",  # experiments/sweeps reads W&B sweep files
         "matplotlib==3.11.2",  # the mismatch experiment's heatmap; the analysis notebook
@@ -28,7 +28,8 @@ setup(
                  "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],  # runs notebooks/ in the suite
         # vllm 0.31.0 is the newest release that accepts both torch==2.13.0 and transformers==5.10.4
         # (0.32+ needs transformers>=5.16.1, which verl 0.9.1 forbids; verl's own `vllm` extra pins
-        # vllm 0.24.0, which needs torch 2.11.0). Resolution checked with pip --dry-run, no GPU run.
+        # vllm 0.24.0, which needs torch 2.11.0). `pip install --dry-run ".[gpu,test]"` resolves with every
+        # pin above; not yet run on a GPU.
         "gpu": ["vllm==0.31.0"],
         "bench": ["trl==1.16.0", "datasets==5.2.0", "accelerate==1.15.0"],  # benchmarks/trl_step.py only; not a dependency of the package
     },

@@ -106,7 +106,10 @@ class BatchingClient:
         first = torch.tensor([idx.index(u) for u in range(len(uniq))], device=ids.device)  # (U,)
         u_ids, u_attn = ids[first, :-1], attn[first, :-1]  # (U, P - 1)
         pos = (u_attn.cumsum(-1) - 1).clamp(min=0)  # (U, P - 1)
-        cache = self.model(input_ids=u_ids, attention_mask=u_attn, position_ids=pos, use_cache=True).past_key_values
+        # logits_to_keep=1: only the cache is used; at a 151k vocabulary the logits of every prompt
+        # position would be the largest tensor of the step.
+        cache = self.model(input_ids=u_ids, attention_mask=u_attn, position_ids=pos, use_cache=True,
+                           logits_to_keep=1).past_key_values
         cache.batch_select_indices(torch.tensor(idx, device=ids.device))  # (U, ...) -> (B, ...)
         self.stats["prefilled_prompts"] += len(uniq)
         return cache
@@ -173,7 +176,7 @@ def _shared_prefix_logits(model, prompt_ids, response_ids, pad_id, device):
         attn[u, P - len(p):] = 1
     pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (U, P) positions count real tokens only
     out = model(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=pos.to(device),
-                use_cache=True)
+                use_cache=True, logits_to_keep=1)  # (U, 1, V): only the last prompt position predicts a response token
     sel = torch.tensor(idx, device=device)  # (B,)
     cache = out.past_key_values
     cache.batch_select_indices(sel)  # (U, ...) -> (B, ...): indexing keeps the graph
@@ -196,8 +199,12 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
     """PPO epochs over `samples` (all from this policy) in mini-batches (one optimizer step each)
     split into micro-batches (gradient accumulation; token-mean over the whole mini-batch).
 
-    Old log-probs are recomputed with the pre-update weights at each sample's temperature, so the
-    first mini-batch's ratio is exactly 1 and later ones measure how far the update has moved."""
+    Old log-probs are the pre-update weights' at each sample's temperature, so the first
+    mini-batch's ratio is 1 and later ones measure how far the update has moved. When the update
+    is on-policy (one epoch, every sample in one mini-batch: the default), no optimizer step comes
+    before any sample's loss, so those log-probs are exactly what the training forward computes:
+    it reuses them, detached, instead of a second no-grad pass over every sample (as TRL and verl
+    do). `train.old_logprob=recompute` always runs that pass (the reference for the tests)."""
     from marl.loss import ppo_loss  # verl import cost paid only when training
 
     model, pad = policy.model, policy.tokenizer.pad_token_id
@@ -206,16 +213,22 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
     def chunks(xs, n):
         return [xs[i:i + n] for i in range(0, len(xs), n)]
 
+    if train.old_logprob not in ("auto", "recompute"):
+        raise ValueError(f"train.old_logprob={train.old_logprob!r}; allowed: auto, recompute")
+    reuse = train.old_logprob == "auto" and train.ppo_epochs == 1 and len(samples) <= mb
     t0 = time.perf_counter()
     with torch.no_grad():
         old, ref = {}, {}
         for part in chunks(samples, micro):
+            if reuse and policy.ref_model is None:
+                break
             args = ([s.prompt_ids for s in part], [s.response_ids for s in part], [s.temperature for s in part], pad)
-            lp, mask, _ = response_logprobs(model, *args)
+            lp = None if reuse else response_logprobs(model, *args)[0]
             rlp = response_logprobs(policy.ref_model, *args)[0] if policy.ref_model is not None else None
             for j, s in enumerate(part):
                 n = len(s.response_ids)
-                old[id(s)] = lp[j, :n]
+                if lp is not None:
+                    old[id(s)] = lp[j, :n]
                 if rlp is not None:
                     ref[id(s)] = rlp[j, :n]
     t_old = time.perf_counter() - t0
@@ -236,7 +249,8 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
                     model, [s.prompt_ids for s in part], [s.response_ids for s in part],
                     [s.temperature for s in part], pad, with_entropy=algo.entropy_coef > 0)
                 T = lp.shape[1]
-                old_lp = torch.stack([F.pad(old[id(s)], (0, T - len(s.response_ids))) for s in part])  # (B, T)
+                old_lp = (lp.detach() if reuse else
+                          torch.stack([F.pad(old[id(s)], (0, T - len(s.response_ids))) for s in part]))  # (B, T)
                 ref_lp = (torch.stack([F.pad(ref[id(s)], (0, T - len(s.response_ids))) for s in part])
                           if ref else None)  # (B, T)
                 adv = torch.tensor([s.advantage for s in part], dtype=lp.dtype, device=lp.device)  # (B,)
@@ -255,5 +269,5 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["train/pg_loss"] = sum(metrics["train/pg_loss"]) / max(n_mini, 1)  # shares add up per mini-batch
     out["train/lr"] = policy.scheduler.get_last_lr()[0]
-    out["timing/old_logprob"] = t_old  # recomputing the pre-update (and reference) log-probs
+    out["timing/old_logprob"] = t_old  # the separate pass for pre-update (and reference) log-probs
     return out

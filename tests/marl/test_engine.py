@@ -254,7 +254,7 @@ def test_entropy_matches_distribution(model, tok, prompts):
 # --- update_policy -------------------------------------------------------------------------
 
 TRAIN = dict(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0, steps=10, ppo_epochs=1,
-             mini_batch=64, micro_batch=8, grad_clip=1.0)
+             mini_batch=64, micro_batch=8, grad_clip=1.0, old_logprob="auto")
 ALGO = dict(kl_coef=0.0, entropy_coef=0.0, clip=0.2, kl_type="low_var_kl")
 
 
@@ -309,6 +309,39 @@ def test_update_policy_changes_weights_in_the_advantage_direction(tok, prompts, 
         assert all(torch.equal(p, before[k]) for k, p in policy.ref_model.state_dict().items())
     assert objective(policy, samples) > j0  # positive-advantage responses became likelier
     assert not policy.model.training
+
+
+@pytest.mark.parametrize("algo", [ALGO, {**ALGO, "kl_coef": 0.1, "entropy_coef": 0.01}], ids=["pg", "kl+entropy"])
+def test_on_policy_update_reusing_the_training_forward_equals_recomputing_old_logprobs(tok, prompts, algo):
+    """One epoch, one mini-batch: `auto` takes the old log-probs from the training forward instead
+    of a separate pass; the update (weights, metrics) is the one the separate pass gives."""
+    algo = OmegaConf.create(algo)
+    results = {}
+    for mode in ("auto", "recompute"):
+        train = OmegaConf.create({**TRAIN, "old_logprob": mode})
+        policy = make_policy("shared", tiny_model(tok, seed=5), tok, False, train, algo, max_new_tokens=MAX_NEW,
+                             max_batch=64, device="cpu")
+        samples = samples_from(policy, prompts)
+        m = update_policy(policy, samples, algo, train, random.Random(0))
+        results[mode] = (m, policy.model.state_dict())
+    (m_a, w_a), (m_r, w_r) = results["auto"], results["recompute"]
+    assert m_a["timing/old_logprob"] < m_r["timing/old_logprob"]  # the pass was skipped
+    for k in w_a:
+        torch.testing.assert_close(w_a[k], w_r[k], atol=1e-6, rtol=1e-5)
+    for k in ("train/pg_loss", "train/grad_norm", "train/ppo_kl", "train/clipfrac"):
+        assert m_a[k] == pytest.approx(m_r[k], abs=1e-5), k
+
+
+def test_several_mini_batches_recompute_old_logprobs_and_bad_mode_is_refused(tok, prompts):
+    algo = OmegaConf.create(ALGO)
+    train = OmegaConf.create({**TRAIN, "mini_batch": 5, "micro_batch": 5})  # 20 samples: 4 optimizer steps
+    policy = make_policy("shared", tiny_model(tok, seed=6), tok, False, train, algo, max_new_tokens=MAX_NEW,
+                         max_batch=64, device="cpu")
+    samples = samples_from(policy, prompts)
+    m = update_policy(policy, samples, algo, train, random.Random(0))
+    assert m["train/ppo_kl"] != 0.0  # later mini-batches see moved weights against the true old ones
+    with pytest.raises(ValueError, match="old_logprob.*allowed: auto, recompute"):
+        update_policy(policy, samples, algo, OmegaConf.create({**TRAIN, "old_logprob": "never"}), random.Random(0))
 
 
 def test_update_policy_noop_with_zero_advantages(tok, prompts):

@@ -129,6 +129,8 @@ def check_config(cfg: DictConfig) -> None:
     for h in [cfg.harness.name, *cfg.eval.harnesses]:
         if h not in harness_names(cfg.env.name):
             raise ValueError(f"unknown harness {h!r} for env {cfg.env.name}; allowed: {', '.join(harness_names(cfg.env.name))}")
+    if cfg.train.old_logprob not in ("auto", "recompute"):
+        raise ValueError(f"train.old_logprob={cfg.train.old_logprob!r}; allowed: auto, recompute")
     if cfg.harness.max_turns < 1 or cfg.train.temperature <= 0 or cfg.train.steps < 1:
         raise ValueError("harness.max_turns and train.steps must be >= 1 and train.temperature > 0; got "
                          f"{cfg.harness.max_turns}, {cfg.train.steps}, {cfg.train.temperature}")

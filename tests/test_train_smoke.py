@@ -159,6 +159,16 @@ def test_unknown_config_name_lists_choices(tmp_path):
     assert "harness" in proc.stderr and "mas" in proc.stderr and "single" in proc.stderr
 
 
+@pytest.mark.parametrize("override, msg", [("train.old_logprob=never", "allowed: auto, recompute"),
+                                           ("algo.k=1", "algo.k must be >= 2"),
+                                           ("eval.harnesses=[single,chess]", "unknown harness 'chess'")])
+def test_check_config_names_the_bad_value_and_what_is_allowed(override, msg):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose("config", overrides=["+exp=planning", override])
+    with pytest.raises(ValueError, match=msg):
+        train.check_config(cfg)
+
+
 def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path):
     from marl import evaluate
 

@@ -201,7 +201,7 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
 
     Old log-probs are the pre-update weights' at each sample's temperature, so the first
     mini-batch's ratio is 1 and later ones measure how far the update has moved. When the update
-    is on-policy (one epoch, every sample in one mini-batch: the default), no optimizer step comes
+    is on-policy (one epoch, every sample in one mini-batch), no optimizer step comes
     before any sample's loss, so those log-probs are exactly what the training forward computes:
     it reuses them, detached, instead of a second no-grad pass over every sample (as TRL and verl
     do). `train.old_logprob=recompute` always runs that pass (the reference for the tests)."""

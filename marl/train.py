@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from marl import checkpoint
 from marl.advantage import group_advantages
-from marl.engine.local import update_policy
+from marl.engine.local import OLD_LOGPROB_MODES, update_policy
 from marl.evaluation import run_episodes, summarize
 from marl.grouping import check_groups, regroup_by_problem
 from marl.logger import make_logger
@@ -129,8 +129,8 @@ def check_config(cfg: DictConfig) -> None:
     for h in [cfg.harness.name, *cfg.eval.harnesses]:
         if h not in harness_names(cfg.env.name):
             raise ValueError(f"unknown harness {h!r} for env {cfg.env.name}; allowed: {', '.join(harness_names(cfg.env.name))}")
-    if cfg.train.old_logprob not in ("auto", "recompute"):
-        raise ValueError(f"train.old_logprob={cfg.train.old_logprob!r}; allowed: auto, recompute")
+    if cfg.train.old_logprob not in OLD_LOGPROB_MODES:
+        raise ValueError(f"train.old_logprob={cfg.train.old_logprob!r}; allowed: {', '.join(OLD_LOGPROB_MODES)}")
     if cfg.harness.max_turns < 1 or cfg.train.temperature <= 0 or cfg.train.steps < 1:
         raise ValueError("harness.max_turns and train.steps must be >= 1 and train.temperature > 0; got "
                          f"{cfg.harness.max_turns}, {cfg.train.steps}, {cfg.train.temperature}")

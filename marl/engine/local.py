@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from marl.types import Completion
 
+OLD_LOGPROB_MODES = ("auto", "recompute")  # train.old_logprob: see update_policy
+
 
 class BatchingClient:
     def __init__(self, model, tokenizer, max_new_tokens: int, max_batch: int = 512, share_prefix: bool = True):
@@ -213,8 +215,8 @@ def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:
     def chunks(xs, n):
         return [xs[i:i + n] for i in range(0, len(xs), n)]
 
-    if train.old_logprob not in ("auto", "recompute"):
-        raise ValueError(f"train.old_logprob={train.old_logprob!r}; allowed: auto, recompute")
+    if train.old_logprob not in OLD_LOGPROB_MODES:
+        raise ValueError(f"train.old_logprob={train.old_logprob!r}; allowed: {', '.join(OLD_LOGPROB_MODES)}")
     reuse = train.old_logprob == "auto" and train.ppo_epochs == 1 and len(samples) <= mb
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -2,9 +2,10 @@
 
 `BatchingClient.generate` is the async token-in/token-out client the rollout awaits. Concurrent
 requests (all problems x all K candidates of one (turn, role) step) are collected and served by
-one left-padded HF `generate` call with the KV cache. The K candidates of a group share their
-prompt: with `share_prefix` each distinct prompt is prefilled once and its cache copied to the
-rows that share it, so only the decoding runs K times.
+one left-padded batched decoding loop with the KV cache (`decode`: HF `generate`'s draws, rows
+leave the batch when they end). The K candidates of a group share their prompt: with
+`share_prefix` each distinct prompt is prefilled once and its cache copied to the rows that
+share it, so only the decoding runs K times; the update runs it once too (`_packed_logits`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class BatchingClient:
         self.max_new_tokens, self.max_batch = max_new_tokens, max_batch
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
+        self.min_new_tokens = 0  # EOS is masked before this many tokens (benchmarks/generate.py's fixed regime)
         self._pending: list[tuple[list[int], float, asyncio.Future]] = []
         self._flushing = False
         self.stats = defaultdict(float)  # generate calls, sequences, new tokens, seconds
@@ -64,57 +66,90 @@ class BatchingClient:
     def generate_batch(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
         """prompts: B token-id lists. Greedy when temperature == 0."""
         t0 = time.perf_counter()
-        device = next(self.model.parameters()).device
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # (B, P) left-padded
-        attn = torch.zeros_like(ids)
-        for b, p in enumerate(prompts):
-            ids[b, width - len(p):] = torch.tensor(p)
-            attn[b, width - len(p):] = 1
-        greedy = temperature <= 0
-        device_ids, device_attn = ids.to(device), attn.to(device)
-        cache = self._prefill(prompts, device_ids, device_attn) if self.share_prefix else None
-        out = self.model.generate(
-            input_ids=device_ids, attention_mask=device_attn, past_key_values=cache, do_sample=not greedy,
-            temperature=None if greedy else temperature, top_k=None, top_p=None,
-            max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-            output_logits=True, return_dict_in_generate=True)
-        new = out.sequences[:, width:].cpu()  # (B, T)
-        logits = torch.stack(out.logits, dim=1).float().cpu()  # (B, T, V) raw logits
-        scaled = logits if greedy else logits / temperature
-        lp = F.log_softmax(scaled, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        comps = []
-        for b in range(len(prompts)):
-            toks = new[b].tolist()
-            n = toks.index(self.eos_id) + 1 if self.eos_id in toks else len(toks)  # keep EOS: it is an action
-            comps.append(Completion(toks[:n], lp[b, :n].tolist(),
-                                    self.tok.decode(toks[:n], skip_special_tokens=True)))
+        tokens, logprobs, lengths, stats = decode(
+            self.model, prompts, temperature, self.max_new_tokens, self.eos_id, self.pad_id,
+            share_prefix=self.share_prefix, min_new_tokens=self.min_new_tokens)
+        comps = [Completion(toks[:n], lp[:n], self.tok.decode(toks[:n], skip_special_tokens=True))
+                 for toks, lp, n in zip(tokens.tolist(), logprobs.tolist(), lengths.tolist())]
+        for k, v in stats.items():
+            self.stats[k] += v
         self.stats["calls"] += 1
         self.stats["sequences"] += len(prompts)
-        self.stats["new_tokens"] += sum(len(c.token_ids) for c in comps)
+        self.stats["new_tokens"] += int(lengths.sum())
         self.stats["seconds"] += time.perf_counter() - t0
         return comps
 
 
-    def _prefill(self, prompts, ids, attn):
-        """KV cache of every prompt but its last token, each distinct prompt (U of them) run once
-        and its rows copied to the B requests that share it; None when nothing is shared.
-        ids, attn: (B, P) left-padded. `generate` then runs only the last prompt token and the
-        decoding, and computes the same positions (real tokens counted from 0) as the prefill."""
-        uniq: dict[tuple, int] = {}
-        idx = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]  # request -> distinct prompt
-        if len(uniq) == len(prompts) or ids.shape[1] < 2:
-            return None
-        first = torch.tensor([idx.index(u) for u in range(len(uniq))], device=ids.device)  # (U,)
-        u_ids, u_attn = ids[first, :-1], attn[first, :-1]  # (U, P - 1)
-        pos = (u_attn.cumsum(-1) - 1).clamp(min=0)  # (U, P - 1)
-        # logits_to_keep=1: only the cache is used; at a 151k vocabulary the logits of every prompt
-        # position would be the largest tensor of the step.
-        cache = self.model(input_ids=u_ids, attention_mask=u_attn, position_ids=pos, use_cache=True,
-                           logits_to_keep=1).past_key_values
-        cache.batch_select_indices(torch.tensor(idx, device=ids.device))  # (U, ...) -> (B, ...)
-        self.stats["prefilled_prompts"] += len(uniq)
-        return cache
+@torch.no_grad()
+def decode(model, prompts: list[list[int]], temperature: float, max_new_tokens: int, eos_id: int,
+           pad_id: int, share_prefix: bool = True, min_new_tokens: int = 0):
+    """Sample (greedy when temperature <= 0) up to N = max_new_tokens tokens after each of B
+    prompts, with the KV cache. Returns tokens (B, N) (pad after the end), their log-probs
+    (B, N) at `temperature`, lengths (B,) (EOS counted: it is an action) and stats.
+
+    - Each distinct prompt (U of them) is prefilled once and its cache rows copied to the
+      requests that share it (`share_prefix`): the K candidates of a group decode apart.
+    - A row leaves the batch (and its cache rows) as soon as it ends, so short answers do not
+      pay for the longest one (HF `generate` decodes finished rows to the end as padding).
+    - The draws are HF `generate(do_sample=True)`'s, token for token: `torch.multinomial(p, 1)`
+      is argmax(p / q) with q ~ Exp(1) of p's shape, so every step draws q for all B rows and
+      the live rows take theirs; a row's tokens do not depend on when the others end
+      (tests/marl/test_engine.py compares the two).
+    - Log-probs are taken per step, never the (B, N, V) logits (151k-token vocabularies)."""
+    device = next(model.parameters()).device
+    B, P = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P) left-padded
+    attn = torch.zeros_like(ids)
+    for b, p in enumerate(prompts):
+        ids[b, P - len(p):] = torch.tensor(p)
+        attn[b, P - len(p):] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, P) positions count real tokens only
+    uniq: dict[tuple, int] = {}
+    idx = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]  # request -> distinct prompt
+    stats = {}
+    if share_prefix and len(uniq) < B:
+        first = torch.tensor([idx.index(u) for u in range(len(uniq))], device=device)  # (U,)
+        out = model(input_ids=ids[first], attention_mask=attn[first], position_ids=pos[first],
+                    use_cache=True, logits_to_keep=1)  # logits (U, 1, V): only the last position is sampled from
+        sel = torch.tensor(idx, device=device)  # (B,)
+        cache, logits = out.past_key_values, out.logits[:, -1][sel]  # logits (U, V) -> (B, V)
+        cache.batch_select_indices(sel)  # (U, ...) -> (B, ...)
+        stats["prefilled_prompts"] = len(uniq)
+    else:
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache, logits = out.past_key_values, out.logits[:, -1]  # (B, V)
+    N, V = max_new_tokens, logits.shape[-1]
+    tokens = torch.full((B, N), pad_id, dtype=torch.long, device=device)  # (B, N)
+    logprobs = torch.zeros((B, N), device=device)  # (B, N)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+    live, last = torch.arange(B, device=device), pos[:, -1]  # (L,) rows still decoding, their last position
+    for t in range(N):
+        scores = logits.float()  # (L, V)
+        if t < min_new_tokens:
+            scores[:, eos_id] = float("-inf")
+        if temperature <= 0:
+            nxt, logp = scores.argmax(-1), F.log_softmax(scores, dim=-1)  # greedy: log-probs at T = 1
+        else:
+            scaled = scores / temperature
+            q = torch.empty((B, V), device=device).exponential_(1)  # (B, V): every row's draw, as multinomial
+            nxt = (F.softmax(scaled, dim=-1) / q[live]).argmax(-1)  # (L,)
+            logp = F.log_softmax(scaled, dim=-1)
+        tokens[live, t] = nxt
+        logprobs[live, t] = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+        lengths[live] = t + 1
+        going = nxt != eos_id  # (L,)
+        if t == N - 1 or not going.any():
+            break
+        if not going.all():  # drop the rows that ended, from the batch and the cache
+            keep = going.nonzero().squeeze(-1)  # (L',)
+            live, nxt, attn, last = live[keep], nxt[keep], attn[keep], last[keep]
+            cache.batch_select_indices(keep)
+        attn = torch.cat([attn, attn.new_ones((len(live), 1))], dim=1)  # (L, P + t + 1)
+        last = last + 1
+        logits = model(input_ids=nxt.unsqueeze(-1), attention_mask=attn, position_ids=last.unsqueeze(-1),
+                       past_key_values=cache, use_cache=True).logits[:, -1]  # (L, V)
+    return tokens.cpu(), logprobs.cpu(), lengths.cpu(), stats
 
 
 def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]],
@@ -122,16 +157,17 @@ def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
                       share_prefix: bool = True):
     """Log-probs of each response under `model`, at each sample's sampling temperature.
 
-    With `share_prefix`, each distinct prompt is run once and its KV cache is indexed out to
-    every sample that shares it (the K candidates of a group): the prompt is ~90% of a tiny-model
-    sample's tokens, so this cuts the forward/backward cost about K-fold. Gradients flow through
-    the shared cache. `share_prefix=False` runs every full sequence (the reference).
+    With `share_prefix`, each distinct prompt is run once with the responses that share it (the
+    K candidates of a group) packed after it under a tree mask (`_packed_logits`): the prompt is
+    most of a tiny-model sample's tokens, so this cuts the forward/backward cost about K-fold,
+    and no response is padded to the longest. `share_prefix=False` runs every full sequence
+    (the reference).
 
     Returns logprob (B, T), mask (B, T) and entropy (B, T) or None, T = longest response."""
     device = next(model.parameters()).device
     T = max(len(r) for r in response_ids)
     if share_prefix:
-        step_logits, targets = _shared_prefix_logits(model, prompt_ids, response_ids, pad_id, device)
+        step_logits, targets = _packed_logits(model, prompt_ids, response_ids, pad_id, device)
     else:
         step_logits, targets = _full_logits(model, prompt_ids, response_ids, pad_id, device)
     temp = torch.tensor([t if t > 0 else 1.0 for t in temperatures], device=device).view(-1, 1, 1)
@@ -164,37 +200,90 @@ def _full_logits(model, prompt_ids, response_ids, pad_id, device):
     return step_logits, ids.gather(1, (pos + 1).clamp(max=width - 1))
 
 
-def _shared_prefix_logits(model, prompt_ids, response_ids, pad_id, device):
-    """As `_full_logits`, running each distinct prompt once (U of them) and the responses on
-    top of its cache. Prompts are left-padded so they all end at column P - 1."""
+def _first_fit(size: list[int], width: int) -> list[list[int]]:
+    """Items (by index) into bins of `width`, first fit by decreasing size."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for u in sorted(range(len(size)), key=lambda u: -size[u]):
+        r = next((j for j, left in enumerate(room) if left >= size[u]), None)
+        if r is None:
+            rows.append([])
+            room.append(width)
+            r = len(rows) - 1
+        rows[r].append(u)
+        room[r] -= size[u]
+    return rows
+
+
+def _linear_per_attention(config) -> float:
+    """FLOPs of a token's linear layers over those of one (query, key) pair of attention, from a
+    decoder config (768 for the tiny model; measured on the CPU: about 640). inf when unknown."""
+    try:
+        h, i, nh = config.hidden_size, config.intermediate_size, config.num_attention_heads
+        hd = getattr(config, "head_dim", None) or h // nh
+        nkv = getattr(config, "num_key_value_heads", None) or nh
+    except AttributeError:
+        return float("inf")
+    linear = 2 * h * nh * hd + 2 * h * nkv * hd + 3 * h * i  # q + o, k + v, gate + up + down
+    return linear / (2 * nh * hd)  # per pair: q.k and p.v, nh heads of hd
+
+
+def _packed_logits(model, prompt_ids, response_ids, pad_id, device):
+    """As `_full_logits`, running each distinct prompt once (U of them), with its group's K
+    responses packed after it in one row, [prompt | r_1 | ... | r_K], and no padding between
+    them: a response attends to its prompt and to itself (a tree mask), and its positions
+    continue the prompt's. Groups are packed first fit, by decreasing length, in rows of W
+    columns (W at least the longest group), so a row can hold several short groups.
+
+    Why not the prompt's KV cache copied to the K rows of its responses: those rows are padded
+    to the longest response (the mean answer is about half of it), and the copy's backward is an
+    accumulating scatter; this runs the real tokens once each, in one forward."""
     uniq: dict[tuple, int] = {}
     idx = [uniq.setdefault(tuple(p), len(uniq)) for p in prompt_ids]  # sample -> distinct prompt
+    members: list[list[int]] = [[] for _ in uniq]
+    for b, u in enumerate(idx):
+        members[u].append(b)
     prompts = list(uniq)
-    P, T = max(len(p) for p in prompts), max(len(r) for r in response_ids)
-    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)  # (U, P) left-padded
-    attn = torch.zeros_like(ids)
-    for u, p in enumerate(prompts):
-        ids[u, P - len(p):] = torch.tensor(p)
-        attn[u, P - len(p):] = 1
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (U, P) positions count real tokens only
-    out = model(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=pos.to(device),
-                use_cache=True, logits_to_keep=1)  # (U, 1, V): only the last prompt position predicts a response token
-    sel = torch.tensor(idx, device=device)  # (B,)
-    cache = out.past_key_values
-    cache.batch_select_indices(sel)  # (U, ...) -> (B, ...): indexing keeps the graph
-    resp = torch.full((len(idx), T), pad_id, dtype=torch.long)  # (B, T) right-padded
-    r_attn = torch.zeros_like(resp)
-    for b, r in enumerate(response_ids):
-        resp[b, :len(r)] = torch.tensor(r)
-        r_attn[b, :len(r)] = 1
-    r_pos = torch.tensor([len(p) for p in prompt_ids]).unsqueeze(1) + torch.arange(T)  # (B, T)
-    full_attn = torch.cat([attn[idx], r_attn], dim=1).to(device)  # (B, P + T)
-    r_logits = model(input_ids=resp.to(device), attention_mask=full_attn, position_ids=r_pos.to(device),
-                     past_key_values=cache).logits  # (B, T, V)
-    # Token 0 is predicted by the prompt's last position, token j > 0 by response position j - 1.
-    first = out.logits[:, -1][sel].unsqueeze(1)  # (B, 1, V)
-    step_logits = torch.cat([first, r_logits[:, :-1]], dim=1)  # (B, T, V)
-    return step_logits, resp.to(device)
+    if min(len(p) for p in prompts) == 0:
+        raise ValueError("an empty prompt: the first response token would have nothing to be predicted by")
+    size = [len(prompts[u]) + sum(len(response_ids[b]) for b in members[u]) for u in range(len(prompts))]
+    # The mask is dense, so a row costs W * (linear work per token + W * attention work per
+    # key): of the widths tried, the one with the least total work.
+    c = _linear_per_attention(model.config)
+    W, rows = min(((w, _first_fit(size, w)) for w in {int(max(size) * f) for f in (1, 1.25, 1.5, 2, 3)}),
+                  key=lambda wr: len(wr[1]) * wr[0] * (1 + wr[0] / c))
+    n, T = len(rows), max(len(r) for r in response_ids)
+    ids, pos = [[pad_id] * W for _ in range(n)], [[0] * W for _ in range(n)]  # (n, W)
+    group, owner = [[-1] * W for _ in range(n)], [[-1] * W for _ in range(n)]  # (n, W): -1 = padding / prompt
+    src = [[0] * T for _ in response_ids]  # (B, T): flat index (row * W + column) that predicts each token
+    for r, us in enumerate(rows):
+        c = 0
+        for u in us:
+            p = prompts[u]
+            ids[r][c:c + len(p)], pos[r][c:c + len(p)] = p, range(len(p))
+            group[r][c:c + len(p)] = [u] * len(p)
+            end = c + len(p) - 1  # the prompt's last token predicts each response's first
+            c += len(p)
+            for b in members[u]:
+                m = len(response_ids[b])
+                ids[r][c:c + m], pos[r][c:c + m] = response_ids[b], range(len(p), len(p) + m)
+                group[r][c:c + m], owner[r][c:c + m] = [u] * m, [b] * m
+                src[b][:m] = [r * W + end] + [r * W + c + j for j in range(m - 1)]
+                c += m
+    group_t, owner_t = torch.tensor(group), torch.tensor(owner)  # (n, W)
+    col = torch.arange(W)
+    mask = ((col.view(1, -1, 1) >= col.view(1, 1, -1))  # causal: key column <= query column
+            & (group_t.unsqueeze(2) == group_t.unsqueeze(1)) & (group_t >= 0).unsqueeze(1)  # same group, not padding
+            & ((owner_t == -1).unsqueeze(1) | (owner_t.unsqueeze(2) == owner_t.unsqueeze(1))))  # prompt or own response
+    mask |= torch.eye(W, dtype=torch.bool)  # (n, W, W); padding attends to itself (no empty softmax row)
+    logits = model(input_ids=torch.tensor(ids, device=device), attention_mask=mask.unsqueeze(1).to(device),
+                   position_ids=torch.tensor(pos, device=device)).logits  # (n, W, V)
+    flat = torch.tensor(src, device=device).view(-1)  # (B * T,); index_select: its backward is a plain add
+    step_logits = logits.flatten(0, 1).index_select(0, flat).view(len(response_ids), T, -1)  # (n * W, V) -> (B, T, V)
+    targets = torch.full((len(response_ids), T), pad_id, dtype=torch.long)  # (B, T) right-padded
+    for b, resp in enumerate(response_ids):
+        targets[b, :len(resp)] = torch.tensor(resp)
+    return step_logits, targets.to(device)
 
 
 def update_policy(policy, samples, algo, train, rng) -> dict[str, float]:

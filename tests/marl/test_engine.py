@@ -155,6 +155,54 @@ def test_prefix_sharing_changes_nothing_but_the_work(model, tok, prompts, temper
         assert len({tuple(c.token_ids) for c in outs[True]}) > 4  # the K copies were sampled apart
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
+def test_decoding_draws_the_tokens_hf_generate_draws(model, tok, prompts, temperature):
+    """Same seed, same prompts: the decoding loop (rows leaving the batch as they end) gives
+    HF `generate`'s tokens, row for row, and the log-probs of its logits."""
+    reqs = [p for p in prompts[:4] for _ in range(3)]
+    width = max(len(p) for p in reqs)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in reqs])  # (B, P) left-padded
+    torch.manual_seed(7)
+    greedy = temperature == 0
+    ref = model.generate(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), do_sample=not greedy,
+                         temperature=None if greedy else temperature, top_k=None, top_p=None,
+                         max_new_tokens=MAX_NEW, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         output_logits=True, return_dict_in_generate=True)
+    ref_lp = torch.log_softmax(torch.stack(ref.logits, 1) / (1.0 if greedy else temperature), -1)  # (B, T, V)
+    torch.manual_seed(7)
+    client = BatchingClient(model, tok, max_new_tokens=MAX_NEW, share_prefix=False)
+    outs = client.generate_batch(reqs, temperature)
+    for b, c in enumerate(outs):
+        n = len(c.token_ids)
+        assert c.token_ids == ref.sequences[b, width:width + n].tolist()
+        assert n == MAX_NEW or c.token_ids[-1] == tok.eos_token_id
+        want = ref_lp[b, torch.arange(n), ref.sequences[b, width:width + n]]
+        assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4)
+    if not greedy:  # answers of different lengths: rows left the batch early
+        assert len({len(c.token_ids) for c in outs}) > 1
+
+
+def test_rows_leave_the_batch_when_they_end(model, tok, prompts):
+    """Each forward after the prefill runs only the rows still decoding; with EOS masked until
+    max_new_tokens (min_new_tokens) every row runs to the end."""
+    rows = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        torch.manual_seed(2)
+        client = BatchingClient(model, tok, max_new_tokens=MAX_NEW)
+        outs = client.generate_batch([p for p in prompts[:4] for _ in range(4)], 1.0)
+        lengths = sorted(len(c.token_ids) for c in outs)
+        assert rows[0] == 4 and rows[1:] == sorted(rows[1:], reverse=True)  # U prompts prefilled, then B rows
+        assert rows[1:] == [sum(n > t for n in lengths) for t in range(1, lengths[-1])]
+        assert rows[-1] < 16
+        rows.clear()
+        client.min_new_tokens = MAX_NEW
+        outs = client.generate_batch([p for p in prompts[:4] for _ in range(4)], 1.0)
+        assert all(len(c.token_ids) == MAX_NEW for c in outs) and rows[1:] == [16] * (MAX_NEW - 1)
+    finally:
+        hook.remove()
+
+
 def test_generation_errors_reach_every_caller(model, tok):
     client = BatchingClient(model, tok, max_new_tokens=4)
     bad = [len(tok) + 100]  # out of the vocabulary: the embedding lookup fails
@@ -215,21 +263,26 @@ def test_recompute_temperature_scaling(model, tok, prompts):
     assert not torch.allclose(mixed[2], hot[0], atol=1e-3)
 
 
-def test_shared_prefix_equals_full_sequences_in_value_and_gradient(tok, prompts):
+@pytest.mark.parametrize("long_group", [False, True])
+def test_shared_prefix_equals_full_sequences_in_value_and_gradient(tok, prompts, long_group):
     """Groups of K samples sharing a prompt (prompts of different lengths, responses of different
-    lengths, shuffled): running each prompt once must give the same log-probs, entropies and
-    gradients as running every full sequence."""
+    lengths, shuffled): running each prompt once with its responses packed after it must give
+    the same log-probs, entropies and gradients as running every full sequence. With one long
+    group, the short ones share rows (the tree mask must keep groups apart)."""
     model = tiny_model(tok, seed=3)
     rng = random.Random(0)
     ps, rs = [], []
-    for p in prompts:
+    for i, p in enumerate(prompts):
         for _ in range(3):  # K = 3
             ps.append(p)
-            rs.append([rng.randrange(3, len(tok)) for _ in range(rng.randint(1, 6))] + [tok.eos_token_id])
+            m = rng.randint(60, 80) if long_group and i == 0 else rng.randint(1, 6)
+            rs.append([rng.randrange(3, len(tok)) for _ in range(m)] + [tok.eos_token_id])
     order = list(range(len(ps)))
     rng.shuffle(order)
     ps, rs = [ps[i] for i in order], [rs[i] for i in order]
     temps = [rng.choice([0.0, 0.7, 1.0]) for _ in ps]
+    rows = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
     out = {}
     for share in (False, True):
         model.zero_grad()
@@ -237,11 +290,20 @@ def test_shared_prefix_equals_full_sequences_in_value_and_gradient(tok, prompts)
                                           share_prefix=share)
         (lp.sum() + ent.sum()).backward()
         out[share] = lp.detach(), mask, ent.detach(), [q.grad.clone() for q in model.parameters()]
+    hook.remove()
+    assert rows[0] == len(ps) and rows[1] < len(prompts) if long_group else rows[1] == len(prompts)
     assert torch.equal(out[True][1], out[False][1])
     assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
     assert torch.allclose(out[True][2], out[False][2], atol=1e-5)
     for g_shared, g_full in zip(out[True][3], out[False][3]):  # float32 sums in another order
         assert (g_shared - g_full).norm() <= 1e-4 * g_full.norm() + 1e-6
+
+
+def test_first_fit_packs_by_decreasing_size():
+    from marl.engine.local import _first_fit
+    # 9 opens a row, 6 opens one, 5 fits neither, 3 fits the second, 2 only the third
+    assert _first_fit([5, 9, 3, 6, 2], 10) == [[1], [3, 2], [0, 4]]
+    assert _first_fit([4, 4], 4) == [[0], [1]]
 
 
 def test_entropy_matches_distribution(model, tok, prompts):

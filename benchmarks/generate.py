@@ -3,14 +3,17 @@
     python benchmarks/generate.py [--problems 16] [--reps 5] [hydra overrides, e.g. algo.k=8]
 
 Requests are those of one rollout step: the first-turn prompts of the team's two roles for
-`--problems` train instances, each asked K times (the K candidates of a group). Both methods run
-the same model, prompts, sampling settings and token budget, through the same code
-(`BatchingClient.generate_batch`): batched = every request of a (turn, role) step in one call,
-as the rollout issues them, each distinct prompt prefilled once (`share_prefix`, the default);
-batched_no_share = the same call running every request's prompt in full (before prefix sharing);
-per-request = one call per request (nothing to share). Two regimes:
+`--problems` train instances, each asked K times (the K candidates of a group). Every method
+runs the same model, prompts, sampling settings (temperature, no top-k/top-p) and token budget:
+- batched: the local engine (`BatchingClient.generate_batch`), every request of a (turn, role)
+  step in one call, as the rollout issues them, each distinct prompt prefilled once;
+- batched_no_share: the same call running every request's prompt in full;
+- hf_batched: one HF `generate` call for the whole left-padded batch (what the engine used
+  before its own decoding loop);
+- per_request: one HF `generate` call per request (the baseline of the issue).
+Two regimes:
 - `eos`: generation stops at EOS (what a run does); tokens counted are those produced;
-- `fixed`: EOS is suppressed until max_new_tokens, so both methods produce exactly the same
+- `fixed`: EOS is suppressed until max_new_tokens, so every method produces exactly the same
   number of tokens.
 Repetitions are interleaved (batched, per-request, batched, ...) and the median is reported.
 """
@@ -46,8 +49,30 @@ def run_batched(client, prompts, temp):
     return asyncio.run(go())
 
 
+def hf_generate(client, prompts, temp):
+    """One HF `generate` call over `prompts`, left-padded; returns each row's new tokens up to
+    its EOS."""
+    import torch
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[client.pad_id] * (width - len(p)) + p for p in prompts])  # (B, P)
+    attn = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts]).unsqueeze(1)).long()
+    greedy = temp <= 0
+    out = client.model.generate(
+        input_ids=ids, attention_mask=attn, do_sample=not greedy, temperature=None if greedy else temp,
+        top_k=None, top_p=None, max_new_tokens=client.max_new_tokens, min_new_tokens=client.min_new_tokens or None,
+        eos_token_id=client.eos_id, pad_token_id=client.pad_id)
+    rows = []
+    for toks in out[:, width:].tolist():
+        rows.append(toks[:toks.index(client.eos_id) + 1] if client.eos_id in toks else toks)
+    return rows
+
+
+def run_hf_batched(client, prompts, temp):
+    return hf_generate(client, prompts, temp)
+
+
 def run_single(client, prompts, temp):
-    return [c for p in prompts for c in client.generate_batch([p], temp)]
+    return [r for p in prompts for r in hf_generate(client, [p], temp)]
 
 
 def main():
@@ -63,22 +88,22 @@ def main():
     unshared = BatchingClient(policy.model, policy.tokenizer, client.max_new_tokens, share_prefix=False)
     prompts = step_prompts(harnesses["mas"], task, policy.encode, args.problems)
     requests = {r: [p for p in ps for _ in range(k)] for r, ps in prompts.items()}  # (problems*K,) per role
-    gen_cfg = policy.model.generation_config
     results, rows = {}, []
     for regime in ("eos", "fixed"):
-        gen_cfg.min_new_tokens = client.max_new_tokens if regime == "fixed" else None
+        for c in (client, unshared):
+            c.min_new_tokens = c.max_new_tokens if regime == "fixed" else 0
         methods = (("batched", run_batched, client), ("batched_no_share", run_batched, unshared),
-                   ("per_request", run_single, client))
+                   ("hf_batched", run_hf_batched, client), ("per_request", run_single, client))
         times = {m: [] for m, _, _ in methods}
         tokens = {m: [] for m, _, _ in methods}
         for _ in range(args.reps):
             for method, fn, cl in methods:
                 t0, n = time.perf_counter(), 0
                 for reqs in requests.values():  # one (turn, role) step after the other, as a rollout does
-                    comps = fn(cl, reqs, args.temperature)
-                    n += sum(len(c.token_ids) for c in comps)
+                    outs = [getattr(c, "token_ids", c) for c in fn(cl, reqs, args.temperature)]
+                    n += sum(len(o) for o in outs)
                     if regime == "fixed":
-                        assert all(len(c.token_ids) == client.max_new_tokens for c in comps)
+                        assert all(len(o) == client.max_new_tokens for o in outs)
                 times[method].append(time.perf_counter() - t0)
                 tokens[method].append(n)
         tps = {m: median([n / t for n, t in zip(tokens[m], times[m])]) for m in times}
@@ -86,11 +111,13 @@ def main():
                            "tokens": {m: median(v) for m, v in tokens.items()},
                            "tokens_per_s": tps, "ratio": tps["batched"] / tps["per_request"],
                            "ratio_share_prefix": tps["batched"] / tps["batched_no_share"],
+                           "ratio_hf_batched": tps["batched"] / tps["hf_batched"],
                            "all_seconds": times}
         rows += [[regime, m, median(tokens[m]), median(times[m]), tps[m]] for m in times]
         rows.append([regime, "ratio batched/per-request", "", "", results[regime]["ratio"]])
         rows.append([regime, "ratio batched/batched_no_share", "", "", results[regime]["ratio_share_prefix"]])
-    gen_cfg.min_new_tokens = None
+        rows.append([regime, "ratio batched/hf_batched", "", "", results[regime]["ratio_hf_batched"]])
+    client.min_new_tokens = 0
     n_req = sum(len(v) for v in requests.values())
     print(f"{n_req} requests per repetition ({args.problems} problems x K={k} x {len(requests)} roles), "
           f"max_new_tokens={client.max_new_tokens}, temperature={args.temperature}, reps={args.reps}")

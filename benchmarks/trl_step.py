@@ -1,16 +1,19 @@
 """A full training step, marl vs TRL's `GRPOTrainer`, on the same problem.
 
     pip install -e ".[bench]"      # TRL is a benchmark-only extra
-    python benchmarks/trl_step.py [--steps 8] [hydra overrides]
+    python benchmarks/trl_step.py [--steps 8] [--repeats 3] [hydra overrides]
 
 Setting (both sides): the tiny model's warm start, single-agent single-turn Plan-Path prompts
 (harness=single, max_turns=1), 16 problems x K=4 candidates = 64 samples per step, the same
 max new tokens, sampling temperature 1, AdamW at the run's lr, one optimizer step per
 training step, token-mean loss without KL, the same reward (the single harness's
 `local + alpha * team` for the parsed moves), CPU, the same torch thread count. Each side runs
-`--steps` steps in this process, marl first (its own training loop, `marl.train.run`, with
-evaluation off); the first step of each is discarded as warm-up and the median of the rest is
-reported as samples/s. TRL's step time covers its generation, reward and update, as ours does.
+`--steps` steps in this process (marl: its own training loop, `marl.train.run`, with
+evaluation off), the two alternating `--repeats` times (marl, TRL, marl, TRL, ...) so that a
+slower spell of a shared machine falls on both; the first step of each run is discarded as
+warm-up. Reported: the median step of each side over all repeats, as samples/s, their ratio,
+and the ratio of each repeat. TRL's step time covers its generation, reward and update, as
+ours does.
 """
 from __future__ import annotations
 
@@ -78,6 +81,7 @@ def trl_steps(cfg, task, harness, policy, steps: int) -> list[float]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
     args, overrides = ap.parse_known_args()
     # The default warm start, loaded through `model.path`: the single-turn setting would
     # otherwise key a new build.
@@ -86,16 +90,23 @@ def main():
     task, harnesses, pset = build(cfg)
     policy = next(iter(pset.policies.values()))
     samples = cfg.train.problems_per_step * cfg.algo.k
-    ours = [r["timing/step"] for r in train_metrics(SETTING + [path] + overrides, args.steps)
-            if "timing/step" in r]
-    theirs = trl_steps(cfg, task, harnesses["single"], policy, args.steps)
-    m_ours, m_trl = median(ours[1:]), median(theirs[1:])
+    ours, theirs, ratios = [], [], []
+    for _ in range(args.repeats):
+        o = [r["timing/step"] for r in train_metrics(SETTING + [path] + overrides, args.steps)
+             if "timing/step" in r][1:]
+        t = trl_steps(cfg, task, harnesses["single"], policy, args.steps)[1:]
+        ours, theirs = ours + [o], theirs + [t]
+        ratios.append(median(t) / median(o))
+    m_ours, m_trl = median([x for o in ours for x in o]), median([x for t in theirs for x in t])
     rows = [["marl (local engine)", m_ours, samples / m_ours], ["TRL GRPOTrainer", m_trl, samples / m_trl],
             ["ratio marl/TRL", "", m_trl / m_ours]]
-    print(f"{samples} samples per step (16 problems x K={cfg.algo.k}), {args.steps} steps each, first discarded")
+    print(f"{samples} samples per step (16 problems x K={cfg.algo.k}), {args.steps} steps per run, first "
+          f"discarded, {args.repeats} runs of each side alternating; ratio per repeat: "
+          + ", ".join(f"{r:.2f}" for r in ratios))
     print(table(rows, ["trainer", "step s (median)", "samples/s"]))
-    path = save("trl_step", {"steps": args.steps, "overrides": overrides, "samples_per_step": samples,
-                             "marl_step_s": ours, "trl_step_s": theirs, "ratio": m_trl / m_ours})
+    path = save("trl_step", {"steps": args.steps, "repeats": args.repeats, "overrides": overrides,
+                             "samples_per_step": samples, "marl_step_s": ours, "trl_step_s": theirs,
+                             "ratio_per_repeat": ratios, "ratio": m_trl / m_ours})
     print(f"wrote {path}")
 
 

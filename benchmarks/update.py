@@ -1,5 +1,5 @@
 """The update's forward+backward: every prompt+response in full vs each distinct prompt once
-with its KV cache shared by the K candidates (`response_logprobs(share_prefix=...)`).
+with the K candidates' responses packed after it (`response_logprobs(share_prefix=...)`).
 
     python benchmarks/update.py [--reps 5] [hydra overrides, e.g. algo.k=8]
 

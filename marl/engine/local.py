@@ -249,12 +249,13 @@ def _packed_logits(model, prompt_ids, response_ids, pad_id, device):
     size = [len(prompts[u]) + sum(len(response_ids[b]) for b in members[u]) for u in range(len(prompts))]
     # The mask is dense, so a row costs W * (linear work per token + W * attention work per
     # key): of the widths tried, the one with the least total work.
-    c = _linear_per_attention(model.config)
+    ratio = _linear_per_attention(model.config)
     W, rows = min(((w, _first_fit(size, w)) for w in {int(max(size) * f) for f in (1, 1.25, 1.5, 2, 3)}),
-                  key=lambda wr: len(wr[1]) * wr[0] * (1 + wr[0] / c))
+                  key=lambda wr: len(wr[1]) * wr[0] * (1 + wr[0] / ratio))
     n, T = len(rows), max(len(r) for r in response_ids)
     ids, pos = [[pad_id] * W for _ in range(n)], [[0] * W for _ in range(n)]  # (n, W)
-    group, owner = [[-1] * W for _ in range(n)], [[-1] * W for _ in range(n)]  # (n, W): -1 = padding / prompt
+    group = [[-1] * W for _ in range(n)]  # (n, W): the distinct prompt a token belongs to; -1 = padding
+    owner = [[-1] * W for _ in range(n)]  # (n, W): the sample whose response it is; -1 = prompt or padding
     src = [[0] * T for _ in response_ids]  # (B, T): flat index (row * W + column) that predicts each token
     for r, us in enumerate(rows):
         c = 0

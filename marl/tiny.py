@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from marl.packing import first_fit
+
 from roles.base import Harness
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
@@ -105,17 +107,8 @@ def pack(data: list[tuple[list[int], list[int]]], width: int, pad_id: int):
     lengths = [len(p) + len(r) for p, r in data]
     if max(lengths) > width:
         raise ValueError(f"a demonstration of {max(lengths)} tokens does not fit a row of {width}")
-    rows: list[list[int]] = []  # indices into data, per row
-    room: list[int] = []  # tokens left per row
-    for i in sorted(range(len(data)), key=lambda i: -lengths[i]):
-        r = next((j for j, left in enumerate(room) if left >= lengths[i]), None)
-        if r is None:
-            rows.append([])
-            room.append(width)
-            r = len(rows) - 1
-        rows[r].append(i)
-        room[r] -= lengths[i]
-    w = width - min(room)
+    rows = first_fit(lengths, width)  # indices into data, per row
+    w = max(sum(lengths[i] for i in r) for r in rows)
     ids = torch.full((len(rows), w), pad_id)  # (rows, W)
     labels = torch.full((len(rows), w), -100)  # (rows, W)
     pos = torch.zeros((len(rows), w), dtype=torch.long)  # (rows, W)

@@ -16,6 +16,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
+from marl.packing import first_fit
 from marl.types import Completion
 
 OLD_LOGPROB_MODES = ("auto", "recompute")  # train.old_logprob: see update_policy
@@ -200,21 +201,6 @@ def _full_logits(model, prompt_ids, response_ids, pad_id, device):
     return step_logits, ids.gather(1, (pos + 1).clamp(max=width - 1))
 
 
-def _first_fit(size: list[int], width: int) -> list[list[int]]:
-    """Items (by index) into bins of `width`, first fit by decreasing size."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for u in sorted(range(len(size)), key=lambda u: -size[u]):
-        r = next((j for j, left in enumerate(room) if left >= size[u]), None)
-        if r is None:
-            rows.append([])
-            room.append(width)
-            r = len(rows) - 1
-        rows[r].append(u)
-        room[r] -= size[u]
-    return rows
-
-
 def _linear_per_attention(config) -> float:
     """FLOPs of a token's linear layers over those of one (query, key) pair of attention, from a
     decoder config (768 for the tiny model; measured on the CPU: about 640). inf when unknown."""
@@ -250,7 +236,7 @@ def _packed_logits(model, prompt_ids, response_ids, pad_id, device):
     # The mask is dense, so a row costs W * (linear work per token + W * attention work per
     # key): of the widths tried, the one with the least total work.
     ratio = _linear_per_attention(model.config)
-    W, rows = min(((w, _first_fit(size, w)) for w in {int(max(size) * f) for f in (1, 1.25, 1.5, 2, 3)}),
+    W, rows = min(((w, first_fit(size, w)) for w in {int(max(size) * f) for f in (1, 1.25, 1.5, 2, 3)}),
                   key=lambda wr: len(wr[1]) * wr[0] * (1 + wr[0] / ratio))
     n, T = len(rows), max(len(r) for r in response_ids)
     ids, pos = [[pad_id] * W for _ in range(n)], [[0] * W for _ in range(n)]  # (n, W)

@@ -299,13 +299,6 @@ def test_shared_prefix_equals_full_sequences_in_value_and_gradient(tok, prompts,
         assert (g_shared - g_full).norm() <= 1e-4 * g_full.norm() + 1e-6
 
 
-def test_first_fit_packs_by_decreasing_size():
-    from marl.engine.local import _first_fit
-    # 9 opens a row, 6 opens one, 5 fits neither, 3 fits the second, 2 only the third
-    assert _first_fit([5, 9, 3, 6, 2], 10) == [[1], [3, 2], [0, 4]]
-    assert _first_fit([4, 4], 4) == [[0], [1]]
-
-
 def test_entropy_matches_distribution(model, tok, prompts):
     resp = [[5, 6, tok.eos_token_id], [7, tok.eos_token_id]]
     lp, mask, ent = response_logprobs(model, prompts[:2], resp, [1.0, 1.0], tok.pad_token_id, with_entropy=True)

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build, config, median, save, table  # noqa: E402
 
@@ -52,7 +54,6 @@ def run_batched(client, prompts, temp):
 def hf_generate(client, prompts, temp):
     """One HF `generate` call over `prompts`, left-padded; returns each row's new tokens up to
     its EOS."""
-    import torch
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[client.pad_id] * (width - len(p)) + p for p in prompts])  # (B, P)
     attn = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts]).unsqueeze(1)).long()
@@ -65,10 +66,6 @@ def hf_generate(client, prompts, temp):
     for toks in out[:, width:].tolist():
         rows.append(toks[:toks.index(client.eos_id) + 1] if client.eos_id in toks else toks)
     return rows
-
-
-def run_hf_batched(client, prompts, temp):
-    return hf_generate(client, prompts, temp)
 
 
 def run_single(client, prompts, temp):
@@ -93,7 +90,7 @@ def main():
         for c in (client, unshared):
             c.min_new_tokens = c.max_new_tokens if regime == "fixed" else 0
         methods = (("batched", run_batched, client), ("batched_no_share", run_batched, unshared),
-                   ("hf_batched", run_hf_batched, client), ("per_request", run_single, client))
+                   ("hf_batched", hf_generate, client), ("per_request", run_single, client))
         times = {m: [] for m, _, _ in methods}
         tokens = {m: [] for m, _, _ in methods}
         for _ in range(args.reps):

@@ -41,7 +41,7 @@ def step_prompts(harness, task, encode, problems: int) -> dict[str, list[list[in
         state = harness.reset(task.instance("train", i))
         for r in harness.role_names:
             out[r].append(encode(harness.prompt(state, r)))
-            state = harness.act(state, r, harness.role(r).demo(state)).state
+            state = harness.act_sync(state, r, harness.role(r).demo(state)).state
     return out
 
 

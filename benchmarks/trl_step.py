@@ -47,7 +47,7 @@ def trl_steps(cfg, task, harness, policy, steps: int) -> list[float]:
     def reward(prompts, completions, idx, **_):
         out = []
         for text, i in zip(completions, idx):
-            o = harness.act(harness.reset(task.instance("train", i)), "plan", text)
+            o = harness.act_sync(harness.reset(task.instance("train", i)), "plan", text)
             out.append(o.local + cfg.algo.alpha * o.team)
         return out
 

@@ -15,11 +15,10 @@ Task reward of one step (each term is a field of `PlanPathRewards`, set from con
 from __future__ import annotations
 
 import random
-from collections import deque
 from dataclasses import dataclass, field, replace
 
 from envs.base import StepResult, draw, register
-from envs.grid import MOVES, Cell, Walled, grid_key
+from envs.grid import Cell, Walled, bfs, grid_key, run_moves
 
 
 @dataclass(frozen=True)
@@ -62,27 +61,10 @@ class PlanPathState:
 
 
 def bfs_path(grid: Grid, src: Cell, dst: Cell) -> list[str] | None:
-    """A shortest list of moves from src to dst, or None if dst is unreachable.
-
-    Neighbours are expanded in the fixed order U, D, L, R, so the oracle is deterministic."""
+    """A shortest list of moves from src to dst, or None if dst is unreachable (ties: envs.grid.bfs)."""
     if not grid.free(src) or not grid.free(dst):
         return None
-    prev: dict[Cell, tuple[Cell, str] | None] = {src: None}
-    queue = deque([src])
-    while queue:
-        cell = queue.popleft()
-        if cell == dst:
-            path: list[str] = []
-            while prev[cell] is not None:
-                cell, move = prev[cell]  # type: ignore[misc]
-                path.append(move)
-            return path[::-1]
-        for move, (dr, dc) in MOVES.items():
-            nxt = (cell[0] + dr, cell[1] + dc)
-            if nxt not in prev and grid.free(nxt):
-                prev[nxt] = (cell, move)
-                queue.append(nxt)
-    return None
+    return bfs(src, grid.walk, lambda cell: cell == dst)
 
 
 def distance(grid: Grid, src: Cell, dst: Cell) -> int | None:
@@ -92,18 +74,7 @@ def distance(grid: Grid, src: Cell, dst: Cell) -> int | None:
 
 def simulate(grid: Grid, pos: Cell, moves: tuple[str, ...] | list[str]) -> tuple[Cell, int, bool]:
     """Run moves from pos. Returns (end cell, moves executed, hit an illegal move)."""
-    executed = 0
-    for m in moves:
-        if pos == grid.goal:
-            break
-        if m not in MOVES:
-            raise ValueError(f"unknown move {m!r}; allowed: {', '.join(MOVES)}")
-        dr, dc = MOVES[m]
-        nxt = (pos[0] + dr, pos[1] + dc)
-        if not grid.free(nxt):
-            return pos, executed, True
-        pos, executed = nxt, executed + 1
-    return pos, executed, False
+    return run_moves(pos, moves, grid.walk, done=lambda cell: cell == grid.goal)
 
 
 class PlanPath:

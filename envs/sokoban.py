@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import functools
 import random
-from collections import deque
 from dataclasses import dataclass, field, replace
 
 from envs.base import StepResult, draw, register
-from envs.grid import MOVES, Cell, Walled, grid_key, moved
+from envs.grid import Cell, Walled, bfs, grid_key, run_moves
 
 
 @dataclass(frozen=True)
@@ -75,14 +74,28 @@ class SokobanState:
 
 
 def push(room: Room, player: Cell, box: Cell, move: str) -> tuple[Cell, Cell] | None:
-    """(player, box) after one move, or None if the move is illegal."""
-    nxt = moved(player, move)
-    if not room.free(nxt):
+    """(player, box) after one move, or None if the move is illegal (a move rule, envs.grid)."""
+    nxt = room.walk(player, move)
+    if nxt is None:
         return None
     if nxt != box:
         return nxt, box
-    beyond = moved(box, move)
-    return (nxt, beyond) if room.free(beyond) else None
+    beyond = room.walk(box, move)
+    return None if beyond is None else (nxt, beyond)
+
+
+def rule(room: Room):
+    """`push` as a move rule on (player, box) states, for envs.grid's run_moves and bfs."""
+    return lambda pb, move: push(room, pb[0], pb[1], move)
+
+
+def simulate(room: Room, player: Cell, box: Cell, moves: tuple[str, ...] | list[str],
+             stop_on_target: bool = True) -> tuple[tuple[Cell, Cell], int, bool]:
+    """Run moves from (player, box). Returns ((player, box) at the end, moves executed, hit an
+    illegal move). The task stops once the box is on the target; stop_on_target=False runs on
+    past it (roles/sokoban.py's noise check, which has always done so)."""
+    done = (lambda pb: pb[1] == room.target) if stop_on_target else (lambda pb: False)
+    return run_moves((player, box), moves, rule(room), done)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -90,23 +103,8 @@ def solve(room: Room, player: Cell, box: Cell, target: Cell) -> tuple[str, ...] 
     """A shortest move sequence that puts the box on `target` (any cell), or None if none does."""
     if not room.free(target):
         return None
-    start = (player, box)
-    prev: dict[tuple[Cell, Cell], tuple[tuple[Cell, Cell], str] | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        state = queue.popleft()
-        if state[1] == target:
-            path: list[str] = []
-            while prev[state] is not None:
-                state, move = prev[state]  # type: ignore[misc]
-                path.append(move)
-            return tuple(path[::-1])
-        for move in MOVES:
-            nxt = push(room, state[0], state[1], move)
-            if nxt is not None and nxt not in prev:
-                prev[nxt] = (state, move)
-                queue.append(nxt)
-    return None
+    path = bfs((player, box), rule(room), lambda pb: pb[1] == target)
+    return None if path is None else tuple(path)
 
 
 def remaining(state: SokobanState) -> int | None:
@@ -173,17 +171,7 @@ class Sokoban:
         d_start = len(solve(room, room.player, room.box, room.target) or ()) or 1
         dead = w.dead * d_start
         d_before = remaining(state)
-        player, box, executed, illegal = state.player, state.box, 0, False
-        for m in action:
-            if box == room.target:
-                break
-            if m not in MOVES:
-                raise ValueError(f"unknown move {m!r}; allowed: {', '.join(MOVES)}")
-            nxt = push(room, player, box, m)
-            if nxt is None:
-                illegal = True
-                break
-            (player, box), executed = nxt, executed + 1
+        (player, box), executed, illegal = simulate(room, state.player, state.box, action)
         new = replace(state, player=player, box=box, moves_used=state.moves_used + executed, steps=state.steps + 1)
         d_after = remaining(new)
         solved = new.solved

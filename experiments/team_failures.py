@@ -8,30 +8,30 @@ problems by solution length.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
-import os
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from marl import checkpoint
-from marl.evaluation import run_episodes
-from marl.policy import build_run
+from marl.build import build_run
+from marl.episodes import play
+from marl.io import set_threads
 from roles import make_harness
 
 
 def main(run: Path, which: str = "best", n: int = 200):
     """Print and return (first-turn counts, solved counts), keyed as printed."""
     rc = OmegaConf.load(run / "config.yaml")
-    task, h_kw, pset = build_run(rc)
+    built = build_run(rc)
+    task = built.task
     if which != "warm":
-        path = run / "checkpoints" / "best" if which == "best" else checkpoint.latest(run)
-        checkpoint.load(path, pset.policies, weights_only_models=True)
-    h = make_harness(task, "mas", **h_kw)
+        checkpoint.load(checkpoint.resolve(run, which), built.engine, weights_only=True)
+    h = make_harness(task, "mas", **built.h_kw)
     board = h.role("plan").board
-    eps = run_episodes(h, "val", n, pset.clients(), pset.role_policy(h.role_names), pset.encoders())
+    eps = asyncio.run(play(h, "val", n, built.engine, built.routing(h.role_names)))
     first_turn, solved = collections.Counter(), collections.Counter()
     for i, ep in enumerate(eps):
         s0 = task.initial_state(task.instance("val", i))
@@ -56,5 +56,5 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if not args:
         sys.exit(__doc__)
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    set_threads(0)
     main(Path(args[0]), args[1] if len(args) > 1 else "best", int(args[2]) if len(args) > 2 else 200)

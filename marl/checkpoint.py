@@ -1,20 +1,22 @@
-"""Checkpoints: policies, optimizers, schedules, RNG states and the step, written atomically.
+"""Checkpoints: the engine's policies (weights, optimizers, schedules), the RNG states, the step
+and the trainer's own state, written atomically.
 
 Layout: `checkpoints/step_NNNNNN/` and `checkpoints/best/` (selected on validation), each holding
-`state.pt` (+ one `policy_<name>.pt` per policy); `checkpoints/latest` names the newest step
-directory. A directory is written under a temporary name and renamed into place, and `latest`
-is replaced atomically after it, so a run killed at any moment resumes from a complete
-checkpoint.
+`state.pt` and what the engine's `save` writes (the local engine: one `policy_<id>.pt` per
+policy); `checkpoints/latest` names the newest step directory. A directory is written under a
+temporary name and renamed into place, and `latest` is replaced atomically after it, so a run
+killed at any moment resumes from a complete checkpoint.
 """
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from marl.io import atomic_dir, atomic_write_text
 
 
 def _rng_state() -> dict:
@@ -30,35 +32,16 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _write_dir(target: Path, files: dict[str, object]) -> None:
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, obj in files.items():
-        torch.save(obj, tmp / name)
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save(ckpt_dir: Path, step: int, policies, state: dict, best: bool = False, keep: int = 1) -> Path:
-    """Save the trainer after `step` completed steps. `state`: trainer extras (best score...)."""
+def save(ckpt_dir: Path, step: int, engine, state: dict, best: bool = False, keep: int = 1) -> Path:
+    """Save the run after `step` completed steps; `state`: the trainer's extras (best score,
+    its RNG). Keeps the newest `keep` step directories (and `best`)."""
     ckpt_dir = Path(ckpt_dir)
-    files = {f"policy_{n}.pt": {"model": p.model.state_dict(), "optimizer": p.optimizer.state_dict(),
-                                "scheduler": p.scheduler.state_dict()} for n, p in policies.items()}
-    files["state.pt"] = {"step": step, "rng": _rng_state(), **state}
     target = ckpt_dir / ("best" if best else f"step_{step:06d}")
-    _write_dir(target, files)
+    with atomic_dir(target) as tmp:
+        engine.save(tmp)
+        torch.save({"step": step, "rng": _rng_state(), **state}, tmp / "state.pt")
     if not best:
-        _atomic_text(ckpt_dir / "latest", target.name)
+        atomic_write_text(ckpt_dir / "latest", target.name)
         steps = sorted(d for d in ckpt_dir.glob("step_*") if d.is_dir())
         for d in steps[:-keep]:
             shutil.rmtree(d, ignore_errors=True)
@@ -76,21 +59,23 @@ def latest(run_or_ckpt_dir: Path) -> Path | None:
     return None
 
 
-def load(path: Path, policies, restore_rng: bool = True, weights_only_models: bool = False) -> dict:
-    """Load policies (and optimizers, schedules, RNG unless weights_only_models) from `path`;
-    returns the trainer state."""
+def resolve(run_dir: Path, which: str) -> Path:
+    """The checkpoint `which` names in a run: best (selected on validation), latest, or a
+    checkpoint directory. Raises if there is none."""
+    run_dir = Path(run_dir)
+    path = {"best": run_dir / "checkpoints" / "best", "latest": latest(run_dir)}.get(which, Path(which))
+    if path is None or not (path / "state.pt").exists():
+        raise ValueError(f"checkpoint={which}: no checkpoint at {path if path else run_dir} "
+                         "(allowed: best, latest or a checkpoint directory)")
+    return path
+
+
+def load(path: Path, engine, weights_only: bool = False) -> dict:
+    """Load the engine's policies from `path` (and, unless weights_only, their optimizers and
+    schedules and the RNG states); returns the trainer state."""
     path = Path(path)
-    for n, p in policies.items():
-        f = path / f"policy_{n}.pt"
-        if not f.exists():
-            have = sorted(x.name for x in path.glob("policy_*.pt"))
-            raise ValueError(f"checkpoint {path} has no policy {n!r} (has {have})")
-        blob = torch.load(f, map_location="cpu", weights_only=False)
-        p.model.load_state_dict(blob["model"])
-        if not weights_only_models:
-            p.optimizer.load_state_dict(blob["optimizer"])
-            p.scheduler.load_state_dict(blob["scheduler"])
+    engine.load(path, weights_only=weights_only)
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    if restore_rng and not weights_only_models:
+    if not weights_only:
         _set_rng_state(state["rng"])
     return state

@@ -4,10 +4,11 @@
         [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
 
 The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and
-policies; the checkpoint's weights are loaded into them. Which policy plays which role:
-- default: the run's routing (a shared policy plays every role; per-role policies play their
-  own role, and a role the training harness lacks is played by its last role's policy);
-- `swap_roles=true`: per-role policies trade places (each role is played by the other's policy);
+policies; the checkpoint's weights are loaded into them. Which policy plays which role
+(`marl.routing.Routing`):
+- default: the run's routing (a shared policy plays every role; per-role and LoRA policies play
+  their own role, and a role the training harness lacks is played by its last role's policy);
+- `swap_roles=true`: per-role (or LoRA) policies trade places (each role is played by the other's);
 - `+roles.<role>=<policy>`: an explicit mapping, applied last (Hydra adds keys with "+").
 
 Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
@@ -16,18 +17,18 @@ Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2,
 """
 from __future__ import annotations
 
-import json
+import asyncio
 import math
-import os
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from marl import checkpoint
-from marl.evaluation import run_episodes, summarize
-from marl.policy import build_run
+from marl.build import BuiltRun, build_run
+from marl.episodes import play, summarize
+from marl.io import set_threads, write_json
+from marl.routing import Routing
 from roles import harness_names, make_harness
 
 
@@ -48,26 +49,10 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def role_mapping(default: dict[str, str], policies: list[str], swap: bool, explicit: dict) -> dict[str, str]:
-    """role -> policy name for one harness. Raises on a name that does not exist."""
-    mapping = dict(default)
-    if swap:
-        if len(policies) != 2:
-            raise ValueError(f"swap_roles needs exactly two per-role policies, the run has {policies}")
-        other = {policies[0]: policies[1], policies[1]: policies[0]}
-        mapping = {r: other[p] for r, p in mapping.items()}
-    for role, pol in explicit.items():
-        if role not in mapping:
-            raise ValueError(f"roles.{role}: no such role here; roles: {sorted(mapping)}")
-        if pol not in policies:
-            raise ValueError(f"roles.{role}={pol}: no such policy in the run; policies: {policies}")
-        mapping[role] = pol
-    return mapping
-
-
-def evaluate_split(harness, split: str, n: int, samples: int, temperature: float, pset, mapping, alpha, seed):
-    episodes = [run_episodes(harness, split, n, pset.clients(), mapping, pset.encoders(), temperature=temperature,
-                             alpha=alpha, seed=seed + s) for s in range(samples)]  # samples x n
+def evaluate_split(harness, split: str, n: int, samples: int, temperature: float, engine, routing: Routing,
+                   alpha: float, seed: int, loop: asyncio.Runner) -> dict:
+    episodes = [loop.run(play(harness, split, n, engine, routing, temperature=temperature, alpha=alpha, seed=seed + s))
+                for s in range(samples)]  # samples x n
     flat = [e for eps in episodes for e in eps]
     out = summarize(flat)
     solved = [sum(eps[i].solved for eps in episodes) for i in range(n)]  # per problem, of `samples`
@@ -82,7 +67,24 @@ def evaluate_split(harness, split: str, n: int, samples: int, temperature: float
     while k <= samples:
         out[f"pass@{k}"] = sum(pass_at_k(samples, c, k) for c in solved) / n
         k *= 2
-    out.update(samples=samples, temperature=temperature, roles=dict(mapping))
+    out.update(samples=samples, temperature=temperature, roles=routing.as_dict())
+    return out
+
+
+def routings(built: BuiltRun, harnesses: dict, swap: bool, explicit: dict) -> dict[str, Routing]:
+    """{harness: Routing}: the run's own, swapped if asked, then the explicit role -> policy
+    mapping (applied to the harnesses that have the role). Unknown names are refused."""
+    all_roles = sorted({r for h in harnesses.values() for r in h.role_names})
+    for role in explicit:
+        if role not in all_roles:
+            raise ValueError(f"roles.{role}: no such role in {list(harnesses)}; roles: {all_roles}")
+    pols = built.engine.policy_ids
+    out = {}
+    for name, h in harnesses.items():
+        routing = built.routing(h.role_names)
+        if swap:
+            routing = routing.swapped(pols)
+        out[name] = routing.override({r: p for r, p in explicit.items() if r in h.role_names}, pols)
     return out
 
 
@@ -93,36 +95,24 @@ def run(cfg: DictConfig) -> dict:
     if cfg.samples > 1 and cfg.temperature <= 0:
         raise ValueError(f"samples={cfg.samples} with temperature=0 repeats one greedy episode; set temperature > 0")
     rc = OmegaConf.load(run_dir / "config.yaml")
-    threads = cfg.threads or rc.get("threads") or 0
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    task, h_kw, pset = build_run(rc)
-    known = harness_names(task.name)
+    set_threads(cfg.threads or rc.get("threads"))
+    known = harness_names(rc.env.name)
     for h in cfg.harnesses:
         if h not in known:
-            raise ValueError(f"unknown harness {h!r} for task {task.name}; allowed: {', '.join(known)}")
-    if cfg.checkpoint in ("best", "latest"):
-        path = run_dir / "checkpoints" / "best" if cfg.checkpoint == "best" else checkpoint.latest(run_dir)
-    else:
-        path = Path(cfg.checkpoint)
-    if path is None or not (path / "state.pt").exists():
-        raise ValueError(f"checkpoint={cfg.checkpoint}: no checkpoint at {path}")
-    state = checkpoint.load(path, pset.policies, weights_only_models=True)
+            raise ValueError(f"unknown harness {h!r} for task {rc.env.name}; allowed: {', '.join(known)}")
+    path = checkpoint.resolve(run_dir, cfg.checkpoint)
+    built = build_run(rc)
+    state = checkpoint.load(path, built.engine, weights_only=True)
     results: dict = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"]}
-    explicit = OmegaConf.to_container(cfg.roles) if cfg.roles else {}
-    hs = {name: make_harness(task, name, **h_kw) for name in cfg.harnesses}
-    all_roles = sorted({r for h in hs.values() for r in h.role_names})
-    for role in explicit:
-        if role not in all_roles:
-            raise ValueError(f"roles.{role}: no such role in {list(cfg.harnesses)}; roles: {all_roles}")
-    for name, h in hs.items():
-        mapping = role_mapping(pset.role_policy(h.role_names), list(pset.policies), cfg.swap_roles,
-                               {r: p for r, p in explicit.items() if r in h.role_names})
-        results[name] = {split: evaluate_split(h, split, cfg.n, cfg.samples, cfg.temperature, pset, mapping,
-                                               rc.algo.alpha, cfg.seed) for split in cfg.splits}
+    hs = {name: make_harness(built.task, name, **built.h_kw) for name in cfg.harnesses}
+    routes = routings(built, hs, cfg.swap_roles, OmegaConf.to_container(cfg.roles) if cfg.roles else {})
+    with asyncio.Runner() as loop:
+        for name, h in hs.items():
+            results[name] = {split: evaluate_split(h, split, cfg.n, cfg.samples, cfg.temperature, built.engine,
+                                                   routes[name], rc.algo.alpha, cfg.seed, loop)
+                             for split in cfg.splits}
     out = Path(cfg.out) if cfg.out else run_dir / "evaluate.json"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    write_json(out, results)
     print_table(results, cfg)
     print(f"wrote {out}")
     return results

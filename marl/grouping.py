@@ -7,6 +7,7 @@ code divided a problem index by K and merged K problems into one group).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 from marl.types import Sample
 
@@ -24,12 +25,10 @@ def trajectory_key(problem_id: str) -> str:
 
 
 def regroup_by_problem(samples: list[Sample], returns: dict[tuple[str, int], float]) -> list[Sample]:
-    """Trajectory GRPO: every sample of episode e of problem p gets the episode's return as its
-    reward and the problem as its group."""
-    for s in samples:
-        s.group_id = trajectory_key(s.problem_id)
-        s.reward = returns[(s.problem_id, s.episode)]
-    return samples
+    """Trajectory GRPO: new samples, each with its episode's return as its reward and the problem
+    as its group (the rollout's samples are left as they are)."""
+    return [replace(s, group_id=trajectory_key(s.problem_id), reward=returns[(s.problem_id, s.episode)])
+            for s in samples]
 
 
 def check_groups(samples: list[Sample], k: int, per: str = "at_grpo") -> dict[str, float]:

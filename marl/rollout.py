@@ -2,7 +2,7 @@
 
 AT-GRPO tree rollout (DESIGN.md): for each turn, for each role in turn order, sample K
 candidates from the *same* state, apply each to its own copy (harness states are immutable, so
-`harness.act(state, ...)` is that copy), score each `local + alpha * team` from the state it
+`await harness.act(state, ...)` is that copy), score each `local + alpha * team` from the state it
 produced, record all K under one group key (problem, turn, role), then continue from the chosen
 candidate's own resulting state. With K = 1 and temperature 0 the same function is a greedy
 evaluation episode; trajectory GRPO runs it K times with K = 1.
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable
+from dataclasses import dataclass
 
+from marl.engine import Engine
 from marl.grouping import at_grpo_key
-from marl.types import Episode, GenerateClient, Sample
+from marl.routing import Routing
+from marl.types import Episode, Sample
 from roles.base import Harness
 
 
@@ -29,31 +31,45 @@ def choose(rewards: list[float], rng: random.Random, how: str = "best") -> int:
     return rng.choice([i for i, r in enumerate(rewards) if r == top])
 
 
-async def rollout(harness: Harness, instance, problem_id: str, clients: dict[str, GenerateClient],
-                  role_policy: dict[str, str], encode: dict[str, Callable[[str], list[int]]],
-                  k: int, temperature: float, alpha: float, rng: random.Random,
-                  select: str = "best", episode: int = 0) -> Episode:
-    """clients/encode are keyed by policy id; role_policy maps each role to its policy id."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How one problem is rolled out: K candidates per (turn, role) at `temperature`, each scored
+    `local + alpha * team`, continuing from the candidate `select` picks."""
+
+    k: int
+    temperature: float
+    alpha: float
+    select: str = "best"
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+async def rollout(harness: Harness, instance, problem_id: str, engine: Engine, routing: Routing,
+                  spec: RolloutSpec, rng: random.Random, episode: int = 0) -> Episode:
+    """One episode of `problem_id`; `routing` says which of the engine's policies plays each role."""
     state = harness.reset(instance)
     samples: list[Sample] = []
     ret = 0.0
     while not state.done:
         for role in harness.role_names:
-            pol = role_policy[role]
+            pol = routing[role]
             prompt = harness.prompt(state, role)
-            ids = encode[pol](prompt)
-            comps = await asyncio.gather(*[clients[pol].generate(ids, temperature) for _ in range(k)])
-            outs = [harness.act(state, role, c.text) for c in comps]  # each on its own copy of `state`
-            rewards = [o.local + alpha * o.team for o in outs]
-            pick = choose(rewards, rng, select)
+            ids = engine.encode(pol, prompt)
+            client = engine.client(pol)
+            comps = await asyncio.gather(*[client.generate(ids, spec.temperature, request_id=problem_id)
+                                           for _ in range(spec.k)])
+            # each candidate on its own copy of `state`; tool work of all K runs at once
+            outs = await asyncio.gather(*[harness.act(state, role, c.text) for c in comps])
+            rewards = [o.local + spec.alpha * o.team for o in outs]
+            pick = choose(rewards, rng, spec.select)
             key = at_grpo_key(problem_id, state.turn, role)
             for i, (c, o, r) in enumerate(zip(comps, outs, rewards)):
                 samples.append(Sample(
                     problem_id=problem_id, turn=state.turn, role=role, policy=pol, candidate=i,
                     prompt=prompt, response=c.text, prompt_ids=ids, response_ids=c.token_ids,
-                    logprobs=c.logprobs, temperature=temperature, reward=r, local=o.local,
+                    logprobs=c.logprobs, temperature=spec.temperature, reward=r, local=o.local,
                     team=o.team, parse_ok=o.parse_ok, chosen=i == pick, episode=episode,
                     group_id=key, info=o.info))
             ret += rewards[pick]

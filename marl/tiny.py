@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from marl.io import atomic_dir, set_threads
 from marl.packing import first_fit
 
 from roles.base import Harness
@@ -67,7 +67,7 @@ def _episode(h: Harness, state, rng: random.Random, noise: float, oracle_frac):
                 oracle = frac >= 1.0 or rng.random() < frac
                 text = role.demo(state) if oracle else role.naive(state)
                 yield prompt, text
-            state = h.act(state, name, text).state
+            state = h.act_sync(state, name, text).state
             if state.done:
                 return
 
@@ -153,10 +153,21 @@ def sft(model, tok, pairs: list[tuple[str, str]], steps: int, batch: int, lr: fl
     return {"sft/loss": loss_ema or 0.0}
 
 
+def numerics() -> dict[str, str]:
+    """What decides the built model's numbers besides its config: the library versions and the
+    CPU kernel path torch picked (AVX2 and AVX-512 kernels round differently, and 600 SFT steps
+    turn that into a different warm start), so a cache copied from another machine is rebuilt."""
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+
+
 def cache_key(spec: dict) -> str:
     """Hash of everything that shapes the model; `sft.threads` only sets the build's speed."""
     spec = {**spec, "sft": {k: v for k, v in spec.get("sft", {}).items() if k != "threads"}}
-    return hashlib.sha256(json.dumps({**spec, "version": VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps({**spec, "version": VERSION, "numerics": numerics()},
+                                     sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=print):
@@ -179,21 +190,17 @@ def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=prin
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[tiny] building: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {len(pairs)} demonstrations")
     run_threads = torch.get_num_threads()
-    torch.set_num_threads(sft_cfg.get("threads") or len(os.sched_getaffinity(0)))  # one large job
+    set_threads(sft_cfg.get("threads"))  # one large job: every core unless told otherwise
     try:
         stats = sft(model, tok, pairs, sft_cfg["steps"], sft_cfg["batch"], sft_cfg["lr"], seed,
                     log=lambda s, l: log(f"[tiny] sft step {s}/{sft_cfg['steps']} loss {l:.3f}"))
     finally:
         torch.set_num_threads(run_threads)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    info = {"spec": spec, "params": n_params, "demonstrations": len(pairs), "seconds": time.time() - t0, **stats}
-    (tmp / "done.json").write_text(json.dumps(info, indent=1))
-    try:
-        os.replace(tmp, path)
-    except OSError:  # another process finished the same build first; use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(path, overwrite=False) as tmp:  # another process that finished first wins
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        info = {"spec": spec, "numerics": numerics(), "params": n_params, "demonstrations": len(pairs),
+                "seconds": time.time() - t0, **stats}
+        (tmp / "done.json").write_text(json.dumps(info, indent=1))
     log(f"[tiny] built in {time.time() - t0:.0f}s, cached at {path}")
     return model.eval(), tok, path

@@ -2,19 +2,19 @@
 
     python -m marl.train +exp=planning [seed=1 train.steps=50 harness=single policy=per_role ...]
 
-Reads top to bottom: build everything, evaluate the warm start, then loop
-rollout -> group -> advantage -> update -> evaluate -> log -> checkpoint, and finally test the
-checkpoint selected on validation. Shapes: B samples in a step, K candidates per group.
+`run` reads top to bottom: build everything, resume or evaluate the warm start, then loop
+rollout -> group -> advantage -> update -> sync -> evaluate -> log -> checkpoint, and finally
+test the checkpoint selected on validation. The model runtime is the engine's (`marl.engine`);
+this file owns the algorithm. Shapes: B samples in a step, K candidates per group.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import resource
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -26,96 +26,82 @@ from tqdm import tqdm
 
 from marl import checkpoint
 from marl.advantage import group_advantages
-from marl.engine.local import OLD_LOGPROB_MODES, update_policy
-from marl.evaluation import run_episodes, summarize
+from marl.build import BuiltRun, build_run, check_model_and_device
+from marl.engine import UpdateSpec, engine_names
+from marl.engine.spec import POLICY_KINDS
+from marl.episodes import play, summarize
 from marl.grouping import check_groups, regroup_by_problem
+from marl.io import set_threads, write_json
 from marl.logger import make_logger
-from marl.policy import POLICY_KINDS, build_run
-from marl.rollout import rollout
+from marl.metrics import eval_metrics, memory_mb, merge_updates, rollout_metrics
+from marl.rollout import RolloutSpec, rollout
+from marl.types import TrainSample
 from roles import harness_names, make_harness
 
 ALGOS = ("at_grpo", "grpo")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    r = build(cfg, run_dir)                                                        # build
+    with asyncio.Runner() as loop:  # one event loop for the whole run
+        start = resume_or_warm_start(r, loop)
+        for step in tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train"):
+            t = {"start": time.perf_counter()}
+            r.engine.reset_stats()
+            samples, episodes = loop.run(collect(r, step))                         # rollout
+            t["rollout"] = time.perf_counter()
+            check_groups(samples, cfg.algo.k, "at_grpo" if cfg.algo.name == "at_grpo" else "trajectory")  # group
+            batch, adv_m = advantages(cfg, samples)                                # advantage
+            t["advantage"] = time.perf_counter()
+            upd_m = update(r, batch)                                               # update
+            t["update"] = time.perf_counter()
+            r.engine.sync_weights()                                                # sync
+            t["sync"] = time.perf_counter()
+            metrics = {**adv_m, **upd_m, **rollout_metrics(samples, episodes, r.harness.role_names),
+                       **step_timings(r, t), **memory_mb()}
+            write_traces(r, step, batch, metrics)
+            done = step + 1
+            if done % cfg.train.eval_every == 0 or done == cfg.train.steps:       # evaluate
+                validate_and_select(r, loop, done, metrics)
+            metrics["timing/step"] = time.perf_counter() - t["start"]
+            r.logger.log(metrics, step=done)                                       # log
+            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:  # checkpoint
+                checkpoint.save(r.ckpt_dir, done, r.engine, trainer_state(r))
+        results = final_test(r, loop)
+    r.logger.finish()
+    r.engine.close()
+    print_summary(results, cfg, run_dir)
+    return results
 
 
-_PEAK_MB = [0.0]  # the process's peak so far: resetting the high-water mark resets ru_maxrss too
+# ---- build and resume ------------------------------------------------------------------------
 
+@dataclass
+class Run:
+    """Everything one training run holds; the helpers below read and advance it."""
 
-def memory_mb() -> dict[str, float]:
-    """Resident memory: the process's peak so far (it can only rise), the current one, and the
-    peak since the previous call (`step_peak`: Linux lets a process reset its high-water mark, so
-    a leak shows as a trend in it, while one large step stays one point)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    out = {}
-    status = Path("/proc/self/status")
-    if status.exists():
-        kb = {k: int(v.split()[0]) for k, v in (l.split(":", 1) for l in status.read_text().splitlines())
-              if k in ("VmRSS", "VmHWM")}
-        out["system/rss_mb"] = kb["VmRSS"] / 1024
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM (and ru_maxrss) to the current RSS
-            out["system/step_peak_rss_mb"] = peak = kb["VmHWM"] / 1024
-        except OSError:  # not allowed here (some containers): ru_maxrss still holds the overall peak
-            pass
-    _PEAK_MB[0] = max(_PEAK_MB[0], peak)
-    out["system/peak_rss_mb"] = _PEAK_MB[0]
-    return out
+    cfg: DictConfig
+    run_dir: Path
+    built: BuiltRun
+    harnesses: dict  # every evaluation harness by name; the training harness among them
+    logger: object
+    update_spec: UpdateSpec
+    rollout_spec: RolloutSpec
+    rng: random.Random
+    results: dict = field(default_factory=dict)
+    best: dict = field(default_factory=lambda: {"score": -1.0, "step": 0})
 
+    @property
+    def engine(self):
+        return self.built.engine
 
-def collect(cfg, harness, pset, step: int, rng: random.Random):
-    """Roll out one step's problems. Returns (samples, episodes). Problem ids are unique per run:
-    the train instance index, walked in order from a seed-dependent offset."""
-    a, B = cfg.algo, cfg.train.problems_per_step
-    start = cfg.seed * 1_000_000 + step * B
-    role_policy = pset.role_policy(harness.role_names)
-    rngs = [random.Random(rng.random()) for _ in range(B)]
+    @property
+    def harness(self):
+        return self.harnesses[self.cfg.harness.name]
 
-    async def one(b: int):
-        idx = start + b
-        inst, pid = harness.task.instance("train", idx), f"train:{idx}"
-        if a.name == "at_grpo":  # one tree: K candidates per (turn, role)
-            return [await rollout(harness, inst, pid, pset.clients(), role_policy, pset.encoders(),
-                                  a.k, cfg.train.temperature, a.alpha, rngs[b], a.select)]
-        # trajectory GRPO: K independent episodes of the problem
-        return await asyncio.gather(*[
-            rollout(harness, inst, pid, pset.clients(), role_policy, pset.encoders(), 1,
-                    cfg.train.temperature, a.alpha, random.Random(rngs[b].random()), a.select, episode=e)
-            for e in range(a.k)])
-
-    async def all_():
-        return await asyncio.gather(*[one(b) for b in range(B)])
-
-    episodes = [ep for eps in asyncio.run(all_()) for ep in eps]
-    samples = [s for ep in episodes for s in ep.samples]
-    if a.name == "grpo":
-        samples = regroup_by_problem(samples, {(ep.problem_id, ep.samples[0].episode): ep.return_
-                                               for ep in episodes})
-    return samples, episodes
-
-
-def evaluate(cfg, harnesses, pset, split: str, n: int) -> dict:
-    """Greedy episodes on `split` in every evaluation harness: {harness: summary}."""
-    out = {}
-    for name, h in harnesses.items():
-        eps = run_episodes(h, split, n, pset.clients(), pset.role_policy(h.role_names), pset.encoders(),
-                           temperature=cfg.eval.temperature, alpha=cfg.algo.alpha, seed=cfg.seed)
-        out[name] = summarize(eps)
-    return out
-
-
-def eval_metrics(results: dict, split: str) -> dict:
-    return {f"eval/{h}/{split}/{k}": v for h, r in results.items() for k, v in r.items()}
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -126,134 +112,168 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"algo.k must be >= 2 to form groups, got {cfg.algo.k}")
     if cfg.policy.name not in POLICY_KINDS:
         raise ValueError(f"unknown policy {cfg.policy.name!r}; allowed: {', '.join(POLICY_KINDS)}")
+    if cfg.engine.name not in engine_names():
+        raise ValueError(f"unknown engine {cfg.engine.name!r}; registered: {', '.join(engine_names())}")
     for h in [cfg.harness.name, *cfg.eval.harnesses]:
         if h not in harness_names(cfg.env.name):
             raise ValueError(f"unknown harness {h!r} for env {cfg.env.name}; allowed: {', '.join(harness_names(cfg.env.name))}")
-    if cfg.train.old_logprob not in OLD_LOGPROB_MODES:
-        raise ValueError(f"train.old_logprob={cfg.train.old_logprob!r}; allowed: {', '.join(OLD_LOGPROB_MODES)}")
+    UpdateSpec.from_config(cfg)  # refuses an unknown train.old_logprob
     if cfg.harness.max_turns < 1 or cfg.train.temperature <= 0 or cfg.train.steps < 1:
         raise ValueError("harness.max_turns and train.steps must be >= 1 and train.temperature > 0; got "
                          f"{cfg.harness.max_turns}, {cfg.train.steps}, {cfg.train.temperature}")
+    check_model_and_device(cfg)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    # ---- build ----------------------------------------------------------------------------
+def build(cfg: DictConfig, run_dir: Path) -> Run:
     check_config(cfg)
-    torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))  # 0 = every core we may use
-    log = tqdm.write
-    task, h_kw, pset = build_run(cfg, log=log)
-    # Seeded after the build: building the tiny model draws from the global RNGs and loading it
-    # from the cache does not, and a run must not depend on whether its model was cached.
-    seed_everything(cfg.seed)
-    eval_names = list(dict.fromkeys([cfg.harness.name, *cfg.eval.harnesses]))
-    harnesses = {n: make_harness(task, n, **h_kw) for n in eval_names}
-    harness = harnesses[cfg.harness.name]
     ckpt_dir = run_dir / "checkpoints"
     if not cfg.resume and ((run_dir / "metrics.jsonl").exists() or ckpt_dir.exists()):
         raise ValueError(f"{run_dir} already holds a run; continue it with resume={run_dir} or choose "
                          "another hydra.run.dir (nothing there was changed)")
+    set_threads(cfg.threads)
+    built = build_run(cfg, log=tqdm.write)
+    # Seeded after the build: building the tiny model draws from the global RNGs and loading it
+    # from the cache does not, and a run must not depend on whether its model was cached.
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    names = list(dict.fromkeys([cfg.harness.name, *cfg.eval.harnesses]))
     (run_dir / "traces").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml")  # what marl.evaluate rebuilds the run from
-    logger = make_logger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    rng = random.Random(cfg.seed)
-    results: dict = {}
-    start, best = 0, {"score": -1.0, "step": 0}
+    a = cfg.algo
+    return Run(cfg, run_dir, built, {n: make_harness(built.task, n, **built.h_kw) for n in names},
+               make_logger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True)),
+               UpdateSpec.from_config(cfg), RolloutSpec(a.k, cfg.train.temperature, a.alpha, a.select),
+               random.Random(cfg.seed))
+
+
+def resume_or_warm_start(r: Run, loop: asyncio.Runner) -> int:
+    """The first step to train: after the latest checkpoint of `resume`, else 0 (the warm start
+    evaluated, and saved as the first candidate for selection: RL must beat it on validation)."""
+    cfg = r.cfg
     if cfg.resume:
         path = checkpoint.latest(Path(cfg.resume))
         if path is None:
             raise ValueError(f"resume={cfg.resume}: no checkpoint found there")
-        state = checkpoint.load(path, pset.policies)
-        start, best, rng = state["step"], state["best"], state["trainer_rng"]
-        results = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else {}
-        logger.rewind(start)  # steps logged after that checkpoint are run (and logged) again
-        log(f"resumed from {path} at step {start}")
-    elif cfg.eval.warm_start:
+        state = checkpoint.load(path, r.engine)
+        r.best, r.rng = state["best"], state["trainer_rng"]
+        eval_json = r.run_dir / "eval.json"
+        r.results = json.loads(eval_json.read_text()) if eval_json.exists() else {}
+        r.logger.rewind(state["step"])  # steps logged after that checkpoint are run (and logged) again
+        tqdm.write(f"resumed from {path} at step {state['step']}")
+        return state["step"]
+    if cfg.eval.warm_start:
         t0 = time.perf_counter()
-        results["warm_start"] = {"val": evaluate(cfg, harnesses, pset, "val", cfg.eval.n_val),
-                                 "test": evaluate(cfg, harnesses, pset, "test", cfg.eval.n_test)}
-        logger.log({**eval_metrics(results["warm_start"]["val"], "val"),
-                    "timing/eval": time.perf_counter() - t0}, step=0)
-        write_json(run_dir / "eval.json", results)
-        # The warm start is the first candidate for selection: RL must beat it on validation.
-        best = {"score": results["warm_start"]["val"][cfg.harness.name]["success"], "step": 0}
-        checkpoint.save(ckpt_dir, 0, pset.policies, {"best": best, "trainer_rng": rng}, best=True)
+        r.results["warm_start"] = {"val": loop.run(score(r, "val", cfg.eval.n_val)),
+                                   "test": loop.run(score(r, "test", cfg.eval.n_test))}
+        r.logger.log({**eval_metrics(r.results["warm_start"]["val"], "val"),
+                      "timing/eval": time.perf_counter() - t0}, step=0)
+        write_json(r.run_dir / "eval.json", r.results)
+        r.best = {"score": r.results["warm_start"]["val"][cfg.harness.name]["success"], "step": 0}
+        checkpoint.save(r.ckpt_dir, 0, r.engine, trainer_state(r), best=True)
+    return 0
 
-    # ---- loop -----------------------------------------------------------------------------
-    for step in tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train"):
-        t_step = time.perf_counter()
-        for p in pset.policies.values():
-            p.client.stats.clear()
-        samples, episodes = collect(cfg, harness, pset, step, rng)                # rollout
-        t_roll = time.perf_counter()
-        check_groups(samples, cfg.algo.k, "at_grpo" if cfg.algo.name == "at_grpo" else "trajectory")  # group
-        rewards = torch.tensor([s.reward for s in samples])  # (B,)
-        adv, adv_m = group_advantages(rewards, [s.group_id for s in samples], cfg.algo.name,
-                                      cfg.algo.eps, cfg.algo.norm_by_std)          # advantage
-        for s, a in zip(samples, adv.tolist()):
-            s.advantage = a
-        t_adv = time.perf_counter()
-        by_policy = defaultdict(list)
-        for s in samples:
-            by_policy[s.policy].append(s)
-        upd_m = {}
-        for name, ss in by_policy.items():                                         # update
-            m = update_policy(pset.policies[name], ss, cfg.algo, cfg.train, rng)
-            for k, v in m.items():  # timings add up over policies; the rest is per role when per_role
-                if k.startswith("timing/"):
-                    upd_m[k] = upd_m.get(k, 0.0) + v
-                else:
-                    upd_m[k if pset.kind == "shared" else f"role/{name}/" + k.split("/", 1)[1]] = v
-        t_upd = time.perf_counter()
 
-        metrics = {**adv_m, **upd_m,
-                   "train/success": float(np.mean([e.solved for e in episodes])),
-                   "train/reward": float(rewards.mean()),
-                   "train/parse_fail_rate": float(np.mean([not s.parse_ok for s in samples])),
-                   "train/mean_turns": float(np.mean([e.turns for e in episodes])),
-                   "train/samples": float(len(samples)),
-                   "train/response_tokens": float(sum(len(s.response_ids) for s in samples))}
-        for role in harness.role_names:
-            rs = [s for s in samples if s.role == role]
-            metrics[f"role/{role}/reward"] = float(np.mean([s.reward for s in rs])) if rs else 0.0
-            metrics[f"role/{role}/parse_fail_rate"] = float(np.mean([not s.parse_ok for s in rs])) if rs else 0.0
-        gen_s = sum(p.client.stats["seconds"] for p in pset.policies.values())
-        metrics.update({"timing/rollout": t_roll - t_step, "timing/generate": gen_s,
-                        "timing/env_and_tools": t_roll - t_step - gen_s, "timing/advantage": t_adv - t_roll,
-                        "timing/update": t_upd - t_adv,
-                        **memory_mb()})
-        t0 = time.perf_counter()
-        with open(run_dir / "traces" / f"step_{step + 1:06d}.jsonl", "w") as f:
-            f.writelines(json.dumps(s.trace()) + "\n" for s in samples)
-        metrics["timing/log"] = time.perf_counter() - t0
+def trainer_state(r: Run) -> dict:
+    return {"best": r.best, "trainer_rng": r.rng}
 
-        done = step + 1
-        if done % cfg.train.eval_every == 0 or done == cfg.train.steps:           # evaluate
-            t0 = time.perf_counter()
-            val = evaluate(cfg, harnesses, pset, "val", cfg.eval.n_val)
-            metrics.update(eval_metrics(val, "val"))
-            metrics["timing/eval"] = time.perf_counter() - t0
-            score = val[cfg.harness.name]["success"]
-            if score > best["score"]:  # selection on validation only
-                best = {"score": score, "step": done}
-                checkpoint.save(ckpt_dir, done, pset.policies, {"best": best, "trainer_rng": rng}, best=True)
-        metrics["timing/step"] = time.perf_counter() - t_step
-        logger.log(metrics, step=done)                                             # log
-        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:      # checkpoint
-            checkpoint.save(ckpt_dir, done, pset.policies, {"best": best, "trainer_rng": rng})
 
-    # ---- final: test the checkpoint selected on validation ------------------------------------
-    if (ckpt_dir / "best").exists():
-        checkpoint.load(ckpt_dir / "best", pset.policies, weights_only_models=True)
-    results["final"] = {"val": evaluate(cfg, harnesses, pset, "val", cfg.eval.n_val),
-                        "test": evaluate(cfg, harnesses, pset, "test", cfg.eval.n_test),
-                        "selected_step": best["step"], "selected_val_success": best["score"]}
-    for h in harnesses:  # the issue's layout: {harness: {split: {...}}} for the final policies
-        results[h] = {split: results["final"][split][h] for split in ("val", "test")}
-    write_json(run_dir / "eval.json", results)
-    logger.log(eval_metrics(results["final"]["test"], "test"), step=cfg.train.steps)
-    logger.finish()
-    print_summary(results, cfg, run_dir)
-    return results
+# ---- one step ----------------------------------------------------------------------------------
+
+async def collect(r: Run, step: int):
+    """Roll out one step's problems. Returns (samples, episodes). Problem ids are unique per run:
+    the train instance index, walked in order from a seed-dependent offset. AT-GRPO: one tree
+    per problem (K candidates per (turn, role)); trajectory GRPO: K independent episodes."""
+    cfg, h = r.cfg, r.harness
+    B, K = cfg.train.problems_per_step, cfg.algo.k
+    start = cfg.seed * 1_000_000 + step * B
+    rngs = [random.Random(r.rng.random()) for _ in range(B)]
+    jobs = []
+    for b in range(B):
+        idx = start + b
+        inst, pid = h.task.instance("train", idx), f"train:{idx}"
+        routing = r.built.routing(h.role_names)
+        if cfg.algo.name == "at_grpo":
+            jobs.append(rollout(h, inst, pid, r.engine, routing, r.rollout_spec, rngs[b]))
+        else:
+            one = RolloutSpec(1, r.rollout_spec.temperature, r.rollout_spec.alpha, r.rollout_spec.select)
+            jobs += [rollout(h, inst, pid, r.engine, routing, one, random.Random(rngs[b].random()), episode=e)
+                     for e in range(K)]
+    episodes = await r.engine.gather(jobs)
+    samples = [s for ep in episodes for s in ep.samples]
+    if cfg.algo.name == "grpo":
+        samples = regroup_by_problem(samples, {(ep.problem_id, ep.samples[0].episode): ep.return_
+                                               for ep in episodes})
+    return samples, episodes
+
+
+def advantages(cfg, samples) -> tuple[list[TrainSample], dict]:
+    rewards = torch.tensor([s.reward for s in samples])  # (B,)
+    adv, m = group_advantages(rewards, [s.group_id for s in samples], cfg.algo.name, cfg.algo.eps,
+                              cfg.algo.norm_by_std)  # (B,)
+    return [TrainSample(s, a) for s, a in zip(samples, adv.tolist())], m
+
+
+def update(r: Run, batch: list[TrainSample]) -> dict:
+    """One update per policy, on the samples it generated."""
+    by_policy = defaultdict(list)
+    for x in batch:
+        by_policy[x.sample.policy].append(x)
+    per = {pid: r.engine.update(pid, xs, r.update_spec, r.rng) for pid, xs in by_policy.items()}
+    return merge_updates(per, shared=r.engine.spec.kind == "shared")
+
+
+def step_timings(r: Run, t: dict) -> dict:
+    gen = r.engine.stats()
+    return {"timing/rollout": t["rollout"] - t["start"], "timing/generate": gen.get("seconds", 0.0),
+            "timing/env_and_tools": t["rollout"] - t["start"] - gen.get("seconds", 0.0),
+            "timing/advantage": t["advantage"] - t["rollout"], "timing/update": t["update"] - t["advantage"],
+            "timing/sync": t["sync"] - t["update"]}
+
+
+def write_traces(r: Run, step: int, batch: list[TrainSample], metrics: dict) -> None:
+    t0 = time.perf_counter()
+    with open(r.run_dir / "traces" / f"step_{step + 1:06d}.jsonl", "w") as f:
+        f.writelines(json.dumps(x.trace()) + "\n" for x in batch)
+    metrics["timing/log"] = time.perf_counter() - t0
+
+
+# ---- evaluation and selection ------------------------------------------------------------------
+
+async def score(r: Run, split: str, n: int) -> dict:
+    """Greedy episodes on `split` in every evaluation harness: {harness: summary}."""
+    out = {}
+    for name, h in r.harnesses.items():
+        eps = await play(h, split, n, r.engine, r.built.routing(h.role_names),
+                         temperature=r.cfg.eval.temperature, alpha=r.cfg.algo.alpha, seed=r.cfg.seed)
+        out[name] = summarize(eps)
+    return out
+
+
+def validate_and_select(r: Run, loop: asyncio.Runner, done: int, metrics: dict) -> None:
+    """Validation after `done` steps; a new best (on validation only, never test) is saved."""
+    t0 = time.perf_counter()
+    val = loop.run(score(r, "val", r.cfg.eval.n_val))
+    metrics.update(eval_metrics(val, "val"))
+    metrics["timing/eval"] = time.perf_counter() - t0
+    if val[r.cfg.harness.name]["success"] > r.best["score"]:
+        r.best = {"score": val[r.cfg.harness.name]["success"], "step": done}
+        checkpoint.save(r.ckpt_dir, done, r.engine, trainer_state(r), best=True)
+
+
+def final_test(r: Run, loop: asyncio.Runner) -> dict:
+    """Validation and test of the checkpoint selected on validation, into eval.json."""
+    cfg, res = r.cfg, r.results
+    if (r.ckpt_dir / "best").exists():
+        checkpoint.load(r.ckpt_dir / "best", r.engine, weights_only=True)
+    res["final"] = {"val": loop.run(score(r, "val", cfg.eval.n_val)),
+                    "test": loop.run(score(r, "test", cfg.eval.n_test)),
+                    "selected_step": r.best["step"], "selected_val_success": r.best["score"]}
+    for h in r.harnesses:  # {harness: {split: {...}}} for the final policies
+        res[h] = {split: res["final"][split][h] for split in ("val", "test")}
+    write_json(r.run_dir / "eval.json", res)
+    r.logger.log(eval_metrics(res["final"]["test"], "test"), step=cfg.train.steps)
+    return res
 
 
 def print_summary(results: dict, cfg, run_dir: Path) -> None:

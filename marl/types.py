@@ -16,18 +16,23 @@ class Completion:
 
 
 class GenerateClient(Protocol):
-    """Async token-in/token-out generation. The local engine batches concurrent calls."""
+    """Async token-in/token-out generation of one policy. The local engine batches concurrent
+    calls; `request_id` (the problem id) lets a cluster engine send the K candidates of a group
+    to one server, where they share its prefix cache."""
 
-    async def generate(self, prompt_ids: list[int], temperature: float) -> Completion: ...
+    async def generate(self, prompt_ids: list[int], temperature: float,
+                       request_id: str | None = None) -> Completion: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
     """One candidate response of one role at one turn of one problem: one training sample.
 
     group_id is the explicit key of the group this sample is normalised in; it is a string built
     from (problem, turn, role) for AT-GRPO or from the problem for trajectory GRPO, never derived
-    from a position in a tensor."""
+    from a position in a tensor. Frozen: a later stage derives a new record (trajectory GRPO's
+    regrouping: `dataclasses.replace`; the advantage: `TrainSample`), so a sample's fields are
+    always those the rollout gave it."""
 
     problem_id: str
     turn: int
@@ -47,14 +52,23 @@ class Sample:
     chosen: bool
     episode: int = 0  # which independent episode of this problem (trajectory GRPO; eval samples)
     group_id: str = ""
-    advantage: float = 0.0
     info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """A sample with the advantage of its group: what an engine's `update` consumes."""
+
+    sample: Sample
+    advantage: float
 
     def trace(self) -> dict:
         """The row written to traces/step_NNNNNN.jsonl."""
-        return {k: getattr(self, k) for k in (
-            "problem_id", "turn", "role", "policy", "group_id", "candidate", "prompt", "response",
-            "reward", "local", "team", "advantage", "chosen", "parse_ok")}
+        return {k: self.advantage if k == "advantage" else getattr(self.sample, k) for k in TRACE_KEYS}
+
+
+TRACE_KEYS = ("problem_id", "turn", "role", "policy", "group_id", "candidate", "prompt", "response",
+              "reward", "local", "team", "advantage", "chosen", "parse_ok")
 
 
 @dataclass

@@ -13,8 +13,21 @@ Reward of one action: `local + alpha * team`, where
 """
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
+
+TOOL_WORKERS = 32  # threads running blocking tool work (each mostly waits on a child process)
+_POOL: ThreadPoolExecutor | None = None
+
+
+def tool_pool() -> ThreadPoolExecutor:
+    """The bounded pool every harness runs blocking tool work in (made on first use)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=TOOL_WORKERS, thread_name_prefix="marl-tool")
+    return _POOL
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class Outcome:
 
 class Role(Protocol):
     name: str
+    blocking: bool  # apply() does blocking work (runs a program): the harness runs it off the event loop
 
     def prompt(self, state: TeamState) -> str: ...
     def parse(self, text: str) -> Parsed: ...
@@ -77,7 +91,14 @@ class Harness:
     def prompt(self, state: TeamState, role: str) -> str:
         return self.role(role).prompt(state)
 
-    def act(self, state: TeamState, role: str, text: str) -> Outcome:
+    async def act(self, state: TeamState, role: str, text: str) -> Outcome:
+        """`act_sync`, awaitable: a role whose apply blocks (runs a program) runs in the tool
+        pool, so the K candidates of every problem in a step run their tools at once."""
+        if getattr(self.role(role), "blocking", False):
+            return await asyncio.get_running_loop().run_in_executor(tool_pool(), self.act_sync, state, role, text)
+        return self.act_sync(state, role, text)
+
+    def act_sync(self, state: TeamState, role: str, text: str) -> Outcome:
         """Apply one role's response text to `state` (which is not modified)."""
         if state.done:
             raise ValueError("act() on a finished episode")

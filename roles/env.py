@@ -76,7 +76,7 @@ class TeamEnv(AECEnv):
             return
         self._cumulative_rewards[agent] = 0.0
         self.rewards = {a: 0.0 for a in self.agents}
-        out = self.harness.act(self.state_, agent, str(action))
+        out = self.harness.act_sync(self.state_, agent, str(action))
         self.state_ = out.state
         self.rewards[agent] = out.local + self.alpha * out.team
         self.infos[agent] = {"parse_ok": out.parse_ok, **out.info}
@@ -118,7 +118,7 @@ class SingleAgentEnv(gymnasium.Env):
 
     def step(self, action: str):
         assert self.state_ is not None, "call reset() first"
-        out = self.harness.act(self.state_, self.role, str(action))
+        out = self.harness.act_sync(self.state_, self.role, str(action))
         self.state_ = out.state
         obs = self.harness.prompt(out.state, self.role)[-MAX_TEXT:]
         reward = out.local + self.alpha * out.team

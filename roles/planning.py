@@ -169,6 +169,7 @@ class ToolRole:
             raise ValueError(f"unknown {board.task.name} tool {tool!r}; allowed: {', '.join(allowed)}")
         self.name, self.board, self.task, self.tool = "tool", board, board.task, tool
         self.instructions, self.timeout_s = instructions, timeout_s
+        self.blocking = tool == "program"  # a program runs in a child process: off the event loop
 
     def prompt(self, state: TeamState) -> str:
         head = _head(self.instructions, self.board.instructions[self.tool])

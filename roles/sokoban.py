@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from envs.grid import Cell, moved
-from envs.sokoban import SokobanState, push, solve
+from envs.sokoban import SokobanState, simulate, solve
 from roles.planning import MoveBoard, register_harnesses
 from roles.text import manhattan_walk, random_moves, render_rows
 
@@ -76,12 +76,7 @@ class SokobanBoard(MoveBoard):
         can go on from the state it makes); an unparsable empty answer if 10 draws all do not."""
         for _ in range(10):
             moves = random_moves(rng)
-            player, box = s.player, s.box
-            for m in moves:
-                nxt = push(s.room, player, box, m)
-                if nxt is None:
-                    break
-                player, box = nxt
+            (player, box), _, _ = simulate(s.room, s.player, s.box, moves, stop_on_target=False)
             if solve(s.room, player, box, s.room.target) is not None:
                 return moves
         return []

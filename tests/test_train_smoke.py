@@ -213,7 +213,7 @@ def test_sokoban_tool_field_follows_the_longest_solution(max_moves):
     h = make_harness(task, "mas", **h_kw)
     for i in range(10):
         state = h.reset(task.instance("val", i))
-        out = h.act(state, "tool", h.role("tool").demo(state))
+        out = h.act_sync(state, "tool", h.role("tool").demo(state))
         items = out.state.tool_output.split()
         moves = [m for m in items if m != "."]
         assert out.local == 1.0 and len(items) == (max_moves or len(moves))

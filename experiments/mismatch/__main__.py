@@ -16,7 +16,6 @@ the job stops with the keys that differ.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import hydra
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from marl import checkpoint
 from marl import evaluate as marl_evaluate
 from marl import train as marl_train
+from marl.io import write_json
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 IGNORED = {"resume", "threads", "mismatch"}  # keys that may differ between a cell's runs
@@ -63,7 +63,7 @@ def deploy_settings(cfg: DictConfig) -> list[tuple[bool, list[str]]]:
     the run is rebuilt once for all harnesses played with it."""
     out = [(False, list(cfg.mismatch.deploy))]
     team = [h for h in cfg.mismatch.deploy if h != "single"]
-    if cfg.mismatch.swap_roles and cfg.policy.name == "per_role" and team:
+    if cfg.mismatch.swap_roles and cfg.policy.name in ("per_role", "lora") and team:
         out.append((True, team))
     return out
 
@@ -93,9 +93,7 @@ def run_cell(cfg: DictConfig, cell: Path) -> dict:
         for h in harnesses:
             r = results[h]["test"]
             result["deploy"][h + suffix] = {k: r[k] for k in ("success", "ci95", "mean_turns", "parse_fail_rate", "roles")}
-    tmp = cell / ".cell.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, cell / "cell.json")  # written last: its presence means the cell is complete
+    write_json(cell / "cell.json", result)  # written last: its presence means the cell is complete
     return result
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import csv
 import json
+import io
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -21,9 +21,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from marl.evaluate import wilson
+from marl.io import atomic_write_text
 
 ARCHS = {"warm_start": "warm start (no RL)", "single": "trained single", "mas_shared": "trained team, shared",
-         "mas_per_role": "trained team, per-role"}
+         "mas_per_role": "trained team, per-role", "mas_lora": "trained team, LoRA per role"}
 DEPLOYS = {"single": "deploy single", "mas": "deploy team", "mas_swapped": "deploy team, roles swapped"}
 # Two-sided 95% quantiles of Student's t by degrees of freedom (1..10); beyond, 2.0 is within 5%.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -69,10 +70,11 @@ def table(cells: list[dict]) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def markdown(rows: list[dict]) -> str:
@@ -120,9 +122,7 @@ def aggregate(out: Path) -> list[dict]:
     rows = table(cells)
     write_csv(rows, out / "results.csv")
     md = markdown(rows)
-    tmp = out / ".results.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, out / "results.md")
+    atomic_write_text(out / "results.md", md)
     heatmap(rows, out / "heatmap.png", title=f"{out.name}: test success, mean over seeds [95% CI]")
     print(md + f"wrote {out}/results.csv, results.md, heatmap.png")
     return rows

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import envs
 import envs.base
-from envs.planpath import MOVES, Grid, PlanPath, PlanPathState, bfs_path, distance, simulate
+from envs.grid import MOVES
+from envs.planpath import Grid, PlanPath, PlanPathState, bfs_path, distance, simulate
 
 N_TRAIN, N_VAL, N_TEST = 3000, 300, 300
 

@@ -106,7 +106,7 @@ def test_oracle_team_solves_first_instances(task_name, name, split):
         state = h.reset(h.task.instance(split, i))
         while not state.done:
             for role in h.role_names:
-                out = h.act(state, role, h.role(role).demo(state))
+                out = h.act_sync(state, role, h.role(role).demo(state))
                 assert out.parse_ok, f"demo of {role!r} does not parse: {split}:{i}"
                 state = out.state
                 if state.done:

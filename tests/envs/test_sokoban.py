@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from envs.sokoban import Room, Sokoban, SokobanState, push, solve
+from envs.sokoban import Room, Sokoban, SokobanState, push, simulate, solve
 
 
 def room(rows: list[str]) -> Room:
@@ -52,6 +52,14 @@ def test_push_rules():
     assert push(OPEN, (2, 2), (2, 3), "R") == ((2, 3), (2, 4))  # push
     assert push(OPEN, (2, 3), (2, 4), "R") is None  # box into the wall
     assert push(OPEN, (1, 2), (2, 3), "U") is None  # player into the wall
+
+
+def test_simulate_stops_on_the_target_unless_told_to_run_on():
+    # the box reaches the target with the first R: the task ignores the moves after it, the noise
+    # check in roles/sokoban.py (stop_on_target=False) runs them
+    assert simulate(OPEN, OPEN.player, OPEN.box, ("R", "U")) == (((2, 3), (2, 4)), 1, False)
+    assert simulate(OPEN, OPEN.player, OPEN.box, ("R", "U"), stop_on_target=False) == (((1, 3), (2, 4)), 2, False)
+    assert simulate(OPEN, OPEN.player, OPEN.box, ("R", "R"), stop_on_target=False) == (((2, 3), (2, 4)), 1, True)
 
 
 def test_one_push_solves_with_goal_and_optimal():

@@ -145,13 +145,13 @@ def replay(h, instance, episode, codec) -> None:
         for m in members:
             assert m.prompt == prompt, (m.turn, m.role)
             assert m.prompt_ids == codec.encode(prompt)
-            out = h.act(state, role, m.response)  # the state the prompt was rendered from
+            out = h.act_sync(state, role, m.response)  # the state the prompt was rendered from
             assert m.team == (1.0 if out.solved else 0.0) == out.team
             assert m.local == out.local and m.parse_ok == out.parse_ok
             assert m.reward == pytest.approx(out.local + ALPHA * out.team)
         chosen = [m for m in members if m.chosen]
         assert len(chosen) == 1
-        state = h.act(state, role, chosen[0].response).state
+        state = h.act_sync(state, role, chosen[0].response).state
     assert state.done
     assert order == sorted(order) and len(set(order)) == len(order)  # turn order, each role once
     assert episode.solved == h.task.is_solved(state.task_state)
@@ -407,7 +407,7 @@ def test_regroup_by_problem_uses_episode_returns():
             assert s.reward == ep.return_
             assert s.chosen  # K = 1: every sample is on the trajectory
         assert ep.return_ == pytest.approx(sum(o.local + ALPHA * o.team for o in [
-            h.act(st_, s.role, s.response) for st_, s in _states(h, ep)]))
+            h.act_sync(st_, s.role, s.response) for st_, s in _states(h, ep)]))
     check_groups(samples, k, per="trajectory")
     with pytest.raises(AssertionError, match="episodes"):
         check_groups(samples, k + 1, per="trajectory")
@@ -425,5 +425,5 @@ def _states(h, ep):
     out = []
     for s in ep.samples:
         out.append((state, s))
-        state = h.act(state, s.role, s.response).state
+        state = h.act_sync(state, s.role, s.response).state
     return out

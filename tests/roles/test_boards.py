@@ -20,7 +20,7 @@ from roles.sudoku import parse_grid, transpose
 def first_turn(h, i=0, split="val", tool_text=None):
     """The team's state after the tool agent acted (with its demo, or `tool_text`)."""
     state = h.reset(h.task.instance(split, i))
-    return h.act(state, "tool", tool_text if tool_text is not None else h.role("tool").demo(state))
+    return h.act_sync(state, "tool", tool_text if tool_text is not None else h.role("tool").demo(state))
 
 
 # --- Sokoban --------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def test_sudoku_prompt_shows_the_puzzle_and_the_last_proposal():
     prompt = h.prompt(out.state, "plan")
     assert "\n".join(rows_text(p.givens, 4).split()) in prompt
     assert prompt.endswith(f"tool: {rows_text(p.solution, 4)}\nplan:")
-    after = h.act(out.state, "plan", rows_text(p.givens, 4))
+    after = h.act_sync(out.state, "plan", rows_text(p.givens, 4))
     assert f"last: {rows_text(p.givens, 4)} -> gaps" in h.prompt(after.state, "tool")
 
 
@@ -113,12 +113,12 @@ def test_sudoku_grid_tool_solves_the_copy_it_is_given():
         p = s0.task_state.puzzle
         out = first_turn(h, i)
         assert out.local == 1.0 and out.state.tool_output == rows_text(p.solution, 4)
-        naive = h.act(s0, "tool", h.role("tool").naive(s0))  # the puzzle copied transposed
+        naive = h.act_sync(s0, "tool", h.role("tool").naive(s0))  # the puzzle copied transposed
         assert naive.state.tool_output == rows_text(transpose(p.solution, 4), 4)
         assert naive.local == (1.0 if transpose(p.solution, 4) == p.solution else 0.0)
     s0 = h.reset(h.task.instance("val", 0))
-    assert h.act(s0, "tool", "1111 .... .... ....").state.tool_output == "none"
-    assert h.act(s0, "tool", "1... .... .... ....").state.tool_output == "many"
+    assert h.act_sync(s0, "tool", "1111 .... .... ....").state.tool_output == "none"
+    assert h.act_sync(s0, "tool", "1... .... .... ....").state.tool_output == "many"
 
 
 def test_sudoku_naive_fills_rows_only():
@@ -152,5 +152,5 @@ def test_sokoban_noise_never_leaves_a_dead_box():
     rng = random.Random(0)
     for i in range(100):
         s = h.reset(h.task.instance("train", i))
-        out = h.act(s, "plan", h.role("plan").noise(s, rng))
+        out = h.act_sync(s, "plan", h.role("plan").noise(s, rng))
         assert h.task.oracle(out.state.task_state) is not None  # None in a dead state

@@ -54,9 +54,9 @@ def test_mas_turn_order_tool_then_plan():
     assert h.role_names == ["tool", "plan"]
     s0 = h.reset(h.task.instance("train", 0))
     assert (s0.turn, s0.tool_output, s0.done) == (0, None, False)
-    a = h.act(s0, "tool", h.role("tool").demo(s0))
+    a = h.act_sync(s0, "tool", h.role("tool").demo(s0))
     assert a.state.turn == 0 and a.state.tool_output is not None and not a.state.done
-    b = h.act(a.state, "plan", away_move(a.state))
+    b = h.act_sync(a.state, "plan", away_move(a.state))
     assert b.state.turn == 1 and b.state.tool_output is None and not b.state.done
 
 
@@ -67,12 +67,12 @@ def test_mas_episode_ends_after_max_turns(max_turns):
     for turn in range(max_turns):
         for role in h.role_names:
             assert not state.done and state.turn == turn
-            out = h.act(state, role, "no idea")
+            out = h.act_sync(state, role, "no idea")
             state = out.state
     assert state.done and state.turn == max_turns
     assert not h.task.is_solved(state.task_state)
     with pytest.raises(ValueError, match="finished episode"):
-        h.act(state, "tool", "0 0")
+        h.act_sync(state, "tool", "0 0")
 
 
 def test_single_turn_increments_after_every_action():
@@ -80,7 +80,7 @@ def test_single_turn_increments_after_every_action():
     state = h.reset(h.task.instance("train", 2))
     turns = []
     while not state.done:
-        state = h.act(state, "plan", away_move(state)).state
+        state = h.act_sync(state, "plan", away_move(state)).state
         turns.append(state.turn)
     assert turns == [1, 2, 3]
 
@@ -91,10 +91,10 @@ def test_episode_ends_when_solved(name):
     state = h.reset(h.task.instance("val", 4))
     # turn 0: a wrong plan; turn 1: the oracle
     for role in h.role_names:
-        state = h.act(state, role, away_move(state) if role == "plan" else "0 0").state
+        state = h.act_sync(state, role, away_move(state) if role == "plan" else "0 0").state
     assert not state.done and state.turn == 1
     for role in h.role_names:
-        out = h.act(state, role, h.role(role).demo(state))
+        out = h.act_sync(state, role, h.role(role).demo(state))
         state = out.state
     assert out.solved and state.done and state.turn == 2
 
@@ -104,7 +104,7 @@ def test_solved_mid_turn_ends_the_episode():
     task = PlanPath()
     reversed_team = Harness("rev", task, list(reversed(mas().roles)))  # plan first, then tool
     state = reversed_team.reset(task.instance("train", 5))
-    out = reversed_team.act(state, "plan", reversed_team.role("plan").demo(state))
+    out = reversed_team.act_sync(state, "plan", reversed_team.role("plan").demo(state))
     assert out.solved and out.state.done and out.state.turn == 0
 
 
@@ -123,13 +123,13 @@ def test_act_does_not_mutate_its_input_state(name):
         # reach turn 2 with some history (the defect showed from turn 2 on)
         for _ in range(2):
             for role in h.role_names:
-                state = h.act(state, role, away_move(state) if role == "plan" else "0 0").state
+                state = h.act_sync(state, role, away_move(state) if role == "plan" else "0 0").state
         assert state.turn == 2 and not state.done
         for role in h.role_names:
             snapshot = copy.deepcopy(state)
-            good = h.act(state, role, h.role(role).demo(state))
-            bad = h.act(state, role, away_move(state) if role == "plan" else "zzz")
-            again = h.act(state, role, h.role(role).demo(state))
+            good = h.act_sync(state, role, h.role(role).demo(state))
+            bad = h.act_sync(state, role, away_move(state) if role == "plan" else "zzz")
+            again = h.act_sync(state, role, h.role(role).demo(state))
             assert state == snapshot, "act() modified its input"
             assert good == again, "act() is not a function of (state, text)"
             assert good.state is not state and bad.state is not state
@@ -156,7 +156,7 @@ def test_team_reward_is_one_exactly_when_the_produced_state_is_solved():
                 for role in h.role_names:
                     r = h.role(role)
                     text = r.demo(state) if rng.random() < 0.25 else r.noise(state, rng)
-                    out = h.act(state, role, text)
+                    out = h.act_sync(state, role, text)
                     solved = h.task.is_solved(out.state.task_state)
                     assert out.team == (1.0 if solved else 0.0) and out.solved == solved
                     seen.add(solved)
@@ -169,9 +169,9 @@ def test_team_reward_is_one_exactly_when_the_produced_state_is_solved():
 def test_plan_local_reward_is_its_task_step_reward():
     h = mas()
     state = h.reset(h.task.instance("train", 9))
-    state = h.act(state, "tool", h.role("tool").demo(state)).state
+    state = h.act_sync(state, "tool", h.role("tool").demo(state)).state
     text = h.role("plan").demo(state)
-    out = h.act(state, "plan", text)
+    out = h.act_sync(state, "plan", text)
     step = h.task.step(state.task_state, parse_moves(text).action)
     assert out.local == step.reward and out.info["terms"] == step.terms
     assert out.local == pytest.approx(2.0)  # goal + optimal + full progress
@@ -187,7 +187,7 @@ def test_tool_local_reward_is_one_iff_its_output_reaches_the_goal():
         g, pos = state.task_state.grid, state.task_state.pos
         for r in range(-1, g.size + 1):
             for c in range(-1, g.size + 1):
-                out = h.act(state, "tool", f"{r} {c}")
+                out = h.act_sync(state, "tool", f"{r} {c}")
                 moves = parse_moves(out.state.tool_output)
                 reaches = moves.ok and simulate(g, pos, moves.action)[0] == g.goal
                 assert out.local == (1.0 if reaches else 0.0)
@@ -195,11 +195,11 @@ def test_tool_local_reward_is_one_iff_its_output_reaches_the_goal():
                 assert out.team == 0.0  # the tool never moves the task
                 assert out.state.task_state == state.task_state
                 rewards.add(out.local)
-        assert h.act(state, "tool", h.role("tool").demo(state)).local == 1.0
-        assert h.act(state, "tool", "{} {}".format(*not_goal_cell(state))).local == 0.0
+        assert h.act_sync(state, "tool", h.role("tool").demo(state)).local == 1.0
+        assert h.act_sync(state, "tool", "{} {}".format(*not_goal_cell(state))).local == 0.0
         wall = next(iter(g.walls), None)
         if wall is not None:
-            out = h.act(state, "tool", f"{wall[0]} {wall[1]}")
+            out = h.act_sync(state, "tool", f"{wall[0]} {wall[1]}")
             assert out.state.tool_output == "none" and out.local == 0.0
     assert rewards == {0.0, 1.0}
 
@@ -209,13 +209,13 @@ def test_planner_sees_tool_output_of_the_same_turn_only():
     state = h.reset(h.task.instance("train", 11))
     assert "tool:" not in h.prompt(state, "plan")
     cell = not_goal_cell(state)
-    after_tool = h.act(state, "tool", f"{cell[0]} {cell[1]}").state
+    after_tool = h.act_sync(state, "tool", f"{cell[0]} {cell[1]}").state
     out = after_tool.tool_output
     assert out and f"tool: {out}" in h.prompt(after_tool, "plan")
     assert "tool:" not in h.prompt(after_tool, "tool")  # the tool agent sees the grid only
-    after_plan = h.act(after_tool, "plan", away_move(after_tool)).state
+    after_plan = h.act_sync(after_tool, "plan", away_move(after_tool)).state
     assert after_plan.turn == 1 and "tool:" not in h.prompt(after_plan, "plan")
-    after_tool2 = h.act(after_plan, "tool", h.role("tool").demo(after_plan)).state
+    after_tool2 = h.act_sync(after_plan, "tool", h.role("tool").demo(after_plan)).state
     prompt = h.prompt(after_tool2, "plan")
     assert f"tool: {after_tool2.tool_output}" in prompt and f"tool: {out}\n" not in prompt
 
@@ -230,7 +230,7 @@ def test_prompt_shows_the_grid_and_the_last_attempt():
     h = single()
     state = h.reset(h.task.instance("train", 0))
     assert render_grid(state.task_state) in h.prompt(state, "plan")
-    state = h.act(state, "plan", away_move(state)).state
+    state = h.act_sync(state, "plan", away_move(state)).state
     assert f"last: {state.task_state.history[-1]}" in h.prompt(state, "plan")
 
 
@@ -250,7 +250,7 @@ def test_field_pads_the_tool_answer_to_a_fixed_width_and_changes_nothing_else(ta
     for i in range(30):
         state = plain.reset(plain.task.instance("val", i))
         for text in (plain.role("tool").demo(state), "0 0", "1 2", "9 9"):
-            a, b = plain.act(state, "tool", text), wide.act(state, "tool", text)
+            a, b = plain.act_sync(state, "tool", text), wide.act_sync(state, "tool", text)
             assert (a.local, a.team, a.parse_ok) == (b.local, b.team, b.parse_ok)
             moves = parse_moves(a.state.tool_output)
             if moves.ok and len(moves.action) <= 12:  # padded to exactly 12 items
@@ -258,8 +258,8 @@ def test_field_pads_the_tool_answer_to_a_fixed_width_and_changes_nothing_else(ta
             else:  # "none", "here", or longer than the field: unchanged
                 assert b.state.tool_output == a.state.tool_output
             # a plan agent that copies the whole field, filler included, takes the same action
-            pa = plain.act(a.state, "plan", a.state.tool_output)
-            pb = wide.act(b.state, "plan", b.state.tool_output)
+            pa = plain.act_sync(a.state, "plan", a.state.tool_output)
+            pb = wide.act_sync(b.state, "plan", b.state.tool_output)
             assert (pb.state.task_state, pb.local, pb.parse_ok) == (pa.state.task_state, pa.local, pa.parse_ok)
     # filler anywhere but at the end is not a move
     state = wide.reset(wide.task.instance("val", 0))
@@ -297,7 +297,7 @@ def test_naive_tool_reads_the_goal_transposed(i):
     r, c = state.task_state.grid.goal
     text = h.role("tool").naive(state)
     assert text == f"{c} {r}"
-    out = h.act(state, "tool", text)
+    out = h.act_sync(state, "tool", text)
     assert out.parse_ok
     if r == c:  # on the diagonal the mistake is harmless
         assert out.local == 1.0
@@ -376,18 +376,18 @@ def test_mas_program_tool_demo_solves_end_to_end():
     h = mas(tool="program", tool_timeout_s=5.0)
     for i in range(3):
         state = h.reset(h.task.instance("test", i))
-        tool = h.act(state, "tool", h.role("tool").demo(state))
+        tool = h.act_sync(state, "tool", h.role("tool").demo(state))
         assert tool.parse_ok and tool.local == 1.0, tool.state.tool_output
         assert tool.state.tool_output == format_moves(h.task.oracle(state.task_state))
         # the plan agent answers with exactly what the program printed
-        plan = h.act(tool.state, "plan", tool.state.tool_output)
+        plan = h.act_sync(tool.state, "plan", tool.state.tool_output)
         assert plan.solved and plan.team == 1.0 and plan.state.done
 
 
 def test_mas_program_tool_failures_are_reported_to_the_planner():
     h = mas(tool="program")
     state = h.reset(h.task.instance("train", 0))
-    out = h.act(state, "tool", "```python\nraise RuntimeError('nope')\n```")
+    out = h.act_sync(state, "tool", "```python\nraise RuntimeError('nope')\n```")
     assert out.parse_ok and out.local == 0.0
     assert out.state.tool_output == "error: RuntimeError: nope"
     assert "tool: error: RuntimeError: nope" in h.prompt(out.state, "plan")

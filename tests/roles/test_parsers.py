@@ -136,7 +136,7 @@ def test_failed_parse_is_penalised_and_counted(task_name, name, kwargs, text):
     state = h.reset(h.task.instance("train", 3))
     for role in h.role_names:
         before = state
-        out = h.act(state, role, text)
+        out = h.act_sync(state, role, text)
         assert not out.parse_ok
         assert out.local == -0.37 and out.team == 0.0 and not out.solved
         assert out.info["parse_error"]

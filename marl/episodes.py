@@ -1,23 +1,22 @@
-"""Greedy (or sampled) evaluation of policies in a harness on a split."""
+"""Evaluation episodes of a harness on a split (greedy or sampled), and their summary."""
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import defaultdict
 
-from marl.rollout import rollout
+from marl.engine import Engine
+from marl.rollout import RolloutSpec, rollout
+from marl.routing import Routing
 from marl.types import Episode
 
 
-def run_episodes(harness, split: str, n: int, clients, role_policy, encode, temperature: float = 0.0,
-                 alpha: float = 1.0, seed: int = 0) -> list[Episode]:
+async def play(harness, split: str, n: int, engine: Engine, routing: Routing, temperature: float = 0.0,
+               alpha: float = 1.0, seed: int = 0) -> list[Episode]:
     """One episode per instance 0..n-1 of `split`, all problems rolled out concurrently."""
-    async def go():
-        jobs = [rollout(harness, harness.task.instance(split, i), f"{split}:{i}", clients, role_policy,
-                        encode, k=1, temperature=temperature, alpha=alpha,
-                        rng=random.Random(f"{seed}/{split}/{i}")) for i in range(n)]
-        return await asyncio.gather(*jobs)
-    return asyncio.run(go())
+    spec = RolloutSpec(k=1, temperature=temperature, alpha=alpha)
+    return await engine.gather([
+        rollout(harness, harness.task.instance(split, i), f"{split}:{i}", engine, routing, spec,
+                random.Random(f"{seed}/{split}/{i}")) for i in range(n)])
 
 
 def summarize(episodes: list[Episode]) -> dict[str, float]:

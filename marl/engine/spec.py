@@ -1,0 +1,89 @@
+"""Typed settings that cross the trainer/engine boundary, each built once from the run config.
+An engine reads these, never a Hydra section."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OLD_LOGPROB_MODES = ("auto", "recompute")  # see marl.engine.local.update.update_policy
+SCHEDULES = ("cosine", "constant")
+POLICY_KINDS = ("shared", "per_role", "lora")
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """One policy update: PPO epochs over the samples in mini-batches (one optimizer step each)
+    split into micro-batches (gradient accumulation), clipped ratio, optional KL and entropy."""
+
+    clip: float = 0.2
+    ppo_epochs: int = 1
+    mini_batch: int = 4096
+    micro_batch: int = 256
+    grad_clip: float = 1.0
+    old_logprob: str = "auto"  # auto: on-policy updates reuse the training forward's log-probs | recompute
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.0
+    kl_type: str = "low_var_kl"
+
+    def __post_init__(self):
+        if self.old_logprob not in OLD_LOGPROB_MODES:
+            raise ValueError(f"train.old_logprob={self.old_logprob!r}; allowed: {', '.join(OLD_LOGPROB_MODES)}")
+        if min(self.ppo_epochs, self.mini_batch, self.micro_batch) < 1:
+            raise ValueError(f"train.ppo_epochs, mini_batch and micro_batch must be >= 1; got "
+                             f"{self.ppo_epochs}, {self.mini_batch}, {self.micro_batch}")
+
+    @classmethod
+    def from_config(cls, cfg) -> "UpdateSpec":
+        t, a = cfg.train, cfg.algo
+        return cls(clip=a.clip, ppo_epochs=t.ppo_epochs, mini_batch=t.mini_batch, micro_batch=t.micro_batch,
+                   grad_clip=t.grad_clip, old_logprob=t.old_logprob, entropy_coef=a.entropy_coef,
+                   kl_coef=a.kl_coef, kl_type=a.kl_type)
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    """AdamW with a warm-up schedule, one per policy; `total_steps` = the run's training steps."""
+
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: int
+    total_steps: int
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown train.schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One PEFT LoRA adapter per policy on a frozen shared base (conf/policy/lora.yaml)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine builds: the policies (ids, kind), the model they start from, where they run
+    and how they generate and train."""
+
+    name: str                     # engine.name: the registry key
+    kind: str                     # shared | per_role | lora
+    policy_ids: tuple[str, ...]   # "shared", or the training harness's roles
+    model_path: str               # a local HF directory (the built tiny model's cache, or model.path)
+    dtype: str
+    device: str
+    max_new_tokens: int
+    max_batch: int
+    optim: OptimSpec
+    reference: bool               # keep a KL reference (algo.kl_coef > 0)
+    seed: int                     # draws an engine makes at build time (LoRA initialisation)
+    lora: LoraSpec | None = None
+
+    def __post_init__(self):
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"unknown policy {self.kind!r}; allowed: {', '.join(POLICY_KINDS)}")
+        if (self.kind == "lora") != (self.lora is not None):
+            raise ValueError("policy=lora needs its LoRA settings (conf/policy/lora.yaml), and only it has them")

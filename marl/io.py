@@ -1,0 +1,61 @@
+"""Small process-level helpers every entry point shares: atomic writes and torch's thread count.
+
+An atomic write goes to a temporary name beside the target and is renamed into place, so a run
+killed at any moment leaves either the old file (directory) or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1))
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary directory; when the block ends without an error, it replaces
+    `target`. With overwrite=False an existing `target` wins (another process built the same
+    thing first) and the new copy is dropped."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists() and not overwrite:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # a concurrent writer put its copy in place between our check and rename
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def set_threads(n: int | None) -> int:
+    """torch's CPU threads: n, or every core this process may use when n is 0 or None (fastest
+    for one job alone; pass 1 when several jobs share the cores). Returns the count set."""
+    import torch
+
+    n = n or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n

@@ -1,18 +1,26 @@
 """Shared set-up for the benchmarks: the run's config (Hydra overrides, as on the `marl.train`
-command line), the task, its harnesses and the cached tiny model, built exactly as a training run
-builds them, so a benchmark measures the code a run executes."""
+command line), the task, its harnesses and the engine holding the policies (the cached tiny
+model), built exactly as a training run builds them, so a benchmark measures the code a run
+executes. Benchmarks may reach into the local engine's objects (`engine.policies[pid].module`,
+`engine.tokenizer`, `engine.clients[pid].runner`); the trainer never does."""
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
+import random
 import statistics
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from marl.policy import build_run
+from marl.build import BuiltRun, build_run
+from marl.io import set_threads, write_json
 from roles import harness_names, make_harness
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -24,13 +32,37 @@ def config(overrides: list[str]):
         return compose("config", overrides=["+exp=planning", "logger=none", *overrides])
 
 
-def build(cfg):
-    """(task, {harness name: Harness}, PolicySet) as `marl.train` builds them."""
-    torch.set_num_threads(cfg.threads or torch.get_num_threads())
+def build(cfg) -> tuple[BuiltRun, dict]:
+    """(BuiltRun, {harness name: Harness} for every harness of the task) as `marl.train` builds
+    them: torch's threads set, the run built, the global RNGs seeded after the build."""
+    set_threads(cfg.threads)
+    built = build_run(cfg, log=lambda *a: print(*a, file=sys.stderr))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    task, h_kw, pset = build_run(cfg, log=lambda *a: print(*a, file=sys.stderr))
-    harnesses = {n: make_harness(task, n, **h_kw) for n in harness_names(task.name)}
-    return task, harnesses, pset
+    harnesses = {n: make_harness(built.task, n, **built.h_kw) for n in harness_names(built.task.name)}
+    return built, harnesses
+
+
+@contextlib.contextmanager
+def train_run(cfg) -> Iterator:
+    """`marl.train`'s own `Run` for `cfg` (`marl.train.build`: threads, engine, seeding, the
+    trainer's RNG), in a temporary run directory; for benchmarks that call the trainer's step
+    functions (`collect`, ...)."""
+    from marl.train import build as build_train
+
+    with tempfile.TemporaryDirectory() as d:
+        r = build_train(cfg, Path(d))
+        try:
+            yield r
+        finally:
+            r.logger.finish()
+            r.engine.close()
+
+
+def first_policy(engine):
+    """The local engine's first policy (`FullPolicy` or `LoraPolicy`): `.module`, `.pad_id`."""
+    return engine.policies[engine.policy_ids[0]]
 
 
 def median(xs):
@@ -45,7 +77,7 @@ def machine() -> dict:
 def save(name: str, obj: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({**obj, "machine": machine()}, indent=1))
+    write_json(path, {**obj, "machine": machine()})
     return path
 
 
@@ -62,18 +94,20 @@ def saved_default(overrides: list[str]) -> tuple[str, object]:
     temporary directory and return the `model.path=` override that loads it, so settings that
     change the harness (max_turns, ...) measure the same weights instead of keying a new build.
     Returns (override, TemporaryDirectory): keep the latter alive while the path is used."""
-    import tempfile
-    _, _, pset = build(config(overrides))
-    policy = next(iter(pset.policies.values()))
+    built, _ = build(config(overrides))
+    engine = built.engine
+    model = first_policy(engine).module
+    if hasattr(model, "merge_and_unload"):  # policy=lora: a PEFT model whose adapters start at
+        model = model.merge_and_unload()    # zero, so the merged model is the warm start itself
     tmp = tempfile.TemporaryDirectory()
-    policy.model.save_pretrained(tmp.name)
-    policy.tokenizer.save_pretrained(tmp.name)
+    model.save_pretrained(tmp.name)
+    engine.tokenizer.save_pretrained(tmp.name)
+    engine.close()
     return f"model.path={tmp.name}", tmp
 
 
 def train_metrics(overrides: list[str], steps: int) -> list[dict]:
     """Run `marl.train` for `steps` steps in this process and return its metrics rows."""
-    import tempfile
     from marl.train import run
     cfg = config(overrides)
     cfg.train.steps = steps

@@ -5,9 +5,11 @@
 Requests are those of one rollout step: the first-turn prompts of the team's two roles for
 `--problems` train instances, each asked K times (the K candidates of a group). Every method
 runs the same model, prompts, sampling settings (temperature, no top-k/top-p) and token budget:
-- batched: the local engine (`BatchingClient.generate_batch`), every request of a (turn, role)
-  step in one call, as the rollout issues them, each distinct prompt prefilled once;
-- batched_no_share: the same call running every request's prompt in full;
+- batched: the local engine's client (`engine.client(pid)`: `BatchingClient` -> `Batcher` ->
+  `Runner.generate_batch`), every request of a (turn, role) step in one call, as the rollout
+  issues them, each distinct prompt prefilled once;
+- batched_no_share: the same call on a `Runner(share_prefix=False)` of the same model, running
+  every request's prompt in full;
 - hf_batched: one HF `generate` call for the whole left-padded batch (what the engine used
   before its own decoding loop);
 - per_request: one HF `generate` call per request (the baseline of the issue).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import time
 from pathlib import Path
@@ -30,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build, config, median, save, table  # noqa: E402
 
-from marl.engine.local import BatchingClient  # noqa: E402
+from marl.engine.local.batching import BatchingClient  # noqa: E402
+from marl.engine.local.decode import Runner  # noqa: E402
 
 
 def step_prompts(harness, task, encode, problems: int) -> dict[str, list[list[int]]]:
@@ -51,25 +55,25 @@ def run_batched(client, prompts, temp):
     return asyncio.run(go())
 
 
-def hf_generate(client, prompts, temp):
-    """One HF `generate` call over `prompts`, left-padded; returns each row's new tokens up to
-    its EOS."""
+def hf_generate(runner, prompts, temp):
+    """One HF `generate` call over `prompts` on the runner's model, left-padded, with its token
+    budget; returns each row's new tokens up to its EOS."""
     width = max(len(p) for p in prompts)
-    ids = torch.tensor([[client.pad_id] * (width - len(p)) + p for p in prompts])  # (B, P)
+    ids = torch.tensor([[runner.pad_id] * (width - len(p)) + p for p in prompts])  # (B, P)
     attn = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts]).unsqueeze(1)).long()
     greedy = temp <= 0
-    out = client.model.generate(
+    out = runner.model.generate(
         input_ids=ids, attention_mask=attn, do_sample=not greedy, temperature=None if greedy else temp,
-        top_k=None, top_p=None, max_new_tokens=client.max_new_tokens, min_new_tokens=client.min_new_tokens or None,
-        eos_token_id=client.eos_id, pad_token_id=client.pad_id)
+        top_k=None, top_p=None, max_new_tokens=runner.max_new_tokens, min_new_tokens=runner.min_new_tokens or None,
+        eos_token_id=runner.eos_id, pad_token_id=runner.pad_id)
     rows = []
     for toks in out[:, width:].tolist():
-        rows.append(toks[:toks.index(client.eos_id) + 1] if client.eos_id in toks else toks)
+        rows.append(toks[:toks.index(runner.eos_id) + 1] if runner.eos_id in toks else toks)
     return rows
 
 
-def run_single(client, prompts, temp):
-    return [r for p in prompts for r in hf_generate(client, [p], temp)]
+def run_single(runner, prompts, temp):
+    return [r for p in prompts for r in hf_generate(runner, [p], temp)]
 
 
 def main():
@@ -79,18 +83,21 @@ def main():
     ap.add_argument("--temperature", type=float, default=1.0)
     args, overrides = ap.parse_known_args()
     cfg = config(overrides)
-    task, harnesses, pset = build(cfg)
-    policy = next(iter(pset.policies.values()))
-    client, k = policy.client, cfg.algo.k
-    unshared = BatchingClient(policy.model, policy.tokenizer, client.max_new_tokens, share_prefix=False)
-    prompts = step_prompts(harnesses["mas"], task, policy.encode, args.problems)
+    built, harnesses = build(cfg)
+    engine, k = built.engine, cfg.algo.k
+    pid = engine.policy_ids[0]  # the first policy: "shared" by default
+    client = engine.client(pid)  # what the rollout awaits
+    runner = client.runner  # its model, tokenizer and token budget
+    unshared = BatchingClient(Runner(runner.model, runner.tok, runner.max_new_tokens, runner.max_batch,
+                                     share_prefix=False), adapter=client.adapter)
+    prompts = step_prompts(harnesses["mas"], built.task, functools.partial(engine.encode, pid), args.problems)
     requests = {r: [p for p in ps for _ in range(k)] for r, ps in prompts.items()}  # (problems*K,) per role
     results, rows = {}, []
     for regime in ("eos", "fixed"):
-        for c in (client, unshared):
-            c.min_new_tokens = c.max_new_tokens if regime == "fixed" else 0
+        for rn in (runner, unshared.runner):
+            rn.min_new_tokens = rn.max_new_tokens if regime == "fixed" else 0
         methods = (("batched", run_batched, client), ("batched_no_share", run_batched, unshared),
-                   ("hf_batched", hf_generate, client), ("per_request", run_single, client))
+                   ("hf_batched", hf_generate, runner), ("per_request", run_single, runner))
         times = {m: [] for m, _, _ in methods}
         tokens = {m: [] for m, _, _ in methods}
         for _ in range(args.reps):
@@ -100,7 +107,7 @@ def main():
                     outs = [getattr(c, "token_ids", c) for c in fn(cl, reqs, args.temperature)]
                     n += sum(len(o) for o in outs)
                     if regime == "fixed":
-                        assert all(len(o) == client.max_new_tokens for o in outs)
+                        assert all(len(o) == runner.max_new_tokens for o in outs)
                 times[method].append(time.perf_counter() - t0)
                 tokens[method].append(n)
         tps = {m: median([n / t for n, t in zip(tokens[m], times[m])]) for m in times}
@@ -114,13 +121,13 @@ def main():
         rows.append([regime, "ratio batched/per-request", "", "", results[regime]["ratio"]])
         rows.append([regime, "ratio batched/batched_no_share", "", "", results[regime]["ratio_share_prefix"]])
         rows.append([regime, "ratio batched/hf_batched", "", "", results[regime]["ratio_hf_batched"]])
-    client.min_new_tokens = 0
+    runner.min_new_tokens = 0
     n_req = sum(len(v) for v in requests.values())
     print(f"{n_req} requests per repetition ({args.problems} problems x K={k} x {len(requests)} roles), "
-          f"max_new_tokens={client.max_new_tokens}, temperature={args.temperature}, reps={args.reps}")
+          f"max_new_tokens={runner.max_new_tokens}, temperature={args.temperature}, reps={args.reps}")
     print(table(rows, ["regime", "method", "new tokens", "seconds (median)", "tokens/s (median)"]))
     path = save("generate", {"args": vars(args), "overrides": overrides, "requests": n_req,
-                             "max_new_tokens": client.max_new_tokens, "results": results})
+                             "max_new_tokens": runner.max_new_tokens, "results": results})
     print(f"wrote {path}")
 
 

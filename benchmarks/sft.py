@@ -10,7 +10,6 @@ default tiny architecture freshly initialised (speed does not depend on the weig
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import config, median, save, table  # noqa: E402
 
-from marl.policy import task_settings  # noqa: E402
+from marl.build import task_settings  # noqa: E402
+from marl.io import set_threads  # noqa: E402
 from marl.tiny import build_tokenizer, demonstrations, encode_pair, new_model, pack  # noqa: E402
 from roles import harness_names, make_harness  # noqa: E402
 
@@ -59,7 +59,7 @@ def main():
     ap.add_argument("--width", type=int, default=128)
     args, overrides = ap.parse_known_args()
     cfg = config(overrides)
-    torch.set_num_threads(cfg.model.sft.threads or len(os.sched_getaffinity(0)))  # as the build runs
+    set_threads(cfg.model.sft.threads)  # as the build runs (marl.tiny.ensure_built)
     task, _, h_kw = task_settings(cfg)
     hs = [make_harness(task, n, **h_kw) for n in harness_names(task.name)]
     sft = cfg.model.sft

@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build, config, median, save, saved_default, table, train_metrics  # noqa: E402
+from common import build, config, first_policy, median, save, saved_default, table, train_metrics  # noqa: E402
 
 SETTING = ["harness=single", "harness.max_turns=1", "algo.k=4", "train.problems_per_step=16",
            "eval.warm_start=false", "eval.n_val=1", "eval.n_test=1", "train.checkpoint_every=100000",
            "train.eval_every=100000", "train.schedule=constant", "train.warmup_steps=0"]
 
 
-
-
-def trl_steps(cfg, task, harness, policy, steps: int) -> list[float]:
+def trl_steps(cfg, task, harness, model, tokenizer, steps: int) -> list[float]:
+    """`steps` steps of TRL's GRPOTrainer on a copy of `model` (the HF model of the local
+    engine's policy); returns each step's seconds."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -71,8 +71,8 @@ def trl_steps(cfg, task, harness, policy, steps: int) -> list[float]:
             beta=0.0, epsilon=cfg.algo.clip, loss_type="dapo", num_iterations=1, steps_per_generation=1,
             gradient_accumulation_steps=1, logging_steps=1, report_to="none", save_strategy="no",
             dataloader_num_workers=0, seed=cfg.seed, disable_tqdm=True)
-        trainer = GRPOTrainer(model=copy.deepcopy(policy.model).train(), reward_funcs=reward, args=args,
-                              train_dataset=Dataset.from_list(rows), processing_class=policy.tokenizer,
+        trainer = GRPOTrainer(model=copy.deepcopy(model).train(), reward_funcs=reward, args=args,
+                              train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                               callbacks=[timer])
         trainer.train()
     return timer.times
@@ -87,14 +87,14 @@ def main():
     # otherwise key a new build.
     path, _tmp = saved_default(overrides)
     cfg = config(SETTING + [path] + overrides)
-    task, harnesses, pset = build(cfg)
-    policy = next(iter(pset.policies.values()))
+    built, harnesses = build(cfg)
+    model, tokenizer = first_policy(built.engine).module, built.engine.tokenizer  # the warm start, for TRL
     samples = cfg.train.problems_per_step * cfg.algo.k
     ours, theirs, ratios = [], [], []
     for _ in range(args.repeats):
         o = [r["timing/step"] for r in train_metrics(SETTING + [path] + overrides, args.steps)
              if "timing/step" in r][1:]
-        t = trl_steps(cfg, task, harnesses["single"], policy, args.steps)[1:]
+        t = trl_steps(cfg, built.task, harnesses["single"], model, tokenizer, args.steps)[1:]
         ours, theirs = ours + [o], theirs + [t]
         ratios.append(median(t) / median(o))
     m_ours, m_trl = median([x for o in ours for x in o]), median([x for t in theirs for x in t])

@@ -4,32 +4,32 @@ with the K candidates' responses packed after it (`response_logprobs(share_prefi
     python benchmarks/update.py [--reps 5] [hydra overrides, e.g. algo.k=8]
 
 Samples are one real training step's (16 problems of the team, K candidates per group, rolled
-out with the warm start). Each repetition runs forward + backward over all of them in
-micro-batches of `train.micro_batch`, once per method, interleaved; medians are reported.
+out with the warm start: `marl.train.collect` on the trainer's own `Run`). Each repetition runs
+forward + backward over all of them in micro-batches of `train.micro_batch`, once per method,
+interleaved; medians are reported.
 """
 from __future__ import annotations
 
 import argparse
-import random
+import asyncio
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build, config, median, save, table  # noqa: E402
+from common import config, first_policy, median, save, table, train_run  # noqa: E402
 
-from marl.engine.local import response_logprobs  # noqa: E402
+from marl.engine.local.logprobs import response_logprobs  # noqa: E402
 from marl.train import collect  # noqa: E402
 
 
 def fwd_bwd(policy, samples, micro: int, share: bool) -> float:
     t0 = time.perf_counter()
-    policy.model.zero_grad(set_to_none=True)
+    policy.module.zero_grad(set_to_none=True)
     for i in range(0, len(samples), micro):
         part = sorted(samples, key=lambda s: s.group_id)[i:i + micro]
-        lp, mask, _ = response_logprobs(policy.model, [s.prompt_ids for s in part], [s.response_ids for s in part],
-                                        [s.temperature for s in part], policy.tokenizer.pad_token_id,
-                                        share_prefix=share)
+        lp, mask, _ = response_logprobs(policy.module, [s.prompt_ids for s in part], [s.response_ids for s in part],
+                                        [s.temperature for s in part], policy.pad_id, share_prefix=share)
         ((lp * mask).sum() / mask.sum()).backward()
     return time.perf_counter() - t0
 
@@ -39,14 +39,15 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     args, overrides = ap.parse_known_args()
     cfg = config(overrides)
-    task, harnesses, pset = build(cfg)
-    policy = next(iter(pset.policies.values()))
-    samples, _ = collect(cfg, harnesses[cfg.harness.name], pset, 0, random.Random(cfg.seed))
-    policy.model.train()
-    times = {"full": [], "shared_prefix": []}
-    for _ in range(args.reps):
-        times["full"].append(fwd_bwd(policy, samples, cfg.train.micro_batch, share=False))
-        times["shared_prefix"].append(fwd_bwd(policy, samples, cfg.train.micro_batch, share=True))
+    with train_run(cfg) as r:
+        samples, _ = asyncio.run(collect(r, 0))  # step 0's rollouts, as the run's first step
+        policy = first_policy(r.engine)
+        policy.activate()  # as update_policy does (a LoRA policy's adapter)
+        policy.module.train()
+        times = {"full": [], "shared_prefix": []}
+        for _ in range(args.reps):
+            times["full"].append(fwd_bwd(policy, samples, cfg.train.micro_batch, share=False))
+            times["shared_prefix"].append(fwd_bwd(policy, samples, cfg.train.micro_batch, share=True))
     med = {k: median(v) for k, v in times.items()}
     n_prompts = len({tuple(s.prompt_ids) for s in samples})
     print(f"{len(samples)} samples, {n_prompts} distinct prompts, K={cfg.algo.k}, reps={args.reps}")

@@ -52,14 +52,14 @@ def model_path(cfg, task, h_kw: dict, env_kw: dict, log=print) -> str:
     whatever the run evaluates, so one cached warm start serves all runs on the task."""
     if cfg.model.get("path"):
         return str(cfg.model.path)
-    from marl.tiny import build_or_load
+    from marl.tiny import ensure_built
     from roles import harness_names, make_harness
 
     spec = {"task": {"env": env_kw, "harness": h_kw}, "harnesses": harness_names(task.name),
             "seed": cfg.model.get("seed", 0), "model": OmegaConf.to_container(cfg.model.arch),
             "sft": OmegaConf.to_container(cfg.model.sft)}
     harnesses = [make_harness(task, n, **h_kw) for n in harness_names(task.name)]
-    return str(build_or_load(harnesses, spec, cfg.cache_dir, log=log)[2])
+    return str(ensure_built(harnesses, spec, cfg.cache_dir, log=log))
 
 
 def engine_spec(cfg, path: str, train_roles: list[str]) -> EngineSpec:

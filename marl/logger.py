@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+from marl.io import atomic_write_text
+
 
 class NullLogger:
     def log(self, metrics: dict, step: int) -> None:
@@ -39,9 +41,7 @@ class JsonlLogger:
             return
         keep = [ln for ln in self.path.read_text().splitlines(keepends=True)
                 if ln.strip() and json.loads(ln)["step"] <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(keep))
 
     def finish(self) -> None:
         pass

@@ -170,16 +170,15 @@ def cache_key(spec: dict) -> str:
                                      sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=print):
-    """Return (model, tokenizer, path) for the tiny model described by `spec`:
+def ensure_built(harnesses: list[Harness], spec: dict, cache_dir: str, log=print) -> Path:
+    """The cache directory (a HF model directory) of the tiny model described by `spec`, built
+    first when it is not there:
     {"model": Qwen3Config kwargs, "sft": {instances, noise, oracle_frac, steps, batch, lr, threads}, "seed", "task": ...}.
     sft.threads: torch threads for the build (0 or absent = every core: it is one large job, ~1.9x
     faster at 2 threads than 1 on an idle 2-core machine); the run's own setting is restored after."""
     path = Path(os.path.expanduser(cache_dir)) / f"tiny-{cache_key(spec)}"
     if (path / "done.json").exists():
-        tok = PreTrainedTokenizerFast.from_pretrained(path)
-        model = Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32)
-        return model.eval(), tok, path
+        return path
     t0 = time.time()
     sft_cfg, seed = spec["sft"], spec["seed"]
     pairs = list(demonstrations(harnesses, range(sft_cfg["instances"]), sft_cfg["noise"], seed,
@@ -203,4 +202,4 @@ def build_or_load(harnesses: list[Harness], spec: dict, cache_dir: str, log=prin
                 "seconds": time.time() - t0, **stats}
         (tmp / "done.json").write_text(json.dumps(info, indent=1))
     log(f"[tiny] built in {time.time() - t0:.0f}s, cached at {path}")
-    return model.eval(), tok, path
+    return path

@@ -2,16 +2,19 @@
 produce (metrics, traces, eval.json, checkpoints), resume, and config errors."""
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
 
 from experiments import team_failures
 from marl import train
-from marl.policy import task_settings
+from marl.build import task_settings
 from roles import make_harness
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -64,8 +67,17 @@ def test_train_writes_outputs(tmp_path, overrides):
         for split in ("val", "test"):
             assert ev[h][split]["n"] == 4 and 0.0 <= ev[h][split]["success"] <= 1.0
             assert 0.0 <= ev["warm_start"][split][h]["success"] <= 1.0
-    assert ev["final"]["selected_step"] in (0, 1, 2)
-    assert (run_dir / "checkpoints" / "best" / "state.pt").exists()
+    # selection: the first step with the highest validation success, the warm start (step 0) included
+    name = cfg.harness.name
+    val = {r["step"]: r[f"eval/{name}/val/success"] for r in metrics if f"eval/{name}/val/success" in r}
+    assert sorted(val) == [0, 1, 2]
+    best = max(val.values())
+    assert ev["final"]["selected_step"] == min(st for st, v in val.items() if v == best)
+    assert ev["final"]["selected_val_success"] == best
+    # the final figures are the selected checkpoint's: validating it again gives its score
+    assert ev["final"]["val"][name]["success"] == best == ev[name]["val"]["success"]
+    saved = torch.load(run_dir / "checkpoints" / "best" / "state.pt", weights_only=False)
+    assert saved["step"] == ev["final"]["selected_step"] and saved["best"]["score"] == best
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
 
 
@@ -153,10 +165,44 @@ def test_a_models_training_budget_is_not_overridden(model):
 
 
 def test_unknown_config_name_lists_choices(tmp_path):
+    """As a user meets it: the command exits with Hydra's message naming the missing config and
+    listing the group's options (one per line), not a traceback."""
     proc = subprocess.run([sys.executable, "-m", "marl.train", "+exp=planning", "harness=nope"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode != 0
-    assert "harness" in proc.stderr and "mas" in proc.stderr and "single" in proc.stderr
+    assert "Could not find 'harness/nope'" in proc.stderr
+    assert re.search(r"Available options in 'harness':\s+mas\s+single\s", proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("group, options", [("policy", ["lora", "per_role", "shared"]), ("engine", ["local"]),
+                                            ("env", ["planpath", "planpath10", "sokoban", "sudoku", "sudoku9"])])
+def test_every_config_group_refuses_an_unknown_name_with_its_options(group, options):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        with pytest.raises(MissingConfigException) as e:
+            compose("config", overrides=["+exp=planning", f"{group}=nope"])
+    assert f"Could not find '{group}/nope'" in str(e.value)
+    assert re.search(rf"Available options in '{group}':\s+" + r"\s+".join(options) + r"\nConfig search path", str(e.value)), str(e.value)
+
+
+@pytest.mark.parametrize("overrides, msg", [
+    (["model=qwen3_1.7b", "model.path=/nonexistent"],
+     r"model.path=/nonexistent: does not exist. Pass a local Hugging Face model directory .* or model=tiny"),
+    (["device=cuda"], r"device=cuda, but torch .* sees no CUDA GPU .*Run with device=cpu"),
+    (["device=tpu"], r"device='tpu'; allowed: cpu, cuda, cuda:<index>"),
+    (["engine.name=ray"], r"unknown engine 'ray'; registered: local")])
+def test_bad_model_path_and_device_are_refused_before_anything_is_built(tmp_path, monkeypatch, overrides, msg):
+    if "device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    built = []
+    monkeypatch.setattr(train, "build_run", lambda *a, **k: built.append(1))
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose("config", overrides=["+exp=planning", *overrides])
+    with pytest.raises(ValueError, match=msg):
+        train.check_config(cfg)
+    with pytest.raises(ValueError, match=msg):
+        train.run(cfg, tmp_path / "run")
+    assert not built and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("override, msg", [("train.old_logprob=never", "allowed: auto, recompute"),

@@ -1,5 +1,6 @@
-"""The local engine on a tiny random Qwen3 (no SFT): request batching, what a Completion holds,
-generation log-probs == recomputed log-probs (the PPO ratio's denominator), and update_policy."""
+"""The local engine's parts on a tiny random Qwen3 (no SFT): request batching, what a Completion
+holds, generation log-probs == recomputed log-probs (the PPO ratio's denominator), and
+update_policy. The engine as a whole (policies, LoRA, save/load): test_local_engine.py."""
 from __future__ import annotations
 
 import asyncio
@@ -14,12 +15,14 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 import envs
 import roles
-from marl.engine.local import BatchingClient, response_logprobs, update_policy
-from marl.grouping import check_groups
-from marl.policy import make_policy
-from marl.rollout import rollout
+from marl.engine import OptimSpec, UpdateSpec
+from marl.engine.local.batching import BatchingClient
+from marl.engine.local.decode import Runner
+from marl.engine.local.logprobs import response_logprobs
+from marl.engine.local.policies import FullPolicy
+from marl.engine.local.update import update_policy
 from marl.tiny import build_tokenizer, demonstrations, encode_pair
-from marl.types import Completion, Sample
+from marl.types import Completion, Sample, TrainSample
 
 MAX_NEW = 12
 
@@ -69,6 +72,10 @@ def prompts(pairs, tok):
     return out[:6]
 
 
+def client_for(model, tok, max_new_tokens=MAX_NEW, **kw) -> BatchingClient:
+    return BatchingClient(Runner(model, tok, max_new_tokens, **kw))
+
+
 def gather(client, reqs):
     async def go():
         return await asyncio.gather(*[client.generate(p, t) for p, t in reqs])
@@ -78,19 +85,19 @@ def gather(client, reqs):
 # --- batching ----------------------------------------------------------------------------
 
 def test_concurrent_requests_share_one_generate_call(model, tok, prompts):
-    client = BatchingClient(model, tok, max_new_tokens=MAX_NEW)
+    client = client_for(model, tok, max_new_tokens=MAX_NEW)
     reqs = [(prompts[i % len(prompts)], 1.0) for i in range(10)]
     outs = gather(client, reqs)
-    assert client.stats["calls"] == 1
-    assert client.stats["sequences"] == 10
-    assert client.stats["new_tokens"] == sum(len(c.token_ids) for c in outs)
+    assert client.runner.stats["calls"] == 1
+    assert client.runner.stats["sequences"] == 10
+    assert client.runner.stats["new_tokens"] == sum(len(c.token_ids) for c in outs)
     assert all(isinstance(c, Completion) for c in outs)
 
 
 def test_requests_arriving_a_few_loop_turns_apart_share_one_call(model, tok, prompts):
     """Rollouts reach generate() after different amounts of work: the client waits until no new
     request arrives before serving the batch."""
-    client = BatchingClient(model, tok, max_new_tokens=4)
+    client = client_for(model, tok, max_new_tokens=4)
 
     async def late(i):
         for _ in range(i % 4):
@@ -101,40 +108,17 @@ def test_requests_arriving_a_few_loop_turns_apart_share_one_call(model, tok, pro
         return await asyncio.gather(*[late(i) for i in range(8)])
 
     outs = asyncio.run(go())
-    assert len(outs) == 8 and client.stats["calls"] == 1 and client.stats["sequences"] == 8
+    assert len(outs) == 8 and client.runner.stats["calls"] == 1 and client.runner.stats["sequences"] == 8
 
 
 def test_one_call_per_temperature_and_per_max_batch_chunk(model, tok, prompts):
-    client = BatchingClient(model, tok, max_new_tokens=4, max_batch=3)
+    client = client_for(model, tok, max_new_tokens=4, max_batch=3)
     reqs = [(prompts[0], 1.0)] * 7 + [(prompts[1], 0.0)] * 2
     outs = gather(client, reqs)
-    assert client.stats["calls"] == math.ceil(7 / 3) + 1
+    assert client.runner.stats["calls"] == math.ceil(7 / 3) + 1
     assert len(outs) == 9
     # greedy answers to one prompt are identical
     assert outs[7].token_ids == outs[8].token_ids
-
-
-def test_rollout_batches_problems_and_candidates(model, tok, task_and_harnesses):
-    """A (turn, role) step of several concurrent AT-GRPO rollouts is one generate call."""
-    task, _ = task_and_harnesses
-    h = roles.make_harness(task, "mas", max_turns=1)
-    client = BatchingClient(model, tok, max_new_tokens=6)
-    encode = lambda p: encode_pair(tok, p, "")[0]  # noqa: E731
-    k, n = 3, 4
-
-    async def go():
-        return await asyncio.gather(*[
-            rollout(h, task.instance("train", i), f"train:{i}", {"s": client}, {"tool": "s", "plan": "s"},
-                    {"s": encode}, k, 1.0, 1.0, random.Random(i)) for i in range(n)])
-
-    episodes = asyncio.run(go())
-    samples = [s for ep in episodes for s in ep.samples]
-    check_groups(samples, k)
-    assert len(samples) == n * k * 2 and client.stats["sequences"] == n * k * 2
-    assert client.stats["calls"] == 2  # tool step, plan step
-    for s in samples:
-        assert s.prompt_ids == encode(s.prompt)
-        assert s.response == tok.decode(s.response_ids, skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -145,9 +129,9 @@ def test_prefix_sharing_changes_nothing_but_the_work(model, tok, prompts, temper
     outs, clients = {}, {}
     for share in (True, False):
         torch.manual_seed(3)
-        clients[share] = BatchingClient(model, tok, max_new_tokens=MAX_NEW, share_prefix=share)
+        clients[share] = client_for(model, tok, max_new_tokens=MAX_NEW, share_prefix=share)
         outs[share] = gather(clients[share], reqs)
-    assert clients[True].stats["prefilled_prompts"] == 4 and clients[False].stats["prefilled_prompts"] == 0
+    assert clients[True].runner.stats["prefilled_prompts"] == 4 and clients[False].runner.stats["prefilled_prompts"] == 0
     assert [c.token_ids for c in outs[True]] == [c.token_ids for c in outs[False]]
     for a, b in zip(outs[True], outs[False]):
         assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
@@ -170,8 +154,8 @@ def test_decoding_draws_the_tokens_hf_generate_draws(model, tok, prompts, temper
                          output_logits=True, return_dict_in_generate=True)
     ref_lp = torch.log_softmax(torch.stack(ref.logits, 1) / (1.0 if greedy else temperature), -1)  # (B, T, V)
     torch.manual_seed(7)
-    client = BatchingClient(model, tok, max_new_tokens=MAX_NEW, share_prefix=False)
-    outs = client.generate_batch(reqs, temperature)
+    client = client_for(model, tok, max_new_tokens=MAX_NEW, share_prefix=False)
+    outs = client.runner.generate_batch(reqs, temperature)
     for b, c in enumerate(outs):
         n = len(c.token_ids)
         assert c.token_ids == ref.sequences[b, width:width + n].tolist()
@@ -189,29 +173,36 @@ def test_rows_leave_the_batch_when_they_end(model, tok, prompts):
     hook = model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
     try:
         torch.manual_seed(2)
-        client = BatchingClient(model, tok, max_new_tokens=MAX_NEW)
-        outs = client.generate_batch([p for p in prompts[:4] for _ in range(4)], 1.0)
+        client = client_for(model, tok, max_new_tokens=MAX_NEW)
+        outs = client.runner.generate_batch([p for p in prompts[:4] for _ in range(4)], 1.0)
         lengths = sorted(len(c.token_ids) for c in outs)
         assert rows[0] == 4 and rows[1:] == sorted(rows[1:], reverse=True)  # U prompts prefilled, then B rows
         assert rows[1:] == [sum(n > t for n in lengths) for t in range(1, lengths[-1])]
         assert rows[-1] < 16
         rows.clear()
-        client.min_new_tokens = MAX_NEW
-        outs = client.generate_batch([p for p in prompts[:4] for _ in range(4)], 1.0)
+        client.runner.min_new_tokens = MAX_NEW
+        outs = client.runner.generate_batch([p for p in prompts[:4] for _ in range(4)], 1.0)
         assert all(len(c.token_ids) == MAX_NEW for c in outs) and rows[1:] == [16] * (MAX_NEW - 1)
     finally:
         hook.remove()
 
 
-def test_generation_errors_reach_every_caller(model, tok):
-    client = BatchingClient(model, tok, max_new_tokens=4)
+def test_generation_errors_reach_every_caller_and_spare_other_calls(model, tok, prompts):
+    """A decoding call that fails (a token id outside the vocabulary) raises its own error in every
+    request it served; a call at another temperature in the same batch, and later calls, work."""
+    client = client_for(model, tok, max_new_tokens=4)
     bad = [len(tok) + 100]  # out of the vocabulary: the embedding lookup fails
 
-    async def go():
-        return await asyncio.gather(*[client.generate(bad, 1.0) for _ in range(3)], return_exceptions=True)
+    async def go(reqs):
+        return await asyncio.gather(*[client.generate(p, t) for p, t in reqs], return_exceptions=True)
 
-    outs = asyncio.run(go())
-    assert len(outs) == 3 and all(isinstance(o, Exception) for o in outs)
+    outs = asyncio.run(go([(bad, 1.0)] * 3 + [(prompts[0], 0.0)] * 2))
+    errors, good = outs[:3], outs[3:]
+    assert all(isinstance(e, IndexError) and "index out of range" in str(e) for e in errors), errors
+    assert len({id(e) for e in errors}) == 1  # the one failure, reported to each of its callers
+    assert all(isinstance(c, Completion) and c.token_ids for c in good)
+    again = asyncio.run(go([(prompts[1], 0.0)]))
+    assert isinstance(again[0], Completion) and client.runner.stats["calls"] == 2  # the failed call is not counted
 
 
 # --- what a completion holds ----------------------------------------------------------------
@@ -219,10 +210,10 @@ def test_generation_errors_reach_every_caller(model, tok):
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 1.5])
 def test_completion_tokens_text_and_logprobs(model, tok, prompts, temperature):
     torch.manual_seed(1)
-    client = BatchingClient(model, tok, max_new_tokens=MAX_NEW)
+    client = client_for(model, tok, max_new_tokens=MAX_NEW)
     reqs = [(prompts[i % len(prompts)], temperature) for i in range(16)]
     outs = gather(client, reqs)
-    assert client.stats["calls"] == 1
+    assert client.runner.stats["calls"] == 1
     eos = tok.eos_token_id
     for c in outs:
         assert 1 <= len(c.token_ids) <= MAX_NEW
@@ -308,45 +299,48 @@ def test_entropy_matches_distribution(model, tok, prompts):
 
 # --- update_policy -------------------------------------------------------------------------
 
-TRAIN = dict(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0, steps=10, ppo_epochs=1,
-             mini_batch=64, micro_batch=8, grad_clip=1.0, old_logprob="auto")
-ALGO = dict(kl_coef=0.0, entropy_coef=0.0, clip=0.2, kl_type="low_var_kl")
+OPTIM = OptimSpec(lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0, total_steps=10)
+SPEC = UpdateSpec(mini_batch=64, micro_batch=8)
+KL_SPEC = UpdateSpec(mini_batch=64, micro_batch=8, kl_coef=0.1, entropy_coef=0.01)
 
 
-def samples_from(policy, prompts, temperature=1.0, n=20):
+def policy_for(tok, seed, spec=SPEC):
+    return FullPolicy("shared", tiny_model(tok, seed=seed), tok.pad_token_id, OPTIM, reference=spec.kl_coef > 0)
+
+
+def samples_from(policy, tok, prompts, temperature=1.0, n=20, advantage=None):
     torch.manual_seed(2)
     reqs = [(prompts[i % len(prompts)], temperature) for i in range(n)]
-    outs = gather(policy.client, reqs)
+    outs = gather(client_for(policy.module, tok), reqs)
     out = []
     for i, ((p, t), c) in enumerate(zip(reqs, outs)):
-        out.append(Sample(problem_id=f"p{i % 3}", turn=0, role="plan", policy=policy.name, candidate=i,
-                          prompt="", response=c.text, prompt_ids=p, response_ids=c.token_ids,
-                          logprobs=c.logprobs, temperature=t, reward=0.0, local=0.0, team=0.0,
-                          parse_ok=True, chosen=False, advantage=1.0 if i % 2 == 0 else -1.0))
+        s = Sample(problem_id=f"p{i % 3}", turn=0, role="plan", policy=policy.name, candidate=i,
+                   prompt="", response=c.text, prompt_ids=p, response_ids=c.token_ids,
+                   logprobs=c.logprobs, temperature=t, reward=0.0, local=0.0, team=0.0,
+                   parse_ok=True, chosen=False, group_id=f"p{i % 3}")
+        out.append(TrainSample(s, (1.0 if i % 2 == 0 else -1.0) if advantage is None else advantage))
     return out
 
 
-def objective(policy, samples):
+def objective(policy, batch):
     """sum_b A_b * sum_t log p(token) / N: what the policy-gradient step increases."""
     with torch.no_grad():
-        lp, mask, _ = response_logprobs(policy.model, [s.prompt_ids for s in samples],
-                                        [s.response_ids for s in samples], [s.temperature for s in samples],
-                                        policy.tokenizer.pad_token_id)
-    adv = torch.tensor([s.advantage for s in samples])
+        lp, mask, _ = response_logprobs(policy.module, [x.sample.prompt_ids for x in batch],
+                                        [x.sample.response_ids for x in batch],
+                                        [x.sample.temperature for x in batch], policy.pad_id)
+    adv = torch.tensor([x.advantage for x in batch])
     return ((lp * mask).sum(-1) * adv).sum().item() / mask.sum().item()
 
 
-@pytest.mark.parametrize("algo", [ALGO, {**ALGO, "kl_coef": 0.1, "entropy_coef": 0.01}], ids=["pg", "kl+entropy"])
-def test_update_policy_changes_weights_in_the_advantage_direction(tok, prompts, algo):
-    train, algo = OmegaConf.create(TRAIN), OmegaConf.create(algo)
-    policy = make_policy("shared", tiny_model(tok, seed=3), tok, False, train, algo, max_new_tokens=MAX_NEW,
-                         max_batch=64, device="cpu")
-    assert (policy.ref_model is not None) == (algo.kl_coef > 0)
-    samples = samples_from(policy, prompts)
-    before = copy.deepcopy(policy.model.state_dict())
-    j0 = objective(policy, samples)
-    m = update_policy(policy, samples, algo, train, random.Random(0))
-    after = policy.model.state_dict()
+@pytest.mark.parametrize("spec", [SPEC, KL_SPEC], ids=["pg", "kl+entropy"])
+def test_update_policy_changes_weights_in_the_advantage_direction(tok, prompts, spec):
+    policy = policy_for(tok, 3, spec)
+    assert (policy.ref_model is not None) == (spec.kl_coef > 0)
+    batch = samples_from(policy, tok, prompts)
+    before = copy.deepcopy(policy.module.state_dict())
+    j0 = objective(policy, batch)
+    m = update_policy(policy, batch, spec, random.Random(0))
+    after = policy.module.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert m and all(math.isfinite(v) for v in m.values()), m
     for key in ("train/pg_loss", "train/clipfrac", "train/ppo_kl", "train/grad_norm", "train/lr"):
@@ -354,31 +348,28 @@ def test_update_policy_changes_weights_in_the_advantage_direction(tok, prompts, 
     # one epoch, one mini-batch: every micro-batch sees the pre-update weights, ratio exactly 1
     assert m["train/ppo_kl"] == pytest.approx(0.0, abs=1e-6) and m["train/clipfrac"] == 0.0
     # at ratio 1 the pg loss is -(token-mean advantage) over the mini-batch
-    n = sum(len(s.response_ids) for s in samples)
-    assert m["train/pg_loss"] == pytest.approx(-sum(s.advantage * len(s.response_ids) for s in samples) / n,
+    n = sum(len(x.sample.response_ids) for x in batch)
+    assert m["train/pg_loss"] == pytest.approx(-sum(x.advantage * len(x.sample.response_ids) for x in batch) / n,
                                                abs=1e-5)
     assert m["train/grad_norm"] > 0
-    assert 0 < m["train/lr"] < TRAIN["lr"]  # cosine schedule stepped once
-    if algo.kl_coef > 0:
+    assert 0 < m["train/lr"] < OPTIM.lr  # cosine schedule stepped once
+    if spec.kl_coef > 0:
         assert "train/kl" in m and "train/entropy" in m and m["train/entropy"] > 0
         assert all(torch.equal(p, before[k]) for k, p in policy.ref_model.state_dict().items())
-    assert objective(policy, samples) > j0  # positive-advantage responses became likelier
-    assert not policy.model.training
+    assert objective(policy, batch) > j0  # positive-advantage responses became likelier
+    assert not policy.module.training
 
 
-@pytest.mark.parametrize("algo", [ALGO, {**ALGO, "kl_coef": 0.1, "entropy_coef": 0.01}], ids=["pg", "kl+entropy"])
-def test_on_policy_update_reusing_the_training_forward_equals_recomputing_old_logprobs(tok, prompts, algo):
+@pytest.mark.parametrize("spec", [SPEC, KL_SPEC], ids=["pg", "kl+entropy"])
+def test_on_policy_update_reusing_the_training_forward_equals_recomputing_old_logprobs(tok, prompts, spec):
     """One epoch, one mini-batch: `auto` takes the old log-probs from the training forward instead
     of a separate pass; the update (weights, metrics) is the one the separate pass gives."""
-    algo = OmegaConf.create(algo)
     results = {}
     for mode in ("auto", "recompute"):
-        train = OmegaConf.create({**TRAIN, "old_logprob": mode})
-        policy = make_policy("shared", tiny_model(tok, seed=5), tok, False, train, algo, max_new_tokens=MAX_NEW,
-                             max_batch=64, device="cpu")
-        samples = samples_from(policy, prompts)
-        m = update_policy(policy, samples, algo, train, random.Random(0))
-        results[mode] = (m, policy.model.state_dict())
+        s = UpdateSpec(**{**spec.__dict__, "old_logprob": mode})
+        policy = policy_for(tok, 5, s)
+        m = update_policy(policy, samples_from(policy, tok, prompts), s, random.Random(0))
+        results[mode] = (m, policy.module.state_dict())
     (m_a, w_a), (m_r, w_r) = results["auto"], results["recompute"]
     assert m_a["timing/old_logprob"] < m_r["timing/old_logprob"]  # the pass was skipped
     for k in w_a:
@@ -388,28 +379,21 @@ def test_on_policy_update_reusing_the_training_forward_equals_recomputing_old_lo
 
 
 def test_several_mini_batches_recompute_old_logprobs_and_bad_mode_is_refused(tok, prompts):
-    algo = OmegaConf.create(ALGO)
-    train = OmegaConf.create({**TRAIN, "mini_batch": 5, "micro_batch": 5})  # 20 samples: 4 optimizer steps
-    policy = make_policy("shared", tiny_model(tok, seed=6), tok, False, train, algo, max_new_tokens=MAX_NEW,
-                         max_batch=64, device="cpu")
-    samples = samples_from(policy, prompts)
-    m = update_policy(policy, samples, algo, train, random.Random(0))
+    spec = UpdateSpec(mini_batch=5, micro_batch=5)  # 20 samples: 4 optimizer steps
+    policy = policy_for(tok, 6, spec)
+    m = update_policy(policy, samples_from(policy, tok, prompts), spec, random.Random(0))
     assert m["train/ppo_kl"] != 0.0  # later mini-batches see moved weights against the true old ones
     with pytest.raises(ValueError, match="old_logprob.*allowed: auto, recompute"):
-        update_policy(policy, samples, algo, OmegaConf.create({**TRAIN, "old_logprob": "never"}), random.Random(0))
+        UpdateSpec(old_logprob="never")
 
 
 def test_update_policy_noop_with_zero_advantages(tok, prompts):
-    train, algo = OmegaConf.create(TRAIN), OmegaConf.create(ALGO)
-    policy = make_policy("shared", tiny_model(tok, seed=4), tok, False, train, algo, max_new_tokens=MAX_NEW,
-                         max_batch=64, device="cpu")
-    samples = samples_from(policy, prompts, n=8)
-    for s in samples:
-        s.advantage = 0.0
-    before = copy.deepcopy(policy.model.state_dict())
-    m = update_policy(policy, samples, algo, train, random.Random(0))
+    policy = policy_for(tok, 4)
+    batch = samples_from(policy, tok, prompts, n=8, advantage=0.0)
+    before = copy.deepcopy(policy.module.state_dict())
+    m = update_policy(policy, batch, SPEC, random.Random(0))
     assert m["train/grad_norm"] == 0.0
-    assert all(torch.equal(before[k], v) for k, v in policy.model.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in policy.module.state_dict().items())
 
 
 def test_demonstrations_mix_oracle_and_naive_targets_in_proportion(task_and_harnesses):

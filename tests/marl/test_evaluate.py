@@ -1,10 +1,11 @@
-"""marl.evaluate's pure parts: pass@k, the confidence interval, the policy-to-role mapping."""
+"""marl.evaluate's pure parts: pass@k, the confidence interval; and the role -> policy routing."""
 import itertools
 import random
 
 import pytest
 
-from marl.evaluate import pass_at_k, role_mapping, wilson
+from marl.evaluate import pass_at_k, wilson
+from marl.routing import Routing, policy_ids
 
 
 @pytest.mark.parametrize("n, c, k", [(4, 0, 1), (4, 1, 1), (4, 2, 2), (5, 3, 2), (6, 1, 4), (8, 8, 8), (3, 2, 3)])
@@ -32,19 +33,31 @@ def test_wilson_interval_holds_the_estimate_and_covers_at_the_nominal_rate():
     assert 0.90 <= hits / 400 <= 0.99  # ~95% coverage
 
 
-def test_role_mapping_default_swap_and_explicit():
-    default = {"tool": "tool", "plan": "plan"}
-    assert role_mapping(default, ["tool", "plan"], False, {}) == default
-    assert role_mapping(default, ["tool", "plan"], True, {}) == {"tool": "plan", "plan": "tool"}
-    assert role_mapping(default, ["tool", "plan"], False, {"tool": "plan"}) == {"tool": "plan", "plan": "plan"}
-    # a single-agent policy plays every role of the team
-    assert role_mapping({"tool": "shared", "plan": "shared"}, ["shared"], False, {}) == {"tool": "shared", "plan": "shared"}
+def test_routing_default_swap_and_explicit():
+    team = ["tool", "plan"]
+    for kind in ("per_role", "lora"):  # a policy per role: each plays its own
+        default = Routing.default(kind, team, team)
+        assert default.as_dict() == {"tool": "tool", "plan": "plan"}
+        assert default.swapped(policy_ids(kind, team)).as_dict() == {"tool": "plan", "plan": "tool"}
+        # a harness without the tool role: the plan agent's policy plays it, and swapping hands it the tool's
+        single = Routing.default(kind, team, ["plan"])
+        assert single.as_dict() == {"plan": "plan"} and single.swapped(("tool", "plan")).as_dict() == {"plan": "tool"}
+    assert Routing.default("per_role", ["tool", "plan"], ["tool", "plan"]).override(
+        {"tool": "plan"}, ("tool", "plan")).as_dict() == {"tool": "plan", "plan": "plan"}
+    # a trained single agent's policy ("plan") plays the tool role it never had
+    assert Routing.default("per_role", ["plan"], team).as_dict() == {"tool": "plan", "plan": "plan"}
+    # one shared policy plays every role
+    assert Routing.default("shared", ["plan"], team).as_dict() == {"tool": "shared", "plan": "shared"}
+    assert policy_ids("shared", team) == ("shared",) and policy_ids("lora", team) == ("tool", "plan")
 
 
-def test_role_mapping_errors_name_what_exists():
-    with pytest.raises(ValueError, match="two per-role policies"):
-        role_mapping({"tool": "shared", "plan": "shared"}, ["shared"], True, {})
-    with pytest.raises(ValueError, match="no such role.*plan"):
-        role_mapping({"plan": "plan"}, ["plan"], False, {"coder": "plan"})
-    with pytest.raises(ValueError, match="no such policy.*tool"):
-        role_mapping({"tool": "tool", "plan": "plan"}, ["tool", "plan"], False, {"plan": "critic"})
+def test_routing_is_immutable_and_errors_name_what_exists():
+    r = Routing.default("shared", ["tool", "plan"], ["tool", "plan"])
+    with pytest.raises(TypeError):
+        r.roles["tool"] = "other"
+    with pytest.raises(ValueError, match="two per-role policies, the run has \\['shared'\\]"):
+        r.swapped(("shared",))
+    with pytest.raises(ValueError, match="roles.coder: no such role here; roles: \\['plan'\\]"):
+        Routing({"plan": "plan"}).override({"coder": "plan"}, ("plan",))
+    with pytest.raises(ValueError, match="roles.plan=critic: no such policy in the run; policies: \\['tool', 'plan'\\]"):
+        Routing({"tool": "tool", "plan": "plan"}).override({"plan": "critic"}, ("tool", "plan"))

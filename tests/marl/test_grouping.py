@@ -7,6 +7,7 @@ import asyncio
 import random
 import re
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,103 +19,28 @@ import roles
 from envs.planpath import Grid, bfs_path
 from marl.advantage import group_advantages
 from marl.grouping import at_grpo_key, check_groups, regroup_by_problem, trajectory_key
-from marl.rollout import choose, rollout
-from marl.types import Completion, Sample
+from marl.rollout import RolloutSpec, choose, rollout
+from marl.routing import Routing
+from marl.types import Sample
+from scripted import Codec, ScriptedClient, ScriptedEngine, bad, good, read_prompt  # noqa: F401
 
 ALPHA = 1.0
-
-
-# --- a scripted client ---------------------------------------------------------------------
-
-class Codec:
-    """encode: prompt text -> [id]; the client decodes it back to read the grid."""
-
-    def __init__(self):
-        self.ids: dict[str, int] = {}
-        self.texts: list[str] = []
-
-    def encode(self, prompt: str) -> list[int]:
-        if prompt not in self.ids:
-            self.ids[prompt] = len(self.texts)
-            self.texts.append(prompt)
-        return [self.ids[prompt]]
-
-    def decode(self, ids: list[int]) -> str:
-        assert len(ids) == 1
-        return self.texts[ids[0]]
-
-
-def read_prompt(prompt: str):
-    """(role, grid, pos, tool output) from a rendered Plan-Path prompt."""
-    lines = prompt.splitlines()
-    role = {"goal:": "tool", "plan:": "plan"}[lines[-1]]
-    rows = [re.sub(r"^\d", "", ln) for ln in lines if re.fullmatch(r"\d?[#.@G]+", ln)]  # coords: "3#.@G."
-    n = len(rows)
-    walls = frozenset((r, c) for r in range(n) for c in range(n) if rows[r][c] == "#")
-    pos = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "@")
-    goal = next((r, c) for r in range(n) for c in range(n) if rows[r][c] == "G")
-    tool = next((ln[len("tool: "):] for ln in lines if ln.startswith("tool: ")), None)
-    cells = next((ln for ln in lines if ln.startswith("@ ")), None)  # positions line, when on
-    if cells is not None:
-        assert cells == f"@ {pos[0]} {pos[1]} G {goal[0]} {goal[1]}", (cells, pos, goal)
-    return role, Grid(n, walls, pos, goal), pos, goal, tool
-
-
-def good(prompt: str) -> str:
-    role, grid, pos, goal, _ = read_prompt(prompt)
-    return f"{goal[0]} {goal[1]}" if role == "tool" else " ".join(bfs_path(grid, pos, goal))
-
-
-def bad(prompt: str, rng: random.Random) -> str:
-    role, grid, pos, goal, tool = read_prompt(prompt)
-    kind = rng.randrange(3)
-    if kind == 0:
-        return "no idea"  # unparsable
-    if role == "tool":
-        cells = [(r, c) for r in range(grid.size) for c in range(grid.size) if (r, c) != goal]
-        r, c = rng.choice(cells)
-        return f"{r} {c}"
-    if kind == 1 and tool and tool not in ("none", "here") and not tool.startswith("error"):
-        return tool  # trust a (possibly wrong) tool
-    return " ".join(rng.choice("UDLR") for _ in range(rng.randint(1, 3)))
-
-
-class ScriptedClient:
-    """`async generate(prompt_ids, temperature) -> Completion`.
-
-    Either `script(prompt, n)` decides the text of the n-th request for a prompt, or each
-    response is the oracle's with probability `p_good` (else a plausible wrong one). Random
-    awaits interleave concurrent rollouts."""
-
-    def __init__(self, codec: Codec, seed: int = 0, p_good: float = 0.5, script=None):
-        self.codec, self.rng, self.p_good, self.script = codec, random.Random(seed), p_good, script
-        self.seen: dict[str, int] = defaultdict(int)
-        self.calls = 0
-
-    async def generate(self, prompt_ids: list[int], temperature: float) -> Completion:
-        prompt = self.codec.decode(prompt_ids)
-        n = self.seen[prompt]
-        self.seen[prompt] += 1
-        self.calls += 1
-        if self.script is not None:
-            text = self.script(prompt, n)
-        else:
-            text = good(prompt) if self.rng.random() < self.p_good else bad(prompt, self.rng)
-        for _ in range(self.rng.randrange(3)):
-            await asyncio.sleep(0)
-        ids = [1 + (ord(ch) % 50) for ch in text] + [0]
-        return Completion(ids, [-0.1 * (i + 1) for i in range(len(ids))], text)
 
 
 def harness(max_turns: int = 4, **kw):
     return roles.make_harness(envs.make("planpath"), "mas", max_turns=max_turns, **kw)
 
 
+ROUTING = Routing({"tool": "p", "plan": "p"})
+
+
 def run(h, indices, k, client, codec, seed=0, select="best", episode=0):
+    engine = ScriptedEngine(client, codec)
+
     async def all_():
-        return await asyncio.gather(*[
-            rollout(h, h.task.instance("train", i), f"train:{i}", {"p": client}, {"tool": "p", "plan": "p"},
-                    {"p": codec.encode}, k, 1.0, ALPHA, random.Random(seed * 1000 + i), select, episode=episode)
+        return await engine.gather([
+            rollout(h, h.task.instance("train", i), f"train:{i}", engine, ROUTING, RolloutSpec(k, 1.0, ALPHA, select),
+                    random.Random(seed * 1000 + i), episode=episode)
             for i in indices])
     return asyncio.run(all_())
 
@@ -279,17 +205,15 @@ def test_check_groups_rejects_merged_problems():
     check_groups(samples, 2)
     a = [s for s in samples if s.problem_id == "train:0" and s.role == "plan"]
     b = [s for s in samples if s.problem_id == "train:1" and s.role == "plan"]
-    for s in b:
-        s.group_id = a[0].group_id  # one group of 2K members from two problems
+    merged = [replace(s, group_id=a[0].group_id) if s in b else s for s in samples]  # 2K members, two problems
     with pytest.raises(AssertionError, match="mixes problems"):
-        check_groups(samples, 2)
+        check_groups(merged, 2)
 
 
 def test_reference_index_arithmetic_keys_are_caught():
     """The reference keyed groups by (problem index) // K: with K = 2 problems 0 and 1 merge."""
     samples = _two_problem_samples()
-    for s in samples:
-        s.group_id = f"{int(s.problem_id.split(':')[1]) // 2}|t{s.turn}|{s.role}"
+    samples = [replace(s, group_id=f"{int(s.problem_id.split(':')[1]) // 2}|t{s.turn}|{s.role}") for s in samples]
     with pytest.raises(AssertionError):
         check_groups(samples, 2)
 
@@ -303,14 +227,11 @@ def test_check_groups_rejects_wrong_size_and_mixed_prompts():
         check_groups(samples[1:], 3)
     same = [s for s in samples if s.problem_id == "train:0"]
     tool, plan = [s for s in same if s.role == "tool"], [s for s in same if s.role == "plan"]
-    tool[0].prompt += " "  # same (problem, turn, role), one member saw another prompt
+    other = [replace(tool[0], prompt=tool[0].prompt + " ")] + tool[1:]  # one member saw another prompt
     with pytest.raises(AssertionError, match="mixes"):
-        check_groups(tool, 3)
-    tool[0].prompt = tool[1].prompt
+        check_groups(other, 3)
     check_groups(tool, 3)
-    mixed = tool[:2] + plan[:1]
-    for s in mixed:
-        s.group_id = "train:0|t0|tool"
+    mixed = [replace(s, group_id="train:0|t0|tool") for s in tool[:2] + plan[:1]]
     with pytest.raises(AssertionError, match="mixes"):
         check_groups(mixed, 3)
 
@@ -389,23 +310,29 @@ def test_regroup_by_problem_uses_episode_returns():
     k, problems = 4, [3, 4, 5]
     client = ScriptedClient(codec, seed=9, p_good=0.35)
 
+    engine = ScriptedEngine(client, codec)
+
     async def all_():
-        jobs = [rollout(h, h.task.instance("train", i), f"train:{i}", {"p": client},
-                        {"tool": "p", "plan": "p"}, {"p": codec.encode}, 1, 1.0, ALPHA,
+        jobs = [rollout(h, h.task.instance("train", i), f"train:{i}", engine, ROUTING, RolloutSpec(1, 1.0, ALPHA),
                         random.Random(100 * i + e), episode=e)
                 for i in problems for e in range(k)]
-        return await asyncio.gather(*jobs)
+        return await engine.gather(jobs)
 
     episodes = asyncio.run(all_())
     returns = {(ep.problem_id, ep.samples[0].episode): ep.return_ for ep in episodes}
     assert len(returns) == len(problems) * k
     assert len(set(returns.values())) > 1, "episodes of different quality should differ"
-    samples = regroup_by_problem([s for ep in episodes for s in ep.samples], returns)
+    rolled = [s for ep in episodes for s in ep.samples]
+    before = [(s.group_id, s.reward) for s in rolled]
+    samples = regroup_by_problem(rolled, returns)
+    assert [(s.group_id, s.reward) for s in rolled] == before, "the rollout's samples are not rewritten"
+    assert any(s.reward != r.reward for s, r in zip(samples, rolled))
+    ep_return = {(ep.problem_id, ep.samples[0].episode): ep.return_ for ep in episodes}
+    for s, r in zip(samples, rolled):
+        assert s.group_id == trajectory_key(s.problem_id) == s.problem_id
+        assert s.reward == ep_return[(s.problem_id, s.episode)]
+        assert s.chosen and (s.response, s.turn, s.role) == (r.response, r.turn, r.role)  # K = 1: all on the trajectory
     for ep in episodes:
-        for s in ep.samples:
-            assert s.group_id == trajectory_key(s.problem_id) == s.problem_id
-            assert s.reward == ep.return_
-            assert s.chosen  # K = 1: every sample is on the trajectory
         assert ep.return_ == pytest.approx(sum(o.local + ALPHA * o.team for o in [
             h.act_sync(st_, s.role, s.response) for st_, s in _states(h, ep)]))
     check_groups(samples, k, per="trajectory")

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from marl import tiny
 from marl.tiny import cache_key, demonstrations, pack
 
 PAD = 0
@@ -61,6 +62,18 @@ def test_cache_key_ignores_threads_only():
     spec = {"seed": 0, "sft": {"steps": 10, "threads": 1}}
     assert cache_key(spec) == cache_key({**spec, "sft": {"steps": 10, "threads": 2}})
     assert cache_key(spec) != cache_key({**spec, "sft": {"steps": 11, "threads": 1}})
+
+
+@pytest.mark.parametrize("what, value", [("torch", "2.12.0+cpu"), ("transformers", "5.9.0"), ("cpu_kernels", "AVX2")])
+def test_cache_key_changes_with_the_numerics_of_another_machine(monkeypatch, what, value):
+    """A cache built under another torch, transformers or CPU kernel path (AVX2 vs AVX-512) has
+    other numbers: its key differs, so it is rebuilt rather than silently reused."""
+    spec = {"model": {"hidden_size": 8}, "sft": {"steps": 10}}
+    here = tiny.numerics()
+    assert here["cpu_kernels"] == torch.backends.cpu.get_cpu_capability() and here["torch"] == torch.__version__
+    key = cache_key(spec)
+    monkeypatch.setattr(tiny, "numerics", lambda: {**here, what: value})
+    assert cache_key(spec) != key
 
 
 @pytest.mark.parametrize("task_name", __import__("envs").registered())

@@ -1,0 +1,77 @@
+"""marl.checkpoint on a stand-in engine: layout, atomic replacement, `latest`, pruning, RNG
+restore, path resolution, and a save killed half-way leaving the previous checkpoint whole."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from marl import checkpoint
+
+
+class FileEngine:
+    """Saves one file per policy holding a number; `fail` makes save die half-way."""
+
+    def __init__(self, value=0, fail=False):
+        self.value, self.fail, self.loaded = value, fail, None
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "policy_a.pt").write_text(str(self.value))
+        if self.fail:
+            raise KeyboardInterrupt("killed while saving")
+        (Path(directory) / "policy_b.pt").write_text(str(self.value))
+
+    def load(self, directory: Path, weights_only: bool = False) -> None:
+        self.loaded = (int((Path(directory) / "policy_b.pt").read_text()), weights_only)
+
+
+def test_layout_latest_and_pruning(tmp_path):
+    for step in (1, 2, 3):
+        checkpoint.save(tmp_path, step, FileEngine(step), {"best": {"step": step}}, keep=2)
+    checkpoint.save(tmp_path, 2, FileEngine(20), {"best": {"step": 2}}, best=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "latest", "step_000002", "step_000003"]
+    assert (tmp_path / "latest").read_text() == "step_000003"
+    assert checkpoint.latest(tmp_path) == tmp_path / "step_000003" == checkpoint.latest(tmp_path.parent / tmp_path.name)
+    e = FileEngine()
+    state = checkpoint.load(tmp_path / "best", e)
+    assert e.loaded == (20, False) and state["step"] == 2 and state["best"] == {"step": 2}
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path):
+    checkpoint.save(tmp_path, 1, FileEngine(1), {})
+    checkpoint.save(tmp_path, 1, FileEngine(1), {}, best=True)
+    for best in (False, True):
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save(tmp_path, 1 if best else 2, FileEngine(2, fail=True), {}, best=best)
+    assert (tmp_path / "latest").read_text() == "step_000001"
+    assert not (tmp_path / "step_000002").exists()
+    assert (tmp_path / "best" / "policy_b.pt").read_text() == "1"  # the old best, whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary left behind"
+
+
+def test_load_restores_the_rng_states_unless_weights_only(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    checkpoint.save(tmp_path, 1, FileEngine(), {})
+    want = (random.random(), np.random.rand(), torch.rand(1).item())
+    checkpoint.load(tmp_path / "step_000001", FileEngine(), weights_only=True)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) != want  # left alone
+    checkpoint.load(tmp_path / "step_000001", FileEngine())
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
+
+
+def test_resolve_names_best_latest_or_a_directory(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="checkpoint=best: no checkpoint at .*allowed: best, latest"):
+        checkpoint.resolve(run, "best")
+    with pytest.raises(ValueError, match="checkpoint=latest: no checkpoint"):
+        checkpoint.resolve(run, "latest")
+    checkpoint.save(run / "checkpoints", 4, FileEngine(), {})
+    checkpoint.save(run / "checkpoints", 3, FileEngine(), {}, best=True)
+    assert checkpoint.resolve(run, "latest") == run / "checkpoints" / "step_000004"
+    assert checkpoint.resolve(run, "best") == run / "checkpoints" / "best"
+    assert checkpoint.resolve(run, str(run / "checkpoints" / "best")) == run / "checkpoints" / "best"
+    with pytest.raises(ValueError, match="no checkpoint at"):
+        checkpoint.resolve(run, str(tmp_path / "elsewhere"))

@@ -135,6 +135,33 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert not (run_dir / "checkpoints" / "step_000002").exists()  # only the newest step is kept
 
 
+@pytest.mark.parametrize("policy", ["shared", "lora"])
+def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch, policy):
+    """Killed during step 2 (after step 1's checkpoint), then resumed: the same metrics, traces
+    and eval.json as the run that was never interrupted."""
+    args = [f"policy={policy}", "train.steps=2", "eval.warm_start=false"]
+    train.run(cfg_for(tmp_path, *args), tmp_path / "whole")
+    real = train.write_traces
+
+    def dies_in_step_2(r, step, batch, metrics):
+        if step == 1:
+            raise KeyboardInterrupt("killed")
+        real(r, step, batch, metrics)
+
+    monkeypatch.setattr(train, "write_traces", dies_in_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg_for(tmp_path, *args), tmp_path / "killed")
+    monkeypatch.setattr(train, "write_traces", real)
+    assert (tmp_path / "killed" / "checkpoints" / "latest").read_text() == "step_000001"
+    train.run(cfg_for(tmp_path, *args, f"resume={tmp_path / 'killed'}"), tmp_path / "killed")
+    drop = ("timing/", "system/")
+    a, b = ([{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows(tmp_path / d)]
+            for d in ("whole", "killed"))
+    assert a == b and any("train/grad_norm" in r or "role/plan/grad_norm" in r for r in a)
+    for f in ("traces/step_000002.jsonl", "eval.json"):
+        assert (tmp_path / "whole" / f).read_text() == (tmp_path / "killed" / f).read_text(), f
+
+
 def test_first_run_equals_cached_run(tmp_path):
     """The run that builds the tiny model and the one that loads it from the cache are the same."""
     own_cache = [f"cache_dir={tmp_path / 'own_cache'}", "eval.warm_start=false", "train.eval_every=10"]
@@ -215,11 +242,12 @@ def test_check_config_names_the_bad_value_and_what_is_allowed(override, msg):
         train.check_config(cfg)
 
 
-def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path):
+@pytest.mark.parametrize("policy", ["per_role", "lora"])
+def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path, policy):
     from marl import evaluate
 
     run_dir = tmp_path / "run"
-    train.run(cfg_for(tmp_path, "policy=per_role", "train.steps=1"), run_dir)
+    train.run(cfg_for(tmp_path, f"policy={policy}", "train.steps=1"), run_dir)
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=4", "samples=2", "temperature=1.0",
                                              "swap_roles=true", "splits=[val,test]", "threads=1"])

@@ -73,14 +73,18 @@ def test_a_killed_cell_resumes_from_its_checkpoint(mismatch_experiment, mismatch
     assert len(trained) == n_rows + 1  # only the final test row is added: no step trained twice
 
 
-def test_the_papers_setting_composes():
-    """`python -m experiments.mismatch model=qwen3_1.7b ...` is a valid training config."""
+def test_the_papers_setting_composes(tmp_path, monkeypatch):
+    """`python -m experiments.mismatch model=qwen3_1.7b ...` is a valid training config (on a
+    machine with a GPU and the weights: both stood in for here)."""
+    import torch
     from hydra import compose, initialize_config_dir
 
     from marl.train import check_config
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
-        for arch in ("single", "mas_shared", "mas_per_role"):
-            cfg = compose("mismatch", overrides=[f"arch={arch}", "model=qwen3_1.7b", "model.path=/models/qwen3",
+        for arch in ("single", "mas_shared", "mas_per_role", "mas_lora"):
+            cfg = compose("mismatch", overrides=[f"arch={arch}", "model=qwen3_1.7b", f"model.path={tmp_path}",
                                                  "device=cuda"])
             check_config(cfg)
             assert cfg.model.name == "qwen3_1.7b" and cfg.harness.tool == "program"
@@ -98,8 +102,19 @@ def test_every_task_composes_as_the_experiment_task():
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         for exp in sorted(p.stem for p in (conf / "exp").glob("*.yaml")):
             plain = compose("config", overrides=[f"+exp={exp}"])
-            for arch in ("single", "mas_shared", "mas_per_role"):
+            for arch in ("single", "mas_shared", "mas_per_role", "mas_lora"):
                 cfg = compose("mismatch", overrides=[f"exp={exp}", f"arch={arch}"])
                 check_config(cfg)
                 assert cfg.env == plain.env and cfg.harness.tool == plain.harness.tool
                 assert cfg.mismatch.out.endswith(f"{plain.env.name}-tiny")
+
+
+def test_per_role_and_lora_cells_are_also_deployed_with_roles_swapped():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.mismatch.__main__ import deploy_settings
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
+        got = {arch: deploy_settings(compose("mismatch", overrides=[f"arch={arch}"]))
+               for arch in ("single", "mas_shared", "mas_per_role", "mas_lora")}
+    assert got["single"] == got["mas_shared"] == [(False, ["single", "mas"])]
+    assert got["mas_per_role"] == got["mas_lora"] == [(False, ["single", "mas"]), (True, ["mas"])]

@@ -18,6 +18,7 @@ setup(
         "pettingzoo==1.27.0",
         "wandb==0.31.0",
         "verl==0.9.1",
+        "peft==0.21.2",  # policy=lora: one adapter per role (verl 0.9.1 requires peft too; this pins it)
         "numpy==2.3.5",  # not 2.4: vllm (the gpu extra) needs mistral-common, which caps numpy<2.4 on Python 3.11
         "tqdm==4.70.1",
         "PyYAML==6.0.3",  # experiments/sweeps reads W&B sweep files

@@ -117,7 +117,8 @@ class Sokoban:
     """size x size rooms with a border wall; each interior cell a wall with probability
     `wall_frac`; target, box and player on distinct free cells; the solver's solution has between
     `min_moves` and `max_moves` moves (None: no upper bound). The default bound of 8 keeps answers
-    short for the tiny model (16 tokens; BENCHMARKS.md, issue 4); the paper's rooms are unbounded."""
+    short for the tiny model (16 tokens; BENCHMARKS.md, Choices in the tiny default); the paper's
+    rooms are unbounded."""
 
     name = "sokoban"
 

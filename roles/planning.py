@@ -100,7 +100,8 @@ class MoveBoard:
         many moves, filled with '.': the i-th move then always sits at the same distance from the
         plan agent's i-th move, so a small model can copy the answer by position. Without it the
         distance grows with the answer's length, and a 4-layer model copies long answers poorly
-        (BENCHMARKS.md, issue 2). "none", "here" and answers longer than the field print as they are."""
+        (BENCHMARKS.md, Choices in the tiny default). "none", "here" and answers longer than the
+        field print as they are."""
         path = self.path_to(s, tuple(cell))
         if path is None:
             return "none"

@@ -4,7 +4,7 @@ Slow (each builds its task's tiny model once, ~2.5-3.5 min, then trains 60 steps
 kept out of the default suite: `python -m pytest -m slow`. The models go to the run's default
 `cache_dir` (~/.cache/marl), the same cache the README command uses, so a machine that has run
 those commands skips the builds. The thresholds are the goals, not the figures measured: the
-figures move with the CPU's SIMD kernels (BENCHMARKS.md, session 8), the goals held on both kinds
+figures move with the CPU's SIMD kernels (BENCHMARKS.md, Machines), the goals held on both kinds
 of machine measured.
 """
 import json

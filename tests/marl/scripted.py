@@ -8,7 +8,6 @@ import re
 from collections import defaultdict
 
 from envs.planpath import Grid, bfs_path
-from marl.engine import Engine
 from marl.types import Completion
 
 class Codec:
@@ -92,32 +91,23 @@ class ScriptedClient:
 
 
 
-class ScriptedEngine(Engine):
-    """The Engine interface over one scripted client: what the rollout needs (client, encode,
-    gather); it trains nothing."""
+class ScriptedEngine:
+    """The rollout side of the Engine interface (client, encode, gather, stats) over one scripted
+    client; rollout tests need nothing else, so it has no update, save or load."""
 
     def __init__(self, client: ScriptedClient, codec: Codec, policy_ids=("p",)):
-        self._client, self.codec, self._ids = client, codec, tuple(policy_ids)
-
-    @property
-    def policy_ids(self):
-        return self._ids
+        self._client, self.codec, self.policy_ids = client, codec, tuple(policy_ids)
 
     def client(self, policy_id):
-        self.check_policy(policy_id)
+        if policy_id not in self.policy_ids:
+            raise ValueError(f"no policy {policy_id!r}; policies: {list(self.policy_ids)}")
         return self._client
 
     def encode(self, policy_id, prompt):
         return self.codec.encode(prompt)
 
-    def update(self, policy_id, batch, spec, rng):
-        raise NotImplementedError("a scripted engine trains nothing")
-
-    def save(self, directory):
-        raise NotImplementedError
-
-    def load(self, directory, weights_only=False):
-        raise NotImplementedError
+    async def gather(self, rollouts):
+        return list(await asyncio.gather(*rollouts))
 
     def stats(self):
         return {"calls": float(self._client.calls)}

@@ -93,7 +93,7 @@ class LocalEngine(Engine):
                 raise ValueError(f"checkpoint {directory} has no policy {n!r} (it has {have}): "
                                  f"was it saved by a run with another policy kind than {self.spec.kind!r}?")
             blob = torch.load(f, map_location=self.spec.device, weights_only=False)
-            if blob.get("kind", "shared") != self.spec.kind and "lora" in (blob.get("kind"), self.spec.kind):
+            if (blob["kind"] == "lora") != (self.spec.kind == "lora"):  # adapters vs whole models
                 raise ValueError(f"checkpoint {f} holds a {blob['kind']!r} policy; this run's policy is {self.spec.kind!r}")
             p.load_weights(blob["weights"])
             if not weights_only:

@@ -34,16 +34,12 @@ def group_advantages(rewards: torch.Tensor, group_ids: list[str], estimator: str
     mask = torch.ones_like(token_rewards)  # (B, 1)
     adv, _ = fn(token_level_rewards=token_rewards, response_mask=mask,
                 index=np.array(group_ids, dtype=object), epsilon=eps, norm_adv_by_std_in_grpo=norm_by_std)
-    adv = adv.squeeze(-1)  # (B,)
-
+    scores = token_rewards.squeeze(-1)  # (B,) the float32 values normalised
+    adv = verl_plugin.zero_flat_groups(adv.squeeze(-1), scores, group_ids)  # (B,); verl's grpo lacks the fix
     by_group: dict[str, list[float]] = defaultdict(list)
-    for g, r in zip(group_ids, token_rewards.squeeze(-1).tolist()):  # the float32 values normalised
+    for g, r in zip(group_ids, scores.tolist()):
         by_group[g].append(r)
-    flat = {g for g, rs in by_group.items() if max(rs) - min(rs) == 0.0}
-    # verl's float32 group mean of equal rewards can be off by an ulp, which / (0 + eps) turns into
-    # an advantage of order 0.1 with one sign for the whole group: equal rewards give exactly zero.
-    adv = adv.masked_fill(torch.tensor([g in flat for g in group_ids], dtype=torch.bool), 0.0)
-    zero = len(flat)
+    zero = sum(max(rs) == min(rs) for rs in by_group.values())
     metrics = {
         "adv/zero_std_frac": zero / max(len(by_group), 1),
         "adv/n_groups": float(len(by_group)),

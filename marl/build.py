@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from marl.engine import Engine, EngineSpec, LoraSpec, OptimSpec, make_engine
+from marl.engine import Engine, EngineSpec, LoraSpec, OptimSpec, UpdateSpec, engine_class, make_engine
 from marl.routing import Routing, policy_ids
 
 
@@ -62,6 +62,16 @@ def model_path(cfg, task, h_kw: dict, env_kw: dict, log=print) -> str:
     return str(ensure_built(harnesses, spec, cfg.cache_dir, log=log))
 
 
+def engine_settings(cfg):
+    """The engine's typed settings (None for `local`), refused here when unknown or invalid."""
+    return engine_class(cfg.engine.name).read_settings(OmegaConf.to_container(cfg.engine, resolve=True))
+
+
+def check_engine(cfg, n_policies: int) -> None:
+    """Refuse an engine this machine cannot run (engine=verl without GPUs) before any build."""
+    engine_class(cfg.engine.name).check_environment(engine_settings(cfg), n_policies)
+
+
 def engine_spec(cfg, path: str, train_roles: list[str]) -> EngineSpec:
     t, pol = cfg.train, cfg.policy
     lora = None
@@ -70,10 +80,11 @@ def engine_spec(cfg, path: str, train_roles: list[str]) -> EngineSpec:
     lr = pol.get("lr") or t.lr  # a LoRA adapter may want its own learning rate
     return EngineSpec(name=cfg.engine.name, kind=pol.name, policy_ids=policy_ids(pol.name, train_roles),
                       model_path=path, dtype=cfg.model.get("dtype", "float32"), device=str(cfg.device),
-                      max_new_tokens=cfg.model.max_new_tokens, max_batch=cfg.engine.max_batch,
+                      max_new_tokens=cfg.model.max_new_tokens, max_batch=cfg.engine.get("max_batch", 0),
                       optim=OptimSpec(lr=lr, weight_decay=t.weight_decay, schedule=t.schedule,
                                       warmup_steps=t.warmup_steps, total_steps=t.steps),
-                      reference=cfg.algo.kl_coef > 0, seed=cfg.seed, lora=lora)
+                      reference=cfg.algo.kl_coef > 0, seed=cfg.seed, lora=lora,
+                      update=UpdateSpec.from_config(cfg), settings=engine_settings(cfg))
 
 
 @dataclass
@@ -93,6 +104,7 @@ def build_run(cfg, log=print) -> BuiltRun:
 
     check_model_and_device(cfg)
     task, env_kw, h_kw = task_settings(cfg)
-    path = model_path(cfg, task, h_kw, env_kw, log=log)
     train_roles = make_harness(task, cfg.harness.name, **h_kw).role_names
+    check_engine(cfg, len(policy_ids(cfg.policy.name, train_roles)))
+    path = model_path(cfg, task, h_kw, env_kw, log=log)
     return BuiltRun(task, h_kw, train_roles, make_engine(engine_spec(cfg, path, train_roles)))

@@ -5,7 +5,7 @@ import random
 from collections import defaultdict
 
 from marl.engine import Engine
-from marl.rollout import RolloutSpec, rollout
+from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.types import Episode
 
@@ -15,8 +15,8 @@ async def play(harness, split: str, n: int, engine: Engine, routing: Routing, te
     """One episode per instance 0..n-1 of `split`, all problems rolled out concurrently."""
     spec = RolloutSpec(k=1, temperature=temperature, alpha=alpha)
     return await engine.gather([
-        rollout(harness, harness.task.instance(split, i), f"{split}:{i}", engine, routing, spec,
-                random.Random(f"{seed}/{split}/{i}")) for i in range(n)])
+        RolloutJob(harness, harness.task.instance(split, i), f"{split}:{i}", routing, spec,
+                   random.Random(f"{seed}/{split}/{i}")) for i in range(n)])
 
 
 def summarize(episodes: list[Episode]) -> dict[str, float]:

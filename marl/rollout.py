@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from typing import Awaitable
 
 from marl.engine import Engine
 from marl.grouping import at_grpo_key
@@ -44,6 +45,26 @@ class RolloutSpec:
     def __post_init__(self):
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class RolloutJob:
+    """One problem's rollout as data, so that an engine runs it where it likes: in this process's
+    event loop (`engine=local`) or in a Ray actor on another machine (`engine=verl`). Running it
+    is `rollout(...)` over the engine's clients, the same function everywhere."""
+
+    harness: Harness
+    instance: object
+    problem_id: str
+    routing: Routing
+    spec: RolloutSpec
+    rng: random.Random
+    episode: int = 0
+
+    def run(self, engine) -> Awaitable[Episode]:
+        """`engine`: anything with `encode(pid, prompt)` and `client(pid)`."""
+        return rollout(self.harness, self.instance, self.problem_id, engine, self.routing, self.spec,
+                       self.rng, self.episode)
 
 
 async def rollout(harness: Harness, instance, problem_id: str, engine: Engine, routing: Routing,

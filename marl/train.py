@@ -34,7 +34,7 @@ from marl.grouping import check_groups, regroup_by_problem
 from marl.io import set_threads, write_json
 from marl.logger import make_logger
 from marl.metrics import eval_metrics, memory_mb, merge_updates, rollout_metrics
-from marl.rollout import RolloutSpec, rollout
+from marl.rollout import RolloutJob, RolloutSpec
 from marl.types import TrainSample
 from roles import harness_names, make_harness
 
@@ -194,10 +194,10 @@ async def collect(r: Run, step: int):
         inst, pid = h.task.instance("train", idx), f"train:{idx}"
         routing = r.built.routing(h.role_names)
         if cfg.algo.name == "at_grpo":
-            jobs.append(rollout(h, inst, pid, r.engine, routing, r.rollout_spec, rngs[b]))
+            jobs.append(RolloutJob(h, inst, pid, routing, r.rollout_spec, rngs[b]))
         else:
             one = RolloutSpec(1, r.rollout_spec.temperature, r.rollout_spec.alpha, r.rollout_spec.select)
-            jobs += [rollout(h, inst, pid, r.engine, routing, one, random.Random(rngs[b].random()), episode=e)
+            jobs += [RolloutJob(h, inst, pid, routing, one, random.Random(rngs[b].random()), episode=e)
                      for e in range(K)]
     episodes = await r.engine.gather(jobs)
     samples = [s for ep in episodes for s in ep.samples]

@@ -5,8 +5,9 @@ owns models, tokenizers, optimizers, schedules and generation. The trainer reach
 through this interface, by policy id:
 
 - `client(pid)`: an async token-in/token-out `GenerateClient`; `encode(pid, prompt)`: its prompt ids;
-- `gather(rollouts)`: run one step's rollouts concurrently (the local engine batches their
-  generate calls; see `marl.engine.local.batching`);
+- `gather(jobs)`: run one step's `RolloutJob`s concurrently, results in their order (the local
+  engine batches their generate calls, `marl.engine.local.batching`; the verl engine runs them in
+  CPU Ray actors);
 - `update(pid, batch, spec, rng) -> metrics`: PPO on that policy's `TrainSample`s;
 - `sync_weights()`: make the trained weights the ones generation uses (nothing to do locally;
   the weight push into rollout servers on a cluster);
@@ -23,7 +24,6 @@ import importlib
 import random
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Awaitable
 
 from marl.engine.spec import EngineSpec, LoraSpec, OptimSpec, UpdateSpec
 from marl.types import GenerateClient, TrainSample
@@ -45,9 +45,9 @@ class Engine(ABC):
     @abstractmethod
     def encode(self, policy_id: str, prompt: str) -> list[int]: ...
 
-    async def gather(self, rollouts: list[Awaitable]) -> list[Any]:
-        """Run one step's rollouts concurrently; results in their order."""
-        return list(await asyncio.gather(*rollouts))
+    async def gather(self, jobs: list) -> list:
+        """Run one step's `marl.rollout.RolloutJob`s concurrently; their episodes in their order."""
+        return list(await asyncio.gather(*[job.run(self) for job in jobs]))
 
     @abstractmethod
     def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec,
@@ -71,6 +71,16 @@ class Engine(ABC):
 
     def close(self) -> None:
         pass
+
+    @classmethod
+    def read_settings(cls, section: dict):
+        """The engine's own typed settings from its config group (conf/engine/<name>.yaml), or
+        None where it has none beyond `name`."""
+        return None
+
+    @classmethod
+    def check_environment(cls, settings, n_policies: int) -> None:
+        """Refuse, before anything is built, a machine this engine cannot run on."""
 
     def check_policy(self, policy_id: str) -> None:
         if policy_id not in self.policy_ids:

@@ -81,6 +81,8 @@ class EngineSpec:
     reference: bool               # keep a KL reference (algo.kl_coef > 0)
     seed: int                     # draws an engine makes at build time (LoRA initialisation)
     lora: LoraSpec | None = None
+    update: UpdateSpec | None = None  # for engines that configure their trainers at build time (verl)
+    settings: object = None           # the engine's own typed settings (Engine.read_settings)
 
     def __post_init__(self):
         if self.kind not in POLICY_KINDS:

@@ -106,8 +106,8 @@ class ScriptedEngine:
     def encode(self, policy_id, prompt):
         return self.codec.encode(prompt)
 
-    async def gather(self, rollouts):
-        return list(await asyncio.gather(*rollouts))
+    async def gather(self, jobs):
+        return list(await asyncio.gather(*[job.run(self) for job in jobs]))
 
     def stats(self):
         return {"calls": float(self._client.calls)}

@@ -186,3 +186,56 @@ def test_verl_plugin_entry_point_registers_at_grpo():
                          env={**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "auto"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")
+
+
+def verl_at_grpo(rewards: list[float], groups: list[str], T: int, algo_config):
+    """verl's own `compute_advantage` path: a DataProto with token-level rewards on the last
+    response token of a random-length response, `uid` = the group keys."""
+    import numpy as np
+    from verl.protocol import DataProto
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    g = torch.Generator().manual_seed(len(rewards))
+    lengths = torch.randint(1, T + 1, (len(rewards),), generator=g)  # (B,)
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).float()  # (B, T)
+    token_rewards = torch.zeros(len(rewards), T)  # (B, T)
+    token_rewards[torch.arange(len(rewards)), lengths - 1] = torch.tensor(rewards)
+    data = DataProto.from_dict(tensors={"token_level_rewards": token_rewards, "response_mask": mask},
+                               non_tensors={"uid": np.array(groups, dtype=object)})
+    out = compute_advantage(data, "at_grpo", config=algo_config)
+    adv = out.batch["advantages"]  # (B, T)
+    assert torch.equal(adv * (1 - mask), torch.zeros_like(adv)), "advantage outside the response"
+    return adv[torch.arange(len(rewards)), 0]  # (B,) one value per row on its response
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("by_std", [True, False])
+def test_verl_compute_advantage_equals_group_advantages(seed, by_std):
+    """Through verl's trainer function (which passes only `config`), AT-GRPO equals
+    marl.advantage on random groups, flat ones included, and under a shuffle of the rows."""
+    from verl.trainer.config import AlgoConfig
+
+    rewards, groups, flat_keys = random_batch(300 + seed, flat_groups=1)
+    cfg = AlgoConfig(adv_estimator="at_grpo", norm_adv_by_std_in_grpo=by_std)
+    ours, _ = group_advantages(torch.tensor(rewards), groups, "at_grpo", norm_by_std=by_std)
+    theirs = verl_at_grpo(rewards, groups, T=5, algo_config=cfg)
+    assert torch.allclose(theirs, ours, atol=1e-6), (theirs, ours)
+    assert all(theirs[i].item() == 0.0 for i, g in enumerate(groups) if g in flat_keys)
+    perm = random.Random(seed).sample(range(len(rewards)), len(rewards))
+    shuffled = verl_at_grpo([rewards[i] for i in perm], [groups[i] for i in perm], T=5, algo_config=cfg)
+    assert torch.allclose(shuffled, ours[perm], atol=1e-6)
+
+
+def test_verl_plugin_reads_norm_and_epsilon_from_config():
+    """The config verl passes wins over the keyword defaults: without std normalisation the
+    advantages are centred rewards; a config epsilon is used."""
+    import numpy as np
+
+    from marl.verl_plugin import compute_at_grpo_advantage
+    r = torch.tensor([[0.0], [2.0]])
+    idx = np.array(["p|t0|plan"] * 2, dtype=object)
+    centred, _ = compute_at_grpo_advantage(r, torch.ones(2, 1), idx, config={"norm_adv_by_std_in_grpo": False})
+    assert centred.squeeze(-1).tolist() == [-1.0, 1.0]
+    big_eps, _ = compute_at_grpo_advantage(r, torch.ones(2, 1), idx, config={"epsilon": 1.0})
+    std = math.sqrt(2.0)  # unbiased std of (0, 2)
+    assert big_eps.squeeze(-1).tolist() == pytest.approx([-1 / (std + 1), 1 / (std + 1)])

@@ -19,7 +19,7 @@ import roles
 from envs.planpath import Grid, bfs_path
 from marl.advantage import group_advantages
 from marl.grouping import at_grpo_key, check_groups, regroup_by_problem, trajectory_key
-from marl.rollout import RolloutSpec, choose, rollout
+from marl.rollout import RolloutJob, RolloutSpec, choose
 from marl.routing import Routing
 from marl.types import Sample
 from scripted import Codec, ScriptedClient, ScriptedEngine, bad, good, read_prompt  # noqa: F401
@@ -39,8 +39,8 @@ def run(h, indices, k, client, codec, seed=0, select="best", episode=0):
 
     async def all_():
         return await engine.gather([
-            rollout(h, h.task.instance("train", i), f"train:{i}", engine, ROUTING, RolloutSpec(k, 1.0, ALPHA, select),
-                    random.Random(seed * 1000 + i), episode=episode)
+            RolloutJob(h, h.task.instance("train", i), f"train:{i}", ROUTING, RolloutSpec(k, 1.0, ALPHA, select),
+                       random.Random(seed * 1000 + i), episode=episode)
             for i in indices])
     return asyncio.run(all_())
 
@@ -313,8 +313,8 @@ def test_regroup_by_problem_uses_episode_returns():
     engine = ScriptedEngine(client, codec)
 
     async def all_():
-        jobs = [rollout(h, h.task.instance("train", i), f"train:{i}", engine, ROUTING, RolloutSpec(1, 1.0, ALPHA),
-                        random.Random(100 * i + e), episode=e)
+        jobs = [RolloutJob(h, h.task.instance("train", i), f"train:{i}", ROUTING, RolloutSpec(1, 1.0, ALPHA),
+                           random.Random(100 * i + e), episode=e)
                 for i in problems for e in range(k)]
         return await engine.gather(jobs)
 

@@ -19,7 +19,7 @@ from marl.engine import Engine, EngineSpec, LoraSpec, OptimSpec, UpdateSpec, eng
 from marl.engine.local.decode import decode
 from marl.engine.local.logprobs import response_logprobs
 from marl.grouping import check_groups
-from marl.rollout import RolloutSpec, rollout
+from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.tiny import build_tokenizer, demonstrations
 from marl.types import TrainSample
@@ -75,8 +75,8 @@ def run_rollouts(engine, harness, n, k, routing, temperature=1.0):
     spec = RolloutSpec(k, temperature, 1.0)
 
     async def go():
-        return await engine.gather([rollout(harness, harness.task.instance("train", i), f"train:{i}", engine,
-                                            routing, spec, random.Random(i)) for i in range(n)])
+        return await engine.gather([RolloutJob(harness, harness.task.instance("train", i), f"train:{i}",
+                                               routing, spec, random.Random(i)) for i in range(n)])
     return asyncio.run(go())
 
 

@@ -8,7 +8,7 @@ import time
 
 import envs
 import roles
-from marl.rollout import RolloutSpec, rollout
+from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from roles.base import TOOL_WORKERS
 from scripted import Codec, ScriptedClient, ScriptedEngine
@@ -28,9 +28,9 @@ def test_32_candidates_sleeping_programs_overlap():
     assert TOOL_WORKERS >= k
 
     async def go():
-        return await engine.gather([rollout(h, h.task.instance("train", 0), "train:0", engine,
-                                            Routing({"tool": "p", "plan": "p"}), RolloutSpec(k, 1.0, 1.0),
-                                            random.Random(0))])
+        return await engine.gather([RolloutJob(h, h.task.instance("train", 0), "train:0",
+                                               Routing({"tool": "p", "plan": "p"}), RolloutSpec(k, 1.0, 1.0),
+                                               random.Random(0))])
 
     t0 = time.perf_counter()
     (ep,) = asyncio.run(go())

@@ -14,25 +14,22 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from marl.engine import Engine, EngineSpec, UpdateSpec
 from marl.engine.local.batching import Batcher, BatchingClient
 from marl.engine.local.decode import Runner
 from marl.engine.local.policies import FullPolicy, LoraPolicy, add_adapters
 from marl.engine.local.update import update_policy
-from marl.tiny import encode_pair
+from marl.engine.tokens import encode_prompt, load_tokenizer
 from marl.types import TrainSample
 
 
 def load_model(path: str, dtype: str):
-    """(model, tokenizer, chat) from a local HF directory; `chat`: prompts go through the
-    tokenizer's chat template (a pretrained chat model; the tiny model has none)."""
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    """(model, tokenizer, chat) from a local HF directory (`marl.engine.tokens`)."""
+    tok, chat = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model.eval(), tok, tok.chat_template is not None
+    return model.eval(), tok, chat
 
 
 class LocalEngine(Engine):
@@ -64,14 +61,10 @@ class LocalEngine(Engine):
         return self.clients[policy_id]
 
     def encode(self, policy_id: str, prompt: str) -> list[int]:
-        if self.chat:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
-                enable_thinking=False, return_dict=False)
-        return encode_pair(self.tokenizer, prompt, "")[0]
+        return encode_prompt(self.tokenizer, self.chat, prompt)
 
-    async def gather(self, rollouts):
-        return await self.batcher.gather(rollouts)
+    async def gather(self, jobs):
+        return await self.batcher.gather([job.run(self) for job in jobs])
 
     def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec, rng: random.Random) -> dict:
         self.check_policy(policy_id)

@@ -1,0 +1,23 @@
+"""Prompt text -> token ids, the one rule every engine uses: a pretrained chat model's prompts go
+through its chat template (thinking off); the tiny model, which has none, takes the prompt and a
+newline (`marl.tiny.encode_pair`)."""
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+
+from marl.tiny import encode_pair
+
+
+def load_tokenizer(path: str):
+    """(tokenizer, chat) from a local HF directory; a pad token is set where the model has none."""
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, tok.chat_template is not None
+
+
+def encode_prompt(tok, chat: bool, prompt: str) -> list[int]:
+    if chat:
+        return tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=True, enable_thinking=False, return_dict=False)
+    return encode_pair(tok, prompt, "")[0]

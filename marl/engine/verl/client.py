@@ -1,0 +1,77 @@
+"""marl's `GenerateClient` over verl's `LLMServerClient` (vLLM or SGLang replicas behind verl's
+sticky, least-loaded router).
+
+Token ids and log-probs are kept exactly as the server returns them (text is decoded for the
+harness only, never re-tokenised into a sample); the problem id is the request id, so verl's
+router sends the K candidates of a group, and every later turn of the problem, to one replica,
+where they share its prefix cache.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+from marl.types import Completion
+
+ABORTED = ("aborted", "abort")
+
+
+def sampling_params(temperature: float, max_new_tokens: int) -> dict:
+    """marl's sampling (plain softmax at `temperature`: no top-p, top-k or repetition penalty;
+    greedy at 0) as verl's server `generate` takes it, for vLLM and SGLang alike. `logprobs`
+    asks for the sampled token's log-prob, which verl's vLLM config takes after temperature
+    (`logprobs_mode=processed_logprobs`, set by marl.engine.verl.config)."""
+    if temperature < 0 or max_new_tokens < 1:
+        raise ValueError(f"temperature must be >= 0 and max_new_tokens >= 1, got {temperature}, {max_new_tokens}")
+    return {"temperature": float(temperature), "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+            "max_tokens": int(max_new_tokens), "logprobs": True}
+
+
+class GenerateStats:
+    """Generate calls, sequences, new tokens, and seconds during which at least one call was in
+    flight (concurrent calls overlap: their latencies are not added up)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = {"calls": 0.0, "sequences": 0.0, "new_tokens": 0.0, "seconds": 0.0}
+        self._inflight, self._since = 0, 0.0
+
+    def begin(self) -> None:
+        if self._inflight == 0:
+            self._since = time.perf_counter()
+        self._inflight += 1
+
+    def end(self, new_tokens: int) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self.counts["seconds"] += time.perf_counter() - self._since
+        self.counts["calls"] += 1
+        self.counts["sequences"] += 1
+        self.counts["new_tokens"] += new_tokens
+
+
+class VerlClient:
+    def __init__(self, server, tokenizer, max_new_tokens: int, stats: GenerateStats | None = None):
+        """server: a verl `LLMServerClient` (or anything with its `generate`)."""
+        self.server, self.tok, self.max_new_tokens = server, tokenizer, max_new_tokens
+        self.stats = stats or GenerateStats()
+
+    async def generate(self, prompt_ids: list[int], temperature: float,
+                       request_id: str | None = None) -> Completion:
+        self.stats.begin()
+        ids: list[int] = []
+        try:
+            out = await self.server.generate(request_id or uuid.uuid4().hex, prompt_ids=list(prompt_ids),
+                                             sampling_params=sampling_params(temperature, self.max_new_tokens))
+            ids = list(out.token_ids)
+        finally:
+            self.stats.end(len(ids))
+        if out.stop_reason in ABORTED:
+            raise RuntimeError(f"generation of request {request_id!r} was aborted by the rollout server")
+        if out.log_probs is None or len(out.log_probs) != len(ids):
+            raise RuntimeError(f"the rollout server returned {len(ids)} tokens and "
+                               f"{'no' if out.log_probs is None else len(out.log_probs)} log-probs; "
+                               "marl needs one log-prob per token (rollout.calculate_log_probs)")
+        return Completion(ids, [float(x) for x in out.log_probs], self.tok.decode(ids, skip_special_tokens=True))

@@ -1,0 +1,70 @@
+"""`conf/engine/verl.yaml` as a typed record: what `engine=verl` adds to an `EngineSpec`. No verl
+import here, so a config is checked (and refused) before Ray or verl load."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+BACKENDS = ("vllm", "sglang")
+PLACEMENTS = ("split",)
+ATTENTION = ("sdpa", "flash_attention_2", "eager")
+
+
+@dataclass(frozen=True)
+class VerlSettings:
+    ray_address: str | None = None
+    nnodes: int = 1
+    n_gpus_per_node: int = 8
+    placement: str = "split"
+    rollout_backend: str = "vllm"
+    tensor_parallel: int = 1
+    gpu_memory_utilization: float = 0.5
+    prompt_length: int = 4096
+    param_offload: bool = False
+    optimizer_offload: bool = False
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = True
+    micro_batch_per_gpu: int = 4
+    log_prob_micro_batch_per_gpu: int = 8
+    rollout_workers: int = 4
+
+    def __post_init__(self):
+        for name, allowed in (("rollout_backend", BACKENDS), ("placement", PLACEMENTS),
+                              ("attn_implementation", ATTENTION)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"engine.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
+        for name in ("nnodes", "n_gpus_per_node", "tensor_parallel", "prompt_length", "micro_batch_per_gpu",
+                     "log_prob_micro_batch_per_gpu", "rollout_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"engine.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"engine.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+
+    @classmethod
+    def from_section(cls, section: dict) -> "VerlSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known - {"name", "max_batch"})
+        if unknown:
+            raise ValueError(f"unknown engine=verl settings {unknown}; allowed: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in section.items() if k in known})
+
+    @property
+    def gpus(self) -> int:
+        return self.nnodes * self.n_gpus_per_node
+
+    def gpus_per_policy(self, n_policies: int) -> tuple[int, int]:
+        """(nodes, GPUs per node) of each policy's pool under `split`: whole nodes where there are
+        at least as many nodes as policies, else an equal share of every node's GPUs."""
+        if n_policies <= self.nnodes:
+            if self.nnodes % n_policies:
+                raise ValueError(f"engine.nnodes={self.nnodes} does not split evenly over {n_policies} policies")
+            nodes, per_node = self.nnodes // n_policies, self.n_gpus_per_node
+        else:
+            if self.nnodes != 1 or self.n_gpus_per_node % n_policies:
+                raise ValueError(f"{n_policies} policies do not split {self.nnodes} node(s) of "
+                                 f"{self.n_gpus_per_node} GPUs evenly; use nnodes a multiple of {n_policies}, "
+                                 f"or one node whose GPU count it divides")
+            nodes, per_node = 1, self.n_gpus_per_node // n_policies
+        if (nodes * per_node) % self.tensor_parallel:
+            raise ValueError(f"each policy gets {nodes * per_node} GPUs, not a multiple of "
+                             f"engine.tensor_parallel={self.tensor_parallel}")
+        return nodes, per_node

@@ -1,0 +1,190 @@
+"""engine=verl's rollout path on CPU with real Ray and verl's real `LLMServerClient` and router:
+CPU token servers (`marl.engine.verl.cpu_server`, the local engine's decoding behind vLLM's
+`generate`) stand in for the GPU replicas. The client's sampling parameters, token ids and
+log-probs kept verbatim, sticky request ids, greedy decoding, the same rollout as the local
+engine, and rollouts spread over several CPU Ray actors with per-policy routing."""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+pytest.importorskip("ray")
+import ray  # noqa: E402
+
+import envs  # noqa: E402
+import roles  # noqa: E402
+from marl.engine import EngineSpec, OptimSpec, make_engine  # noqa: E402
+from marl.engine.verl.client import VerlClient, sampling_params  # noqa: E402
+from marl.engine.verl.cpu_server import CpuTokenServer  # noqa: E402
+from marl.engine.verl.rollout_workers import Endpoint, RolloutWorker, run_on_workers  # noqa: E402
+from marl.grouping import check_groups  # noqa: E402
+from marl.rollout import RolloutJob, RolloutSpec  # noqa: E402
+from marl.routing import Routing  # noqa: E402
+from marl.tiny import build_tokenizer, demonstrations  # noqa: E402
+from test_engine import tiny_model  # noqa: E402
+
+MAX_NEW = 6
+
+
+@pytest.fixture(scope="module")
+def task():
+    return envs.make("planpath")
+
+
+@pytest.fixture(scope="module")
+def model_dir(task, tmp_path_factory):
+    hs = [roles.make_harness(task, "mas"), roles.make_harness(task, "single")]
+    tok = build_tokenizer([p + "\n" + r for p, r in demonstrations(hs, range(120), 0.15, 0)])
+    d = tmp_path_factory.mktemp("tiny-random")
+    tiny_model(tok).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def router(servers: dict):
+    from verl.workers.rollout.router import get_router_handle
+    return get_router_handle(servers=servers)
+
+
+@pytest.fixture(scope="module")
+def servers(cluster, model_dir):
+    """Two token servers behind one router (policy "shared" / "tool"), one behind another ("plan")."""
+    a = {f"cpu:{i}": CpuTokenServer.remote(model_dir, f"cpu:{i}") for i in range(2)}
+    b = {"cpu:plan": CpuTokenServer.remote(model_dir, "cpu:plan")}
+    ray.get([s.calls.remote() for s in [*a.values(), *b.values()]])  # started
+    return {"two": (a, router(a)), "one": (b, router(b))}
+
+
+def local_engine(model_dir):
+    optim = OptimSpec(lr=0.0, weight_decay=0.0, schedule="constant", warmup_steps=0, total_steps=1)
+    return make_engine(EngineSpec(name="local", kind="shared", policy_ids=("shared",), model_path=model_dir,
+                                  dtype="float32", device="cpu", max_new_tokens=MAX_NEW, max_batch=64,
+                                  optim=optim, reference=False, seed=0))
+
+
+def verl_client(router_handle, model_dir):
+    from omegaconf import OmegaConf
+    from verl.workers.rollout.llm_server import LLMServerClient
+
+    from marl.engine.tokens import load_tokenizer
+    cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": "vllm", "full_determinism": False}}})
+    return VerlClient(LLMServerClient(cfg, load_balancer_handle=router_handle), load_tokenizer(model_dir)[0], MAX_NEW)
+
+
+def test_sampling_params_are_plain_softmax_at_the_temperature():
+    assert sampling_params(0.7, 24) == {"temperature": 0.7, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+                                        "max_tokens": 24, "logprobs": True}
+    assert sampling_params(0, 5)["temperature"] == 0.0
+    with pytest.raises(ValueError):
+        sampling_params(-1, 5)
+
+
+def test_client_keeps_server_output_verbatim_and_sticks_to_one_replica(servers, model_dir):
+    """K concurrent calls of one problem through verl's client and router: all reach one
+    replica (sticky on the request id), with marl's sampling parameters, and each completion is
+    the server's token ids and log-probs unchanged; another problem's calls are routed afresh."""
+    two, lb = servers["two"]
+    client = verl_client(lb, model_dir)
+    engine = local_engine(model_dir)
+    h = roles.make_harness(envs.make("planpath"), "mas")
+    prompt = engine.encode("shared", h.prompt(h.reset(h.task.instance("train", 0)), "tool"))
+    before = {n: len(ray.get(s.calls.remote())) for n, s in two.items()}
+
+    async def k_calls(rid, k=4):
+        return await asyncio.gather(*[client.generate(prompt, 1.0, request_id=rid) for _ in range(k)])
+    comps = asyncio.run(k_calls("train:7"))
+    new = {n: ray.get(s.calls.remote())[before[n]:] for n, s in two.items()}
+    hit = [n for n, calls in new.items() if calls]
+    assert len(hit) == 1 and len(new[hit[0]]) == 4, {n: len(c) for n, c in new.items()}
+    logged = new[hit[0]]
+    assert all(c["sampling_params"] == sampling_params(1.0, MAX_NEW) for c in logged)
+    assert all(c["prompt_ids"] == prompt for c in logged)
+    assert sorted((c.token_ids, c.logprobs) for c in comps) == sorted((c["token_ids"], c["log_probs"]) for c in logged)
+    assert client.stats.counts["calls"] == 4 and client.stats.counts["new_tokens"] == sum(len(c.token_ids) for c in comps)
+    # the same request id later still goes to that replica
+    asyncio.run(k_calls("train:7", k=2))
+    assert len(ray.get(two[hit[0]].calls.remote())) == before[hit[0]] + 6
+
+
+def test_greedy_through_verl_client_equals_local_engine(servers, model_dir):
+    _, lb = servers["two"]
+    client = verl_client(lb, model_dir)
+    engine = local_engine(model_dir)
+    h = roles.make_harness(envs.make("planpath"), "mas")
+    prompts = [engine.encode("shared", h.prompt(h.reset(h.task.instance("val", i)), "tool")) for i in range(3)]
+
+    async def both():
+        ours = await asyncio.gather(*[client.generate(p, 0.0, request_id=f"val:{i}") for i, p in enumerate(prompts)])
+        local = [await engine.client("shared").generate(p, 0.0) for p in prompts]
+        return ours, local
+    ours, local = asyncio.run(both())
+    for a, b in zip(ours, local):
+        assert a.token_ids == b.token_ids and a.text == b.text
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+def run_local(engine, jobs):
+    async def go():
+        return await engine.gather(jobs)
+    return asyncio.run(go())
+
+
+def jobs_for(h, routing, n, k, temperature, split="train"):
+    return [RolloutJob(h, h.task.instance(split, i), f"{split}:{i}", routing, RolloutSpec(k, temperature, 1.0),
+                       random.Random(i)) for i in range(n)]
+
+
+def test_same_greedy_rollout_through_ray_workers_and_local_engine(servers, model_dir):
+    """marl.rollout in Ray actors over verl's client gives the local engine's episodes."""
+    _, lb = servers["two"]
+    h = roles.make_harness(envs.make("planpath"), "mas")
+    routing = Routing.default("shared", h.role_names, h.role_names)
+    jobs = jobs_for(h, routing, n=5, k=2, temperature=0.0)
+    workers = [RolloutWorker.remote({"shared": Endpoint(model_dir, lb, "vllm", MAX_NEW)}) for _ in range(2)]
+    remote, stats = asyncio.run(run_on_workers(workers, jobs))
+    local = run_local(local_engine(model_dir), jobs)
+    assert [e.problem_id for e in remote] == [j.problem_id for j in jobs]
+    assert stats["calls"] == sum(len(e.samples) for e in remote)
+    for a, b in zip(remote, local):
+        assert (a.problem_id, a.solved, a.turns, a.return_) == (b.problem_id, b.solved, b.turns, b.return_)
+        assert len(a.samples) == len(b.samples) > 0
+        for x, y in zip(a.samples, b.samples):
+            for f in ("turn", "role", "policy", "candidate", "prompt", "response", "prompt_ids", "response_ids",
+                      "reward", "local", "team", "parse_ok", "chosen", "group_id"):
+                assert getattr(x, f) == getattr(y, f), f
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-5)
+
+
+def test_rollouts_over_several_workers_route_each_role_to_its_policy(servers, model_dir):
+    """per_role over three workers: every problem rolled out once and in order, groups intact
+    (K members, one prompt), each role's requests only on its own policy's replicas."""
+    (tool_servers, tool_lb), (plan_servers, plan_lb) = servers["two"], servers["one"]
+    h = roles.make_harness(envs.make("planpath"), "mas")
+    routing = Routing.default("per_role", h.role_names, h.role_names)
+    assert routing["tool"] == "tool" and routing["plan"] == "plan"
+    eps = {"tool": Endpoint(model_dir, tool_lb, "vllm", MAX_NEW), "plan": Endpoint(model_dir, plan_lb, "vllm", MAX_NEW)}
+    workers = [RolloutWorker.remote(eps) for _ in range(3)]
+    k = 3
+    jobs = jobs_for(h, routing, n=7, k=k, temperature=1.0)
+    calls_before = {n: len(ray.get(s.calls.remote())) for n, s in {**tool_servers, **plan_servers}.items()}
+    episodes, stats = asyncio.run(run_on_workers(workers, jobs))
+    assert [e.problem_id for e in episodes] == [f"train:{i}" for i in range(7)]
+    samples = [s for e in episodes for s in e.samples]
+    check_groups(samples, k, "at_grpo")
+    assert all(s.policy == routing[s.role] for s in samples)
+    served = {n: ray.get(s.calls.remote())[calls_before[n]:] for n, s in {**tool_servers, **plan_servers}.items()}
+    by_policy = {"tool": [c for n in tool_servers for c in served[n]], "plan": served["cpu:plan"]}
+    for pid in ("tool", "plan"):
+        mine = [s for s in samples if s.policy == pid]
+        assert len(by_policy[pid]) == len(mine) > 0
+        assert sorted(map(tuple, (c["prompt_ids"] for c in by_policy[pid]))) == sorted(tuple(s.prompt_ids) for s in mine)
+    assert stats["calls"] == len(samples)

@@ -115,3 +115,4 @@ def make_engine(spec: EngineSpec) -> Engine:
 
 
 register_engine("local", "marl.engine.local:LocalEngine")
+register_engine("verl", "marl.engine.verl:VerlEngine")

@@ -1,0 +1,175 @@
+"""`engine=verl`: the same rollout and AT-GRPO at cluster scale on verl 0.9.1, Ray and vLLM/SGLang.
+
+Every verl import of an engine lives in this package, so verl's API changes land here:
+- `settings.py`: conf/engine/verl.yaml, typed and checked (no verl import);
+- `config.py`: marl's settings -> verl's trainer config (`verl_config`, one function);
+- `policy.py`: one policy's stack (resource pool, FSDP worker group, replicas, weight push), each
+  in its own Ray job (the module says why);
+- `client.py`: marl's generate client over verl's `LLMServerClient` (problem id = request id);
+- `rollout_workers.py`: `marl.rollout` unchanged in CPU Ray actors;
+- `batch.py`: samples -> verl's training batch (uid = group key, zero-mask padding rows);
+- `cpu_server.py`: a CPU stand-in for a vLLM server, for tests of the rollout path.
+
+The trainer (`marl.train`) is unchanged: it computes advantages with `marl.advantage` before the
+batch is split by policy and hands each policy's rows to `update`. verl's own trainers are not
+used: they copy a session's last reward onto its earlier outputs and overwrite each row's uid
+with the prompt's, which is not AT-GRPO.
+"""
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from marl.engine import Engine, EngineSpec, UpdateSpec
+from marl.engine.tokens import encode_prompt, load_tokenizer
+from marl.engine.verl.settings import VerlSettings
+from marl.types import TrainSample
+
+HOST_START_S = 600  # a policy's stack: Ray job start, model load, vLLM start-up and CUDA graph capture
+
+
+def gpus_visible(settings: VerlSettings) -> tuple[int, str]:
+    """(GPUs, where): on this machine for a local Ray, else in the cluster at `ray_address`."""
+    if settings.ray_address is None:
+        import torch
+        return (torch.cuda.device_count() if torch.cuda.is_available() else 0), "this machine"
+    import ray
+    ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
+    return int(ray.cluster_resources().get("GPU", 0)), f"the Ray cluster at {settings.ray_address}"
+
+
+class VerlEngine(Engine):
+    @classmethod
+    def read_settings(cls, section: dict) -> VerlSettings:
+        return VerlSettings.from_section(section)
+
+    @classmethod
+    def check_environment(cls, settings: VerlSettings, n_policies: int) -> None:
+        have, where = gpus_visible(settings)
+        if have == 0:
+            raise ValueError(f"engine=verl needs NVIDIA GPUs (verl's FSDP workers and vLLM/SGLang servers have no "
+                             f"CPU path), and {where} has none. Train on the CPU with engine=local (the default), "
+                             "or see README, 'On a GPU cluster'")
+        if have < settings.gpus:
+            raise ValueError(f"engine.nnodes={settings.nnodes} x engine.n_gpus_per_node={settings.n_gpus_per_node} "
+                             f"asks for {settings.gpus} GPUs; {where} has {have}")
+        settings.gpus_per_policy(n_policies)  # refuses a split that does not divide
+
+    def __init__(self, spec: EngineSpec):
+        import ray
+
+        from marl.engine.verl.config import verl_config
+        from marl.engine.verl.policy import HOST_NAME
+        from marl.engine.verl.rollout_workers import Endpoint, RolloutWorker
+
+        self.spec, s = spec, spec.settings
+        if not ray.is_initialized():
+            ray.init(address=s.ray_address, log_to_driver=False)
+        nodes, per_node = s.gpus_per_policy(len(spec.policy_ids))
+        self.tokenizer, self.chat = load_tokenizer(spec.model_path)
+        run = uuid.uuid4().hex[:8]
+        gcs = ray.get_runtime_context().gcs_address
+        self.procs, self.hosts = {}, {}
+        for pid in spec.policy_ids:
+            ns = f"marl_{run}_{pid}"
+            self.procs[pid] = subprocess.Popen([sys.executable, "-m", "marl.engine.verl.policy",
+                                                "--address", gcs, "--namespace", ns])
+            self.hosts[pid] = self._wait_for(HOST_NAME, ns, self.procs[pid])
+        dps = ray.get([h.build.remote(verl_config(spec, s, nodes, per_node), pid, spec.reference, spec.lora is not None)
+                       for pid, h in self.hosts.items()])
+        self.dp = dict(zip(self.hosts, dps))
+        routers = dict(zip(self.hosts, ray.get([h.router.remote() for h in self.hosts.values()])))
+        self.endpoints = {pid: Endpoint(spec.model_path, routers[pid], s.rollout_backend, spec.max_new_tokens)
+                          for pid in spec.policy_ids}
+        self.workers = [RolloutWorker.remote(self.endpoints) for _ in range(s.rollout_workers)]
+        self._clients: dict = {}
+        self._stats: dict[str, float] = {}
+        self.version = 0  # weight version pushed to the replicas
+
+    @staticmethod
+    def _wait_for(name: str, namespace: str, proc):
+        import ray
+        t0 = time.time()
+        while time.time() - t0 < HOST_START_S:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the driver of Ray namespace {namespace} exited with code {proc.returncode}")
+            try:
+                return ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                time.sleep(1.0)
+        raise TimeoutError(f"no {name} in Ray namespace {namespace} after {HOST_START_S} s")
+
+    def client(self, policy_id: str):
+        """A generate client in this process (the trainer's rollouts run in the workers)."""
+        self.check_policy(policy_id)
+        if policy_id not in self._clients:
+            from marl.engine.verl.rollout_workers import RolloutSide
+            from marl.engine.verl.client import GenerateStats
+            self._clients[policy_id] = RolloutSide({policy_id: self.endpoints[policy_id]}, GenerateStats()).client(policy_id)
+        return self._clients[policy_id]
+
+    def encode(self, policy_id: str, prompt: str) -> list[int]:
+        return encode_prompt(self.tokenizer, self.chat, prompt)
+
+    async def gather(self, jobs: list) -> list:
+        from marl.engine.verl.rollout_workers import run_on_workers
+        episodes, st = await run_on_workers(self.workers, jobs)
+        for k, v in st.items():
+            self._stats[k] = self._stats.get(k, 0.0) + v
+        return episodes
+
+    def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec, rng: random.Random) -> dict:
+        import ray
+
+        from marl.engine.verl.batch import to_batch
+        self.check_policy(policy_id)
+        if spec != self.spec.update:
+            raise ValueError("engine=verl configured its workers with the run's UpdateSpec; update() got another")
+        if any(x.sample.policy != policy_id for x in batch):
+            raise ValueError(f"update({policy_id!r}) got samples generated by another policy")
+        dp = self.dp[policy_id]
+        # verl splits rows evenly over data-parallel ranks and mini-batches: pad to a multiple of
+        # the mini-batch (one when every row fits in it), itself a multiple of dp
+        mini = math.ceil(min(spec.mini_batch, len(batch)) / dp) * dp
+        data = to_batch(batch, mini, self.tokenizer.pad_token_id)
+        return ray.get(self.hosts[policy_id].update.remote(data, mini, spec.ppo_epochs, rng.randrange(2**31),
+                                                           spec.entropy_coef > 0))
+
+    def sync_weights(self) -> None:
+        import ray
+        self.version += 1
+        ray.get([h.sync.remote(self.version) for h in self.hosts.values()])
+
+    def save(self, directory: Path) -> None:
+        """verl's checkpoint of each policy under `directory/verl_<policy>` (a filesystem every
+        node sees: the FSDP ranks write their own shards)."""
+        import ray
+        ray.get([h.save.remote(str(Path(directory).resolve() / f"verl_{pid}"), self.version)
+                 for pid, h in self.hosts.items()])
+
+    def load(self, directory: Path, weights_only: bool = False) -> None:
+        """Weights, optimizer and schedule (verl's checkpoint holds them together; loading the
+        optimizer for a final evaluation changes nothing it measures)."""
+        import ray
+        for pid in self.hosts:
+            if not (Path(directory) / f"verl_{pid}").exists():
+                raise ValueError(f"checkpoint {directory} has no verl_{pid}: saved by another engine or policy kind?")
+        ray.get([h.load.remote(str(Path(directory).resolve() / f"verl_{pid}"), self.version)
+                 for pid, h in self.hosts.items()])
+
+    def stats(self) -> dict[str, float]:
+        return dict(self._stats)
+
+    def reset_stats(self) -> None:
+        self._stats = {}
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            p.wait(timeout=60)

@@ -1,0 +1,122 @@
+"""One policy's verl stack, in its own Ray job: a GPU resource pool, the FSDP worker group of
+`ActorRolloutRefWorker`s (train + rollout fused, verl's hybrid engine), the rollout replicas and
+router (`LLMServerManager`) and the weight push (`CheckpointEngineManager`).
+
+Why a Ray job per policy: verl 0.9.1 names each replica's server actor `vllm_server_<replica>_<node>`
+(likewise for SGLang) and its workers look it up by that name, so two replica sets in one job
+(namespace) collide; the weight-transfer sockets are keyed by job id too. Each policy is therefore
+hosted by its own driver process (`python -m marl.engine.verl.policy`) in its own namespace, and
+the policies take disjoint shares of the GPUs (`engine.placement=split`). Everything here runs on
+GPU machines only; what can run on a CPU (the batch, the client, the config) is tested apart.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import ray
+
+HOST_NAME = "marl_policy_host"
+RENAME = {"actor/pg_loss": "train/pg_loss", "actor/pg_clipfrac": "train/clipfrac", "actor/ppo_kl": "train/ppo_kl",
+          "actor/grad_norm": "train/grad_norm", "actor/lr": "train/lr", "actor/entropy": "train/entropy",
+          "actor/kl_loss": "train/kl"}
+
+
+def _mean(v) -> float:
+    if isinstance(v, (list, tuple)):
+        return float(sum(v) / max(len(v), 1))
+    return float(v)
+
+
+@ray.remote(num_cpus=1)
+class PolicyHost:
+    def build(self, config, policy_id: str, reference: bool, lora: bool) -> int:
+        """Start the stack; returns its data-parallel size (rows per update are padded to it)."""
+        from verl.checkpoint_engine import CheckpointEngineManager
+        from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.engine_workers import ActorRolloutRefWorker
+        from verl.workers.rollout.llm_server import LLMServerManager
+
+        t = config.trainer
+        self.config, self.policy_id, self.lora = config, policy_id, lora
+        self.reference = reference
+        pool = RayResourcePool(process_on_nodes=[t.n_gpus_per_node] * t.nnodes, use_gpu=True,
+                               max_colocate_count=1, name_prefix=f"marl_{policy_id}")
+        # with LoRA the reference is the base: the actor's forward with its adapter disabled
+        role = "actor_rollout_ref" if reference and not lora else "actor_rollout"
+        worker = RayClassWithInitArgs(cls=ray.remote(ActorRolloutRefWorker), config=config.actor_rollout_ref, role=role)
+        self.wg = RayWorkerGroup(resource_pool=pool, ray_cls_with_init=worker, device_name="cuda")
+        self.wg.init_model()
+        self.servers = LLMServerManager.create(config=config, worker_group=self.wg, rollout_resource_pool=pool)
+        ce = omega_conf_to_dataclass(config.actor_rollout_ref.rollout.checkpoint_engine)
+        ce.backend = "naive"  # colocated replicas: CUDA IPC inside each GPU, as verl's own v1 trainer
+        self.ckpt = CheckpointEngineManager(config=ce, actor_wg=self.wg, replicas=self.servers.get_replicas())
+        self.ckpt.sleep_replicas()
+        self.ckpt.update_weights(0)  # the replicas start from the actor's weights (rollout.load_format=dummy)
+        return self.wg.world_size
+
+    def router(self):
+        return self.servers.global_load_balancer
+
+    def _log_probs(self, batch, reference: bool = False):
+        """(B, R) log-probs of the responses at the rollout temperature: the actor's, or the
+        reference's (the base under the disabled adapter with LoRA; verl's ref model otherwise)."""
+        from verl.utils import tensordict_utils as tu
+        from verl.workers.utils.padding import no_padding_2_padding
+
+        from marl.engine.verl.batch import worker_input
+        meta = {"no_lora_adapter": True} if reference and self.lora else {}
+        td = worker_input(batch, temperature=batch.meta_info["temperature"], calculate_entropy=False,
+                          compute_loss=False, **meta)
+        call = self.wg.compute_ref_log_prob if reference and not self.lora else self.wg.compute_log_prob
+        return no_padding_2_padding(tu.get(call(td), "log_probs"), td).float()
+
+    def update(self, batch, mini_batch: int, epochs: int, seed: int, entropy: bool) -> dict[str, float]:
+        """Old (and reference) log-probs by the FSDP actor, then PPO; replicas sleep meanwhile."""
+        from verl.utils import tensordict_utils as tu
+
+        from marl.engine.verl.batch import worker_input
+        t0 = time.perf_counter()
+        self.ckpt.sleep_replicas()
+        batch.batch["old_log_probs"] = self._log_probs(batch)
+        if self.reference:
+            batch.batch["ref_log_prob"] = self._log_probs(batch, reference=True)
+        t1 = time.perf_counter()
+        td = worker_input(batch, temperature=batch.meta_info["temperature"], calculate_entropy=entropy,
+                          global_batch_size=mini_batch, mini_batch_size=mini_batch, epochs=epochs, seed=seed,
+                          dataloader_kwargs={"shuffle": False}, compute_loss=True)
+        raw = tu.get(self.wg.update_actor(td), "metrics")
+        m = {RENAME.get(k, "train/verl/" + k.removeprefix("actor/")): _mean(v) for k, v in raw.items()}
+        mask = batch.batch["response_mask"].bool()
+        gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"])[mask]
+        m["train/rollout_logprob_gap"] = float(gap.abs().mean()) if gap.numel() else 0.0  # vLLM vs FSDP
+        m["timing/logprob"] = t1 - t0
+        return m
+
+    def sync(self, version: int) -> None:
+        self.ckpt.update_weights(version)
+
+    def save(self, path: str, step: int) -> None:
+        self.wg.save_checkpoint(local_path=path, global_step=step)
+
+    def load(self, path: str, version: int) -> None:
+        self.ckpt.sleep_replicas()
+        self.wg.load_checkpoint(local_path=path, del_local_after_load=False)
+        self.ckpt.update_weights(version)
+
+
+def main() -> None:
+    """The driver process of one policy's Ray job: holds its `PolicyHost` until terminated."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--namespace", required=True)
+    a = ap.parse_args()
+    ray.init(address=a.address, namespace=a.namespace, log_to_driver=False)
+    PolicyHost.options(name=HOST_NAME).remote()
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

@@ -202,7 +202,7 @@ def test_unknown_config_name_lists_choices(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("group, options", [("policy", ["lora", "per_role", "shared"]), ("engine", ["local"]),
+@pytest.mark.parametrize("group, options", [("policy", ["lora", "per_role", "shared"]), ("engine", ["local", "verl"]),
                                             ("env", ["planpath", "planpath10", "sokoban", "sudoku", "sudoku9"])])
 def test_every_config_group_refuses_an_unknown_name_with_its_options(group, options):
     with initialize_config_dir(config_dir=CONF, version_base=None):
@@ -217,7 +217,7 @@ def test_every_config_group_refuses_an_unknown_name_with_its_options(group, opti
      r"model.path=/nonexistent: does not exist. Pass a local Hugging Face model directory .* or model=tiny"),
     (["device=cuda"], r"device=cuda, but torch .* sees no CUDA GPU .*Run with device=cpu"),
     (["device=tpu"], r"device='tpu'; allowed: cpu, cuda, cuda:<index>"),
-    (["engine.name=ray"], r"unknown engine 'ray'; registered: local")])
+    (["engine.name=ray"], r"unknown engine 'ray'; registered: local, verl$")])
 def test_bad_model_path_and_device_are_refused_before_anything_is_built(tmp_path, monkeypatch, overrides, msg):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
     built = []

@@ -64,6 +64,15 @@ def servers(cluster, model_dir):
     return {"two": (a, router(a)), "one": (b, router(b))}
 
 
+@pytest.fixture(scope="module")
+def workers(servers, model_dir):
+    """Two rollout workers; policy "shared" and "tool" behind the two-server router, "plan" behind the other."""
+    (_, two), (_, one) = servers["two"], servers["one"]
+    eps = {"shared": Endpoint(model_dir, two, "vllm", MAX_NEW), "tool": Endpoint(model_dir, two, "vllm", MAX_NEW),
+           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW)}
+    return [RolloutWorker.remote(eps) for _ in range(2)]
+
+
 def local_engine(model_dir):
     optim = OptimSpec(lr=0.0, weight_decay=0.0, schedule="constant", warmup_steps=0, total_steps=1)
     return make_engine(EngineSpec(name="local", kind="shared", policy_ids=("shared",), model_path=model_dir,
@@ -143,13 +152,11 @@ def jobs_for(h, routing, n, k, temperature, split="train"):
                        random.Random(i)) for i in range(n)]
 
 
-def test_same_greedy_rollout_through_ray_workers_and_local_engine(servers, model_dir):
+def test_same_greedy_rollout_through_ray_workers_and_local_engine(workers, model_dir):
     """marl.rollout in Ray actors over verl's client gives the local engine's episodes."""
-    _, lb = servers["two"]
     h = roles.make_harness(envs.make("planpath"), "mas")
     routing = Routing.default("shared", h.role_names, h.role_names)
     jobs = jobs_for(h, routing, n=5, k=2, temperature=0.0)
-    workers = [RolloutWorker.remote({"shared": Endpoint(model_dir, lb, "vllm", MAX_NEW)}) for _ in range(2)]
     remote, stats = asyncio.run(run_on_workers(workers, jobs))
     local = run_local(local_engine(model_dir), jobs)
     assert [e.problem_id for e in remote] == [j.problem_id for j in jobs]
@@ -164,15 +171,13 @@ def test_same_greedy_rollout_through_ray_workers_and_local_engine(servers, model
             assert x.logprobs == pytest.approx(y.logprobs, abs=1e-5)
 
 
-def test_rollouts_over_several_workers_route_each_role_to_its_policy(servers, model_dir):
-    """per_role over three workers: every problem rolled out once and in order, groups intact
+def test_rollouts_over_several_workers_route_each_role_to_its_policy(servers, workers):
+    """per_role over two workers: every problem rolled out once and in order, groups intact
     (K members, one prompt), each role's requests only on its own policy's replicas."""
-    (tool_servers, tool_lb), (plan_servers, plan_lb) = servers["two"], servers["one"]
+    (tool_servers, _), (plan_servers, _) = servers["two"], servers["one"]
     h = roles.make_harness(envs.make("planpath"), "mas")
     routing = Routing.default("per_role", h.role_names, h.role_names)
     assert routing["tool"] == "tool" and routing["plan"] == "plan"
-    eps = {"tool": Endpoint(model_dir, tool_lb, "vllm", MAX_NEW), "plan": Endpoint(model_dir, plan_lb, "vllm", MAX_NEW)}
-    workers = [RolloutWorker.remote(eps) for _ in range(3)]
     k = 3
     jobs = jobs_for(h, routing, n=7, k=k, temperature=1.0)
     calls_before = {n: len(ray.get(s.calls.remote())) for n, s in {**tool_servers, **plan_servers}.items()}
@@ -188,3 +193,52 @@ def test_rollouts_over_several_workers_route_each_role_to_its_policy(servers, mo
         assert len(by_policy[pid]) == len(mine) > 0
         assert sorted(map(tuple, (c["prompt_ids"] for c in by_policy[pid]))) == sorted(tuple(s.prompt_ids) for s in mine)
     assert stats["calls"] == len(samples)
+
+
+def host_proc(namespace: str, parent: int | None = None):
+    import os
+    import subprocess
+    import sys
+    gcs = ray.get_runtime_context().gcs_address
+    return subprocess.Popen([sys.executable, "-m", "marl.engine.verl.policy", "--address", gcs,
+                             "--namespace", namespace, "--parent", str(parent or os.getpid())])
+
+
+def test_each_policy_stack_is_its_own_ray_job_and_dies_with_the_trainer(cluster, tmp_path):
+    """verl 0.9.1's replica server actors have fixed names, so each policy's stack lives in its
+    own Ray job and namespace (marl.engine.verl.policy): two hosts under one actor name coexist,
+    in different jobs. A host whose trainer process is gone exits (freeing its GPUs)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from marl.engine.verl import VerlEngine
+    from marl.engine.verl.policy import HOST_NAME
+    procs = [host_proc(f"marl_test_{i}") for i in range(2)]
+    try:
+        hosts = [VerlEngine._wait_for(HOST_NAME, f"marl_test_{i}", p) for i, p in enumerate(procs)]
+        where = [ray.get(h.__ray_call__.remote(lambda self: (ray.get_runtime_context().get_job_id(),
+                                                              ray.get_runtime_context().namespace))) for h in hosts]
+        assert where[0][0] != where[1][0] and [w[1] for w in where] == ["marl_test_0", "marl_test_1"]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
+    # a host whose trainer is killed (SIGKILL: no close()) ends its job, and with it the stack
+    gcs = ray.get_runtime_context().gcs_address
+    trainer = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time; subprocess.Popen([sys.executable, '-m', 'marl.engine.verl.policy', "
+        f"'--address', '{gcs}', '--namespace', 'marl_test_orphan', '--parent', str(os.getpid())]); time.sleep(600)")])
+    VerlEngine._wait_for(HOST_NAME, "marl_test_orphan", trainer)
+    os.kill(trainer.pid, signal.SIGKILL)
+    trainer.wait()
+    t0 = time.time()
+    while time.time() - t0 < 60:
+        try:
+            ray.get_actor(HOST_NAME, namespace="marl_test_orphan")
+        except ValueError:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the policy host outlived the trainer that started it")

@@ -18,6 +18,7 @@ with the prompt's, which is not AT-GRPO.
 from __future__ import annotations
 
 import math
+import os
 import random
 import subprocess
 import sys
@@ -78,7 +79,7 @@ class VerlEngine(Engine):
         for pid in spec.policy_ids:
             ns = f"marl_{run}_{pid}"
             self.procs[pid] = subprocess.Popen([sys.executable, "-m", "marl.engine.verl.policy",
-                                                "--address", gcs, "--namespace", ns])
+                                                "--address", gcs, "--namespace", ns, "--parent", str(os.getpid())])
             self.hosts[pid] = self._wait_for(HOST_NAME, ns, self.procs[pid])
         dps = ray.get([h.build.remote(verl_config(spec, s, nodes, per_node), pid, spec.reference, spec.lora is not None)
                        for pid, h in self.hosts.items()])

@@ -12,6 +12,9 @@ GPU machines only; what can run on a CPU (the batch, the client, the config) is 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 import time
 
 import ray
@@ -107,15 +110,19 @@ class PolicyHost:
 
 
 def main() -> None:
-    """The driver process of one policy's Ray job: holds its `PolicyHost` until terminated."""
+    """The driver process of one policy's Ray job: holds its `PolicyHost` until terminated, or
+    until the trainer that started it is gone (its GPUs are then freed with the job)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--address", required=True)
     ap.add_argument("--namespace", required=True)
+    ap.add_argument("--parent", type=int, required=True)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # VerlEngine.close(): a clean job end
     ray.init(address=a.address, namespace=a.namespace, log_to_driver=False)
-    PolicyHost.options(name=HOST_NAME).remote()
-    while True:
-        time.sleep(3600)
+    host = PolicyHost.options(name=HOST_NAME).remote()  # kept: an actor without a handle is collected
+    while os.getppid() == a.parent:
+        time.sleep(2)
+    del host
 
 
 if __name__ == "__main__":

@@ -11,3 +11,23 @@ torch.set_num_threads(1)  # tiny matmuls: 2 OpenMP threads on 2 busy cores are ~
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def task():
+    import envs
+    return envs.make("planpath")
+
+
+@pytest.fixture(scope="module")
+def model_dir(task, tmp_path_factory):
+    """A tiny random Qwen3 (test_engine.tiny_model) with a tokenizer of the task's text, on disk."""
+    import roles
+    from marl.tiny import build_tokenizer, demonstrations
+    from test_engine import tiny_model
+    hs = [roles.make_harness(task, "mas"), roles.make_harness(task, "single")]
+    tok = build_tokenizer([p + "\n" + r for p, r in demonstrations(hs, range(120), 0.15, 0)])
+    d = tmp_path_factory.mktemp("tiny-random")
+    tiny_model(tok).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)

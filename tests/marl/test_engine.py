@@ -10,7 +10,6 @@ import random
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 import envs

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections import defaultdict
 from dataclasses import replace
 
@@ -16,7 +15,6 @@ from hypothesis import strategies as st
 
 import envs
 import roles
-from envs.planpath import Grid, bfs_path
 from marl.advantage import group_advantages
 from marl.grouping import at_grpo_key, check_groups, regroup_by_problem, trajectory_key
 from marl.rollout import RolloutJob, RolloutSpec, choose

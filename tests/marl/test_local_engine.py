@@ -13,7 +13,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import envs
 import roles
 from marl.engine import Engine, EngineSpec, LoraSpec, OptimSpec, UpdateSpec, engine_class, make_engine, register_engine
 from marl.engine.local.decode import decode
@@ -21,28 +20,11 @@ from marl.engine.local.logprobs import response_logprobs
 from marl.grouping import check_groups
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
-from marl.tiny import build_tokenizer, demonstrations
 from marl.types import TrainSample
-from test_engine import tiny_model
 
 OPTIM = OptimSpec(lr=1e-2, weight_decay=0.0, schedule="constant", warmup_steps=0, total_steps=10)
 LORA = LoraSpec(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj", "down_proj"))
 ROLES = ("tool", "plan")
-
-
-@pytest.fixture(scope="module")
-def task():
-    return envs.make("planpath")
-
-
-@pytest.fixture(scope="module")
-def model_dir(task, tmp_path_factory):
-    hs = [roles.make_harness(task, "mas"), roles.make_harness(task, "single")]
-    tok = build_tokenizer([p + "\n" + r for p, r in demonstrations(hs, range(120), 0.15, 0)])
-    d = tmp_path_factory.mktemp("tiny-random")
-    tiny_model(tok).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
 
 
 def engine_for(model_dir, kind="shared", reference=False, max_new_tokens=6, seed=0) -> Engine:

@@ -15,32 +15,15 @@ import ray  # noqa: E402
 
 import envs  # noqa: E402
 import roles  # noqa: E402
-from marl.engine import EngineSpec, OptimSpec, make_engine  # noqa: E402
+from marl.engine import EngineSpec, OptimSpec, UpdateSpec, make_engine  # noqa: E402
 from marl.engine.verl.client import VerlClient, sampling_params  # noqa: E402
 from marl.engine.verl.cpu_server import CpuTokenServer  # noqa: E402
 from marl.engine.verl.rollout_workers import Endpoint, RolloutWorker, run_on_workers  # noqa: E402
 from marl.grouping import check_groups  # noqa: E402
 from marl.rollout import RolloutJob, RolloutSpec  # noqa: E402
 from marl.routing import Routing  # noqa: E402
-from marl.tiny import build_tokenizer, demonstrations  # noqa: E402
-from test_engine import tiny_model  # noqa: E402
 
 MAX_NEW = 6
-
-
-@pytest.fixture(scope="module")
-def task():
-    return envs.make("planpath")
-
-
-@pytest.fixture(scope="module")
-def model_dir(task, tmp_path_factory):
-    hs = [roles.make_harness(task, "mas"), roles.make_harness(task, "single")]
-    tok = build_tokenizer([p + "\n" + r for p, r in demonstrations(hs, range(120), 0.15, 0)])
-    d = tmp_path_factory.mktemp("tiny-random")
-    tiny_model(tok).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +225,77 @@ def test_each_policy_stack_is_its_own_ray_job_and_dies_with_the_trainer(cluster,
             return
         time.sleep(0.5)
     raise AssertionError("the policy host outlived the trainer that started it")
+
+
+class _Remote:
+    """`actor.method.remote(...)` of a stand-in host: runs in this process, result via the object store."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args, **kwargs):
+        return ray.put(self.fn(*args, **kwargs))
+
+
+class FakeHost:
+    """A policy host without GPUs: records what the engine sends it."""
+
+    def __init__(self):
+        self.calls = []
+        for name in ("update", "sync", "save", "load"):
+            setattr(self, name, _Remote(lambda *a, _n=name, **k: self.calls.append((_n, a, k)) or {"train/pg_loss": 0.0}))
+
+
+def driver(model_dir, workers, policy_ids=("tool", "plan"), dp=4, mini_batch=6):
+    """VerlEngine's driver side over stand-in hosts and the test's rollout workers and servers."""
+    from marl.engine.tokens import load_tokenizer
+    from marl.engine.verl import VerlEngine
+    from marl.engine.verl.settings import VerlSettings
+    e = VerlEngine.__new__(VerlEngine)
+    optim = OptimSpec(lr=0.0, weight_decay=0.0, schedule="constant", warmup_steps=0, total_steps=1)
+    e.spec = EngineSpec(name="verl", kind="per_role", policy_ids=policy_ids, model_path=model_dir, dtype="bfloat16",
+                        device="cuda", max_new_tokens=MAX_NEW, max_batch=0, optim=optim, reference=False, seed=0,
+                        update=UpdateSpec(mini_batch=mini_batch), settings=VerlSettings())
+    e.tokenizer, e.chat = load_tokenizer(model_dir)
+    e.hosts, e.procs = {p: FakeHost() for p in policy_ids}, {}
+    e.dp, e.workers, e._stats, e.version = {p: dp for p in policy_ids}, workers, {}, 0
+    return e
+
+
+def test_driver_pads_to_whole_mini_batches_of_dp_rows_and_checks_its_inputs(workers, model_dir):
+    from marl.engine import UpdateSpec as U
+    from marl.types import TrainSample
+    e = driver(model_dir, workers, dp=4, mini_batch=6)
+    h = roles.make_harness(envs.make("planpath"), "mas")
+    jobs = jobs_for(h, Routing.default("per_role", h.role_names, h.role_names), n=3, k=3, temperature=1.0)
+    episodes = asyncio.run(e.gather(jobs))
+    samples = [s for ep in episodes for s in ep.samples]
+    assert e.stats()["calls"] == len(samples)
+    tool = [TrainSample(s, 0.5) for s in samples if s.policy == "tool"]
+    e.update("tool", tool, e.spec.update, random.Random(0))
+    (name, (data, mini, epochs, seed, entropy), _), = e.hosts["tool"].calls
+    assert mini == 8  # min(6, rows) rounded up to a multiple of dp=4
+    assert len(data) % mini == 0 and len(data) - len(tool) < mini
+    assert list(data.non_tensor_batch["is_pad"]).count(False) == len(tool)
+    with pytest.raises(ValueError, match="another policy"):
+        e.update("tool", [TrainSample(s, 0.0) for s in samples if s.policy == "plan"], e.spec.update, random.Random(0))
+    with pytest.raises(ValueError, match="UpdateSpec"):
+        e.update("tool", tool, U(mini_batch=7), random.Random(0))
+    with pytest.raises(ValueError, match="no policy 'shared'"):
+        e.update("shared", tool, e.spec.update, random.Random(0))
+    e.sync_weights()
+    e.sync_weights()
+    assert [c[1] for c in e.hosts["plan"].calls if c[0] == "sync"] == [(1,), (2,)]
+
+
+def test_driver_checkpoints_one_directory_per_policy(workers, model_dir, tmp_path):
+    e = driver(model_dir, workers)
+    e.save(tmp_path)
+    assert [c[1][0] for h in e.hosts.values() for c in h.calls] == [str(tmp_path.resolve() / "verl_tool"),
+                                                                   str(tmp_path.resolve() / "verl_plan")]
+    with pytest.raises(ValueError, match="has no verl_tool"):
+        e.load(tmp_path)  # the fake hosts wrote nothing there
+    (tmp_path / "verl_tool").mkdir()
+    (tmp_path / "verl_plan").mkdir()
+    e.load(tmp_path)
+    assert [c[0] for c in e.hosts["plan"].calls] == ["save", "load"]

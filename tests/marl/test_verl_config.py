@@ -193,3 +193,17 @@ def test_canary_verl_config_keys():
     }.items():
         missing = [k for k in keys if k not in list(sec.keys())]  # `in` is False for a ??? value
         assert not missing, missing
+
+
+def test_verls_config_composes_inside_a_running_hydra_app():
+    """marl.train is a Hydra app: composing verl's config there sets marl's Hydra aside and puts
+    it back (a second compose of marl's config still works)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from marl.engine.verl.config import default_config
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        outer = GlobalHydra.instance().hydra
+        verl_cfg = default_config()
+        assert "actor_rollout_ref" in verl_cfg
+        assert GlobalHydra.instance().hydra is outer
+        assert compose(config_name="config", overrides=["+exp=planning"]).engine.name == "local"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from contextlib import closing
 from pathlib import Path
 
 import hydra
@@ -102,11 +103,11 @@ def run(cfg: DictConfig) -> dict:
             raise ValueError(f"unknown harness {h!r} for task {rc.env.name}; allowed: {', '.join(known)}")
     path = checkpoint.resolve(run_dir, cfg.checkpoint)
     built = build_run(rc)
-    state = checkpoint.load(path, built.engine, weights_only=True)
-    results: dict = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"]}
-    hs = {name: make_harness(built.task, name, **built.h_kw) for name in cfg.harnesses}
-    routes = routings(built, hs, cfg.swap_roles, OmegaConf.to_container(cfg.roles) if cfg.roles else {})
-    with asyncio.Runner() as loop:
+    with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
+        state = checkpoint.load(path, built.engine, weights_only=True)
+        results: dict = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"]}
+        hs = {name: make_harness(built.task, name, **built.h_kw) for name in cfg.harnesses}
+        routes = routings(built, hs, cfg.swap_roles, OmegaConf.to_container(cfg.roles) if cfg.roles else {})
         for name, h in hs.items():
             results[name] = {split: evaluate_split(h, split, cfg.n, cfg.samples, cfg.temperature, built.engine,
                                                    routes[name], rc.algo.alpha, cfg.seed, loop)

@@ -14,6 +14,7 @@ import json
 import random
 import time
 from collections import defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ ALGOS = ("at_grpo", "grpo")
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     r = build(cfg, run_dir)                                                        # build
-    with asyncio.Runner() as loop:  # one event loop for the whole run
+    with closing(r.engine), asyncio.Runner() as loop:  # one event loop; the engine closed however the run ends
         start = resume_or_warm_start(r, loop)
         for step in tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train"):
             t = {"start": time.perf_counter()}
@@ -69,7 +70,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 checkpoint.save(r.ckpt_dir, done, r.engine, trainer_state(r))
         results = final_test(r, loop)
     r.logger.finish()
-    r.engine.close()
     print_summary(results, cfg, run_dir)
     return results
 

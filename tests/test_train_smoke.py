@@ -149,8 +149,12 @@ def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch, policy):
         real(r, step, batch, metrics)
 
     monkeypatch.setattr(train, "write_traces", dies_in_step_2)
+    from marl.engine.local import LocalEngine
+    closed = []
+    monkeypatch.setattr(LocalEngine, "close", lambda self: closed.append(self))
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg_for(tmp_path, *args), tmp_path / "killed")
+    assert len(closed) == 1  # the engine (engine=verl: its GPU stacks) is closed however a run ends
     monkeypatch.setattr(train, "write_traces", real)
     assert (tmp_path / "killed" / "checkpoints" / "latest").read_text() == "step_000001"
     train.run(cfg_for(tmp_path, *args, f"resume={tmp_path / 'killed'}"), tmp_path / "killed")

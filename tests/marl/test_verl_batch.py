@@ -118,3 +118,63 @@ def test_worker_input_is_verls_unpadded_form_of_the_same_rows():
     assert td["loss_mask"].sum() == sum(len(x.sample.response_ids) for x in xs)
     from verl.utils import tensordict_utils as tu
     assert tu.get_non_tensor_data(td, "temperature", None) == 1.0
+
+
+class FakeWorkerGroup:
+    """verl's ActorRolloutRefWorker group, imitated on the CPU where it matters to marl: each
+    log-prob call returns, on the unpadded (jagged) sequence, a value at every position t that
+    depends on the token at t + 1 (a causal LM's next-token log-prob layout), so a batch laid out
+    wrongly reads back wrong values. Records what it was sent."""
+
+    def __init__(self):
+        self.calls = []
+
+    def _log_probs(self, td, scale: float):
+        from verl.utils import tensordict_utils as tu
+        ids = td["input_ids"]
+        vals = [torch.cat([-scale * row[1:].float(), torch.zeros(1)]) for row in ids.unbind()]  # value at t: token t+1
+        return tu.get_tensordict({"log_probs": torch.nested.as_nested_tensor(vals, layout=torch.jagged)})
+
+    def compute_log_prob(self, td):
+        from verl.utils import tensordict_utils as tu
+        lora_ref = tu.get_non_tensor_data(td, "no_lora_adapter", False)
+        self.calls.append(("ref_lora" if lora_ref else "actor", td))
+        return self._log_probs(td, 0.02 if lora_ref else 0.01)
+
+    def compute_ref_log_prob(self, td):
+        self.calls.append(("ref", td))
+        return self._log_probs(td, 0.02)
+
+    def update_actor(self, td):
+        from verl.utils import tensordict_utils as tu
+        self.calls.append(("update", td))
+        return tu.get_tensordict({"loss": torch.zeros(1)},
+                                 non_tensor_dict={"metrics": {"actor/pg_loss": [0.5, 1.5], "actor/grad_norm": 2.0,
+                                                              "actor/lr": 1e-6, "perf/mfu": 0.1}})
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_train_rows_reads_log_probs_back_onto_the_right_tokens(lora):
+    """The host's update on the CPU against a stand-in worker group: old (and reference)
+    log-probs land on their own response tokens (padding rows included), the update gets verl's
+    keys and batch sizes, and verl's metrics come back under marl's names."""
+    from verl.utils import tensordict_utils as tu
+
+    from marl.engine.verl.policy import train_rows
+    xs = samples(7, seed=4)
+    b = to_batch(xs, 4, PAD)
+    wg = FakeWorkerGroup()
+    m = train_rows(wg, b, mini_batch=4, epochs=1, seed=3, entropy=False, reference=True, lora=lora)
+    mask = b.batch["response_mask"]
+    assert torch.allclose(b.batch["old_log_probs"] * mask, -0.01 * b.batch["responses"].float() * mask)
+    assert torch.allclose(b.batch["ref_log_prob"] * mask, -0.02 * b.batch["responses"].float() * mask)
+    assert [c[0] for c in wg.calls] == ["actor", "ref_lora" if lora else "ref", "update"]
+    upd = wg.calls[-1][1]
+    for key in ("old_log_probs", "ref_log_prob", "advantages", "loss_mask", "input_ids", "position_ids"):
+        assert key in upd.keys(), key
+    assert (tu.get_non_tensor_data(upd, "global_batch_size", None), tu.get_non_tensor_data(upd, "mini_batch_size", None),
+            tu.get_non_tensor_data(upd, "temperature", None), tu.get_non_tensor_data(upd, "compute_loss", None)) == (4, 4, 1.0, True)
+    assert m["train/pg_loss"] == 1.0 and m["train/grad_norm"] == 2.0 and m["train/lr"] == 1e-6
+    assert m["train/verl/perf/mfu"] == 0.1
+    gap = (-0.01 * b.batch["responses"].float() - b.batch["rollout_log_probs"])[mask.bool()].abs().mean()
+    assert m["train/rollout_logprob_gap"] == pytest.approx(float(gap))

@@ -62,40 +62,10 @@ class PolicyHost:
     def router(self):
         return self.servers.global_load_balancer
 
-    def _log_probs(self, batch, reference: bool = False):
-        """(B, R) log-probs of the responses at the rollout temperature: the actor's, or the
-        reference's (the base under the disabled adapter with LoRA; verl's ref model otherwise)."""
-        from verl.utils import tensordict_utils as tu
-        from verl.workers.utils.padding import no_padding_2_padding
-
-        from marl.engine.verl.batch import worker_input
-        meta = {"no_lora_adapter": True} if reference and self.lora else {}
-        td = worker_input(batch, temperature=batch.meta_info["temperature"], calculate_entropy=False,
-                          compute_loss=False, **meta)
-        call = self.wg.compute_ref_log_prob if reference and not self.lora else self.wg.compute_log_prob
-        return no_padding_2_padding(tu.get(call(td), "log_probs"), td).float()
-
     def update(self, batch, mini_batch: int, epochs: int, seed: int, entropy: bool) -> dict[str, float]:
-        """Old (and reference) log-probs by the FSDP actor, then PPO; replicas sleep meanwhile."""
-        from verl.utils import tensordict_utils as tu
-
-        from marl.engine.verl.batch import worker_input
-        t0 = time.perf_counter()
+        """Old (and reference) log-probs by the FSDP actor, then PPO; the replicas sleep meanwhile."""
         self.ckpt.sleep_replicas()
-        batch.batch["old_log_probs"] = self._log_probs(batch)
-        if self.reference:
-            batch.batch["ref_log_prob"] = self._log_probs(batch, reference=True)
-        t1 = time.perf_counter()
-        td = worker_input(batch, temperature=batch.meta_info["temperature"], calculate_entropy=entropy,
-                          global_batch_size=mini_batch, mini_batch_size=mini_batch, epochs=epochs, seed=seed,
-                          dataloader_kwargs={"shuffle": False}, compute_loss=True)
-        raw = tu.get(self.wg.update_actor(td), "metrics")
-        m = {RENAME.get(k, "train/verl/" + k.removeprefix("actor/")): _mean(v) for k, v in raw.items()}
-        mask = batch.batch["response_mask"].bool()
-        gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"])[mask]
-        m["train/rollout_logprob_gap"] = float(gap.abs().mean()) if gap.numel() else 0.0  # vLLM vs FSDP
-        m["timing/logprob"] = t1 - t0
-        return m
+        return train_rows(self.wg, batch, mini_batch, epochs, seed, entropy, self.reference, self.lora)
 
     def sync(self, version: int) -> None:
         self.ckpt.update_weights(version)
@@ -107,6 +77,46 @@ class PolicyHost:
         self.ckpt.sleep_replicas()
         self.wg.load_checkpoint(local_path=path, del_local_after_load=False)
         self.ckpt.update_weights(version)
+
+
+def response_log_probs(wg, batch, reference: bool = False, lora: bool = False):
+    """(B, R) log-probs of the batch's responses at its rollout temperature, by the worker group:
+    the actor's, or the reference's (with LoRA the base under the disabled adapter; otherwise
+    verl's ref model)."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    from marl.engine.verl.batch import worker_input
+    meta = {"no_lora_adapter": True} if reference and lora else {}
+    td = worker_input(batch, temperature=batch.meta_info["temperature"], calculate_entropy=False,
+                      compute_loss=False, **meta)
+    call = wg.compute_ref_log_prob if reference and not lora else wg.compute_log_prob
+    return no_padding_2_padding(tu.get(call(td), "log_probs"), td).float()
+
+
+def train_rows(wg, batch, mini_batch: int, epochs: int, seed: int, entropy: bool, reference: bool,
+               lora: bool) -> dict[str, float]:
+    """One PPO update of the worker group on `batch` (marl.engine.verl.batch.to_batch, its rows a
+    multiple of `mini_batch`): old log-probs (and the reference's), then `update_actor`.
+    Returns marl's metrics (verl's renamed, the rest under train/verl/)."""
+    from verl.utils import tensordict_utils as tu
+
+    from marl.engine.verl.batch import worker_input
+    t0 = time.perf_counter()
+    batch.batch["old_log_probs"] = response_log_probs(wg, batch)
+    if reference:
+        batch.batch["ref_log_prob"] = response_log_probs(wg, batch, reference=True, lora=lora)
+    t1 = time.perf_counter()
+    td = worker_input(batch, temperature=batch.meta_info["temperature"], calculate_entropy=entropy,
+                      global_batch_size=mini_batch, mini_batch_size=mini_batch, epochs=epochs, seed=seed,
+                      dataloader_kwargs={"shuffle": False}, compute_loss=True)
+    raw = tu.get(wg.update_actor(td), "metrics")
+    m = {RENAME.get(k, "train/verl/" + k.removeprefix("actor/")): _mean(v) for k, v in raw.items()}
+    mask = batch.batch["response_mask"].bool()
+    gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"])[mask]
+    m["train/rollout_logprob_gap"] = float(gap.abs().mean()) if gap.numel() else 0.0  # vLLM vs FSDP
+    m["timing/logprob"] = t1 - t0
+    return m
 
 
 def main() -> None:

@@ -98,11 +98,14 @@ def test_no_group_spans_two_policies():
         to_batch(xs + [bad], 1, PAD)
 
 
-def test_refuses_mixed_temperatures_and_empty_batches():
+def test_refuses_mixed_temperatures_greedy_samples_and_empty_batches():
     xs = samples(2)
     hot = TrainSample(Sample(**{**xs[1].sample.__dict__, "temperature": 1.5}), xs[1].advantage)
     with pytest.raises(ValueError, match="temperature"):
         to_batch([xs[0], hot], 1, PAD)
+    greedy = [TrainSample(Sample(**{**x.sample.__dict__, "temperature": 0.0}), x.advantage) for x in xs]
+    with pytest.raises(ValueError, match="greedy"):
+        to_batch(greedy, 1, PAD)
     with pytest.raises(ValueError, match="at least one"):
         to_batch([], 1, PAD)
 
@@ -149,8 +152,8 @@ class FakeWorkerGroup:
         from verl.utils import tensordict_utils as tu
         self.calls.append(("update", td))
         return tu.get_tensordict({"loss": torch.zeros(1)},
-                                 non_tensor_dict={"metrics": {"actor/pg_loss": [0.5, 1.5], "actor/grad_norm": 2.0,
-                                                              "actor/lr": 1e-6, "perf/mfu": 0.1}})
+                                 non_tensor_dict={"metrics": {"actor/pg_loss": [0.5, 1.5], "grad_norm": 2.0,  # verl's names
+                                                              "lr": 1e-6, "kl_loss": 0.25, "perf/mfu": 0.1}})
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -174,7 +177,7 @@ def test_train_rows_reads_log_probs_back_onto_the_right_tokens(lora):
         assert key in upd.keys(), key
     assert (tu.get_non_tensor_data(upd, "global_batch_size", None), tu.get_non_tensor_data(upd, "mini_batch_size", None),
             tu.get_non_tensor_data(upd, "temperature", None), tu.get_non_tensor_data(upd, "compute_loss", None)) == (4, 4, 1.0, True)
-    assert m["train/pg_loss"] == 1.0 and m["train/grad_norm"] == 2.0 and m["train/lr"] == 1e-6
+    assert m["train/pg_loss"] == 1.0 and m["train/grad_norm"] == 2.0 and m["train/lr"] == 1e-6 and m["train/kl"] == 0.25
     assert m["train/verl/perf/mfu"] == 0.1
     gap = (-0.01 * b.batch["responses"].float() - b.batch["rollout_log_probs"])[mask.bool()].abs().mean()
     assert m["train/rollout_logprob_gap"] == pytest.approx(float(gap))

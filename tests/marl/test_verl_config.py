@@ -74,14 +74,23 @@ def test_conversion_into_verls_dataclasses(model_dir):
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config import FSDPActorConfig, HFModelConfig, RolloutConfig
 
-    cfg = verl_config(spec_for(model_dir), VerlSettings(attn_implementation="sdpa", micro_batch_per_gpu=2), 1, 4)
+    cfg = verl_config(spec_for(model_dir), VerlSettings(attn_implementation="sdpa", max_tokens_per_gpu=6000), 1, 4)
     arr = cfg.actor_rollout_ref
     actor = omega_conf_to_dataclass(arr.actor)
     rollout = omega_conf_to_dataclass(arr.rollout)
     model = omega_conf_to_dataclass(arr.model)
     assert isinstance(actor, FSDPActorConfig) and isinstance(rollout, RolloutConfig) and isinstance(model, HFModelConfig)
     assert (actor.clip_ratio, actor.clip_ratio_low, actor.clip_ratio_high) == (0.25, 0.25, 0.25)
-    assert (actor.ppo_epochs, actor.ppo_mini_batch_size, actor.ppo_micro_batch_size_per_gpu) == (2, 64, 2)
+    assert (actor.ppo_epochs, actor.ppo_mini_batch_size) == (2, 64)
+    # micro-batches by token budget, for training and both log-prob passes (verl's interpolations)
+    assert (actor.use_dynamic_bsz, actor.ppo_max_token_len_per_gpu) == (True, 6000)
+    assert (rollout.log_prob_use_dynamic_bsz, rollout.log_prob_max_token_len_per_gpu) == (True, 6000)
+    assert (arr.ref.log_prob_use_dynamic_bsz, arr.ref.log_prob_max_token_len_per_gpu) == (True, 6000)
+    # bf16 compute on fp32 master weights; the reference stored in bf16
+    assert dict(arr.actor.fsdp_config.mixed_precision) == {"param_dtype": "bf16", "reduce_dtype": "fp32",
+                                                           "buffer_dtype": "fp32"}
+    assert (actor.fsdp_config.model_dtype, arr.ref.fsdp_config.model_dtype, rollout.dtype) == ("fp32", "bf16", "bfloat16")
+    assert rollout.max_model_len == 4096 + 1024
     assert (actor.use_kl_loss, actor.kl_loss_coef, actor.kl_loss_type, actor.loss_agg_mode) == (
         True, 0.01, "low_var_kl", "token-mean")
     assert (actor.optim.lr, actor.optim.clip_grad, actor.optim.lr_warmup_steps, actor.optim.lr_scheduler_type,
@@ -91,6 +100,9 @@ def test_conversion_into_verls_dataclasses(model_dir):
     assert rollout.tensor_model_parallel_size == 1 and rollout.gpu_memory_utilization == 0.5
     assert model.path == model_dir and model.lora_rank == 0
     assert arr.model.override_config.attn_implementation == "sdpa"
+    assert model.use_remove_padding is False  # sdpa: padded batches; packing needs flash-attn's varlen kernels
+    flash = verl_config(spec_for(model_dir), VerlSettings(attn_implementation="flash_attention_2"), 1, 4)
+    assert flash.actor_rollout_ref.model.use_remove_padding is True
     assert (cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node) == (1, 4)
     assert cfg.algorithm.adv_estimator == "at_grpo"
 
@@ -107,6 +119,8 @@ def test_conversion_needs_the_update_settings_and_a_known_dtype(model_dir):
         verl_config(replace(spec_for(model_dir), update=None), VerlSettings(), 1, 1)
     with pytest.raises(ValueError, match="model.dtype='int8'"):
         verl_config(replace(spec_for(model_dir), dtype="int8"), VerlSettings(), 1, 1)
+    with pytest.raises(ValueError, match=r"max_tokens_per_gpu=4000 is below .* = 5120"):
+        verl_config(spec_for(model_dir), VerlSettings(max_tokens_per_gpu=4000), 1, 1)
 
 
 def test_refused_without_gpus_before_anything_is_built(tmp_path, monkeypatch):
@@ -178,16 +192,19 @@ def test_canary_verl_config_keys():
     d = default_config()
     arr = d.actor_rollout_ref
     for sec, keys in {
-        arr.model: ["path", "override_config", "enable_gradient_checkpointing", "lora_rank", "lora_alpha", "target_modules"],
-        arr.actor: ["strategy", "ppo_mini_batch_size", "ppo_micro_batch_size_per_gpu", "ppo_epochs", "shuffle",
+        arr.model: ["path", "override_config", "enable_gradient_checkpointing", "lora_rank", "lora_alpha", "target_modules",
+                    "use_remove_padding"],
+        arr.actor: ["strategy", "ppo_mini_batch_size", "use_dynamic_bsz", "ppo_max_token_len_per_gpu", "ppo_epochs", "shuffle",
                     "clip_ratio", "clip_ratio_low", "clip_ratio_high", "loss_agg_mode", "entropy_coeff", "use_kl_loss",
                     "kl_loss_coef", "kl_loss_type"],
         arr.actor.optim: ["lr", "weight_decay", "clip_grad", "lr_warmup_steps", "lr_scheduler_type", "total_training_steps"],
-        arr.actor.fsdp_config: ["param_offload", "optimizer_offload", "dtype", "model_dtype"],
-        arr.ref: ["log_prob_micro_batch_size_per_gpu"],
+        arr.actor.fsdp_config: ["param_offload", "optimizer_offload", "model_dtype"],  # mixed_precision: added (open_dict)
+        arr.ref: ["log_prob_use_dynamic_bsz", "log_prob_max_token_len_per_gpu"],
+        arr.ref.fsdp_config: ["model_dtype"],
         arr.rollout: ["name", "mode", "n", "prompt_length", "response_length", "gpu_memory_utilization",
-                      "tensor_model_parallel_size", "log_prob_micro_batch_size_per_gpu", "calculate_log_probs",
-                      "logprobs_mode", "nnodes", "n_gpus_per_node", "dtype", "checkpoint_engine"],
+                      "tensor_model_parallel_size", "log_prob_use_dynamic_bsz", "log_prob_max_token_len_per_gpu",
+                      "calculate_log_probs", "logprobs_mode", "nnodes", "n_gpus_per_node", "dtype", "max_model_len",
+                      "checkpoint_engine"],
         d.trainer: ["nnodes", "n_gpus_per_node", "device", "logger"],
         d.algorithm: ["adv_estimator", "norm_adv_by_std_in_grpo"],
     }.items():

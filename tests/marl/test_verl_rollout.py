@@ -80,6 +80,24 @@ def test_sampling_params_are_plain_softmax_at_the_temperature():
         sampling_params(-1, 5)
 
 
+def test_client_refuses_empty_aborted_or_logprob_less_output():
+    """A server answer marl cannot train on is an error naming what was wrong, not a sample."""
+    from verl.workers.rollout.replica import TokenOutput
+
+    class Stub:
+        def __init__(self, out):
+            self.out = out
+
+        async def generate(self, request_id, *, prompt_ids, sampling_params):
+            return self.out
+    for out, msg in [(TokenOutput(token_ids=[], log_probs=[]), "returned no tokens"),
+                     (TokenOutput(token_ids=[3], log_probs=[-0.1], stop_reason="aborted"), "aborted"),
+                     (TokenOutput(token_ids=[3, 4], log_probs=None), "2 tokens and no log-probs"),
+                     (TokenOutput(token_ids=[3, 4], log_probs=[-0.1]), "2 tokens and 1 log-probs")]:
+        with pytest.raises(RuntimeError, match=msg):
+            asyncio.run(VerlClient(Stub(out), None, 4).generate([1, 2], 1.0, request_id="train:0"))
+
+
 def test_client_keeps_server_output_verbatim_and_sticks_to_one_replica(servers, model_dir):
     """K concurrent calls of one problem through verl's client and router: all reach one
     replica (sticky on the request id), with marl's sampling parameters, and each completion is

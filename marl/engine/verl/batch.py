@@ -43,6 +43,8 @@ def to_batch(samples: list[TrainSample], dp: int, pad_id: int):
     temps = {x.sample.temperature for x in samples}
     if len(temps) != 1:
         raise ValueError(f"one update's samples share one sampling temperature; got {sorted(temps)}")
+    if min(temps) <= 0:
+        raise ValueError("greedy (temperature 0) samples have no sampling log-probs to train on")
     n_pad = -len(samples) % dp
     prompts = [list(x.sample.prompt_ids) for x in samples] + [[pad_id]] * n_pad
     responses = [list(x.sample.response_ids) for x in samples] + [[pad_id]] * n_pad

@@ -70,6 +70,10 @@ class VerlClient:
             self.stats.end(len(ids))
         if out.stop_reason in ABORTED:
             raise RuntimeError(f"generation of request {request_id!r} was aborted by the rollout server")
+        if not ids:
+            raise RuntimeError(f"the rollout server returned no tokens for request {request_id!r} (max_tokens >= 1, "
+                               "so even an immediate EOS is one token; SGLang does this when its log-probs and "
+                               "tokens disagree)")
         if out.log_probs is None or len(out.log_probs) != len(ids):
             raise RuntimeError(f"the rollout server returned {len(ids)} tokens and "
                                f"{'no' if out.log_probs is None else len(out.log_probs)} log-probs; "

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from marl.engine.spec import EngineSpec
 from marl.engine.verl.settings import VerlSettings
 
-DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "fp32"}
+DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # model.dtype -> verl's precision names
 
 
 @contextmanager
@@ -51,6 +51,10 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
         raise ValueError("engine=verl configures its workers at build time: EngineSpec.update is needed")
     if spec.dtype not in DTYPES:
         raise ValueError(f"model.dtype={spec.dtype!r}; engine=verl allows {', '.join(DTYPES)}")
+    longest = settings.prompt_length + spec.max_new_tokens
+    if settings.max_tokens_per_gpu < longest:
+        raise ValueError(f"engine.max_tokens_per_gpu={settings.max_tokens_per_gpu} is below the longest sequence, "
+                         f"engine.prompt_length + model.max_new_tokens = {longest}")
     cfg = default_config()
     u, o, s = spec.update, spec.optim, settings
     arr = cfg.actor_rollout_ref
@@ -58,6 +62,8 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
     m = arr.model
     m.path = spec.model_path
     m.override_config = {"attn_implementation": s.attn_implementation}
+    # packing rows into one sequence without a mask is right only under flash-attn's varlen kernels
+    m.use_remove_padding = s.attn_implementation == "flash_attention_2"
     m.enable_gradient_checkpointing = s.gradient_checkpointing
     if spec.lora is not None:  # verl's FSDP engine reads model.lora_rank (not model.lora.rank)
         m.lora_rank, m.lora_alpha = spec.lora.rank, spec.lora.alpha
@@ -71,24 +77,32 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
     # marl's rows are samples (one prompt, one response each): rollout.n = 1, so verl's
     # mini-batch "prompts" are samples; each update call passes its own row count (engine.update)
     act.ppo_mini_batch_size = u.mini_batch
-    act.ppo_micro_batch_size_per_gpu = s.micro_batch_per_gpu
+    # micro-batches by token budget (verl's dynamic batch size): with fixed row counts verl asserts
+    # that every GPU's rows divide evenly, which a step's varying sample count does not promise;
+    # the log-prob passes of the actor and reference follow these two keys by interpolation
+    act.use_dynamic_bsz, act.ppo_max_token_len_per_gpu = True, s.max_tokens_per_gpu
     act.ppo_epochs, act.shuffle = u.ppo_epochs, False
     act.clip_ratio = act.clip_ratio_low = act.clip_ratio_high = u.clip
     act.loss_agg_mode = "token-mean"  # as marl.loss: padding rows (mask 0) add nothing, dilute nothing
     act.entropy_coeff = u.entropy_coef
     act.use_kl_loss, act.kl_loss_coef, act.kl_loss_type = u.kl_coef > 0, u.kl_coef, u.kl_type
     act.fsdp_config.param_offload, act.fsdp_config.optimizer_offload = s.param_offload, s.optimizer_offload
-    act.fsdp_config.dtype = act.fsdp_config.model_dtype = DTYPES[spec.dtype]
-    arr.ref.log_prob_micro_batch_size_per_gpu = s.log_prob_micro_batch_per_gpu
+    # compute in model.dtype with fp32 master weights, optimizer and gradient reduction (verl's
+    # default for FSDP); the frozen reference is stored in model.dtype
+    with open_dict(act.fsdp_config):
+        act.fsdp_config.mixed_precision = {"param_dtype": DTYPES[spec.dtype], "reduce_dtype": "fp32",
+                                           "buffer_dtype": "fp32"}
+    act.fsdp_config.model_dtype = "fp32"
+    arr.ref.fsdp_config.model_dtype = DTYPES[spec.dtype]
 
     r = arr.rollout
     r.name, r.mode, r.n = s.rollout_backend, "async", 1
     r.prompt_length, r.response_length = s.prompt_length, spec.max_new_tokens
     r.gpu_memory_utilization, r.tensor_model_parallel_size = s.gpu_memory_utilization, s.tensor_parallel
-    r.log_prob_micro_batch_size_per_gpu = s.log_prob_micro_batch_per_gpu
+    r.max_model_len = longest  # the KV cache sized for marl's sequences, not the model's whole context
     r.calculate_log_probs, r.logprobs_mode = True, "processed_logprobs"  # log p at the sampling temperature
     r.nnodes, r.n_gpus_per_node = nodes, gpus_per_node
-    r.dtype = DTYPES[spec.dtype] if spec.dtype != "float32" else "float32"
+    r.dtype = spec.dtype  # vLLM / SGLang take torch's names
 
     cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, cfg.trainer.device = nodes, gpus_per_node, "cuda"
     cfg.trainer.logger = []  # marl logs (marl.logger); verl's trackers stay off

@@ -20,9 +20,10 @@ import time
 import ray
 
 HOST_NAME = "marl_policy_host"
+# verl 0.9.1's update metrics (engine_workers.py, workers/utils/losses.py) under marl's names
 RENAME = {"actor/pg_loss": "train/pg_loss", "actor/pg_clipfrac": "train/clipfrac", "actor/ppo_kl": "train/ppo_kl",
-          "actor/grad_norm": "train/grad_norm", "actor/lr": "train/lr", "actor/entropy": "train/entropy",
-          "actor/kl_loss": "train/kl"}
+          "grad_norm": "train/grad_norm", "lr": "train/lr", "actor/entropy_loss": "train/entropy",
+          "kl_loss": "train/kl"}
 
 
 def _mean(v) -> float:

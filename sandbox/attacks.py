@@ -1,0 +1,186 @@
+"""Programs written to break out of the sandbox, and what "contained" means for each.
+
+`python -m sandbox` runs them all on this machine and prints the table (attack, outcome, time to
+contain); tests/sandbox/test_attacks.py asserts every one is contained. Each program is formatted
+with the fields of a `Probe`: a canary file and a world-writable directory outside the sandbox, a
+loopback listener, the trainer's pid, a secret in the trainer's environment and the expected output
+of the job (which only the trainer holds).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sandbox import Limits, Result, run_stdin
+from sandbox.judge import same_stdout
+
+LIMITS = Limits(timeout_s=1.0, memory_mb=256)
+MARK = "import ctypes\nctypes.CDLL(None).prctl(15, b'{comm}', 0, 0, 0)\n"  # PR_SET_NAME: find its processes later
+
+
+@dataclass
+class Probe:
+    """What the attacks aim at, set up on the host for one run."""
+
+    dir: Path
+    canary: Path
+    outside: Path
+    port: int
+    listener: socket.socket
+    trainer_pid: int
+    secret: str    # in the trainer's environment, in the canary, and the expected output
+
+    def fields(self, comm: str) -> dict:
+        return {"canary": self.canary, "outside": self.outside, "port": self.port,
+                "trainer_pid": self.trainer_pid, "secret": self.secret, "comm": comm}
+
+    def accepted(self) -> int:
+        n = 0
+        while True:
+            try:
+                self.listener.accept()[0].close()
+                n += 1
+            except BlockingIOError:
+                return n
+
+
+def open_probe() -> Probe:
+    d = Path(tempfile.mkdtemp(prefix="marl-probe-"))
+    d.chmod(0o755)  # readable by anyone: only the sandbox's view keeps a program out
+    secret = "marl-" + secrets.token_hex(8)
+    canary = d / "canary.txt"
+    canary.write_text(secret)
+    canary.chmod(0o644)
+    outside = d / "outside"
+    outside.mkdir()
+    outside.chmod(0o777)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    return Probe(d, canary, outside, listener.getsockname()[1], listener, os.getpid(), secret)
+
+
+def close_probe(p: Probe) -> None:
+    p.listener.close()
+    for f in sorted(p.dir.rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    p.dir.rmdir()
+
+
+def alive(comm: str) -> int:
+    """Processes on this host named `comm`."""
+    n = 0
+    for c in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            n += c.read_text().strip() == comm
+        except OSError:
+            pass
+    return n
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    code: str  # formatted with Probe.fields
+    check: Callable[[Result, Probe, str], str]  # "" if contained, else what got out
+    stdin: str = ""
+
+
+def _no_secret(r: Result, p: Probe, comm: str) -> str:
+    return "the secret reached the program" if p.secret in r.out + r.err else ""
+
+
+def _none_left(r: Result, p: Probe, comm: str) -> str:
+    return f"{alive(comm)} of its processes outlived the run" if alive(comm) else ""
+
+
+def _status(*allowed: str) -> Callable:
+    def check(r: Result, p: Probe, comm: str) -> str:
+        if r.status not in allowed:
+            return f"status {r.status}, expected {'/'.join(allowed)}"
+        return _none_left(r, p, comm)
+    return check
+
+
+def _nothing_written(r: Result, p: Probe, comm: str) -> str:
+    return "a file appeared outside the sandbox" if any(p.outside.iterdir()) else ""
+
+
+def _listener_quiet(r: Result, p: Probe, comm: str) -> str:
+    return "the loopback listener accepted a connection" if p.accepted() else ""
+
+
+def _not_a_pass(r: Result, p: Probe, comm: str) -> str:
+    return "judged a pass" if same_stdout(r.out, p.secret) else ""
+
+
+def _trainer_alive(r: Result, p: Probe, comm: str) -> str:
+    try:
+        os.kill(p.trainer_pid, 0)
+    except ProcessLookupError:
+        return "the trainer is dead"
+    return ""
+
+
+ATTACKS = [
+    Attack("fork bomb", MARK + "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
+           _status("timeout", "error")),
+    Attack("infinite loop", MARK + "while True: pass", _status("timeout")),
+    Attack("memory bomb", MARK + "x = bytearray(8 << 30)", _status("memory")),
+    Attack("1 GB of output", MARK + "import sys\nfor _ in range(16384): sys.stdout.write('x' * 65536)",
+           _status("output_limit")),
+    Attack("write outside the work directory",
+           "for f in ('{outside}/escaped', '/usr/escaped', '/escaped', '/tmp/../escaped'):\n"
+           "    try: open(f, 'w').write('x'); print('wrote', f)\n    except OSError as e: print(f, e)",
+           _nothing_written),
+    Attack("read a canary file outside it",
+           "for f in ('{canary}', '/etc/shadow', '/etc/passwd'):\n"
+           "    try: print(open(f).read())\n    except OSError as e: print(f, e)", _no_secret),
+    Attack("connect to a loopback listener",
+           "import socket\ntry: socket.create_connection(('127.0.0.1', {port}), timeout=0.5); print('connected')\n"
+           "except OSError as e: print(e)", _listener_quiet),
+    Attack("signal or kill the parent",
+           "import os, signal\nfor pid in ({trainer_pid}, os.getppid(), 1, -1):\n"
+           "    try: os.kill(pid, signal.SIGKILL)\n    except OSError as e: print(pid, e)", _trainer_alive),
+    Attack("a setsid() child outliving the timeout",
+           "import os, time\nif os.fork() == 0:\n    os.setsid()\n" + "\n".join("    " + line for line in MARK.splitlines())
+           + "\n    time.sleep(5)\n    open('{outside}/late', 'w').write('x')\n    os._exit(0)\nprint('parent done')",
+           lambda r, p, c: _none_left(r, p, c) or _nothing_written(r, p, c)),
+    Attack("read the trainer's environment",
+           "import os, glob\nprint(dict(os.environ))\nfor f in glob.glob('/proc/*/environ'):\n"
+           "    try: print(open(f, 'rb').read())\n    except OSError as e: print(f, e)", _no_secret),
+    Attack("deep recursion", MARK + "import sys\nsys.setrecursionlimit(10 ** 9)\ndef f(n): return f(n + 1)\nf(0)",
+           _status("error", "timeout", "memory")),
+    Attack("SystemExit(0) before any output", "raise SystemExit(0)\nprint('{secret}')", _not_a_pass),
+    Attack("threads that ignore signals",
+           MARK + "import signal, threading\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, range(1, 32))\n"
+           "    while True: pass\nfor _ in range(4): threading.Thread(target=spin).start()\nspin()",
+           _status("timeout")),
+    Attack("look for the expected output",
+           "import os\nfound = []\nfor top in ('/', '/proc'):\n"
+           "    for root, dirs, files in os.walk(top):\n        for f in files:\n"
+           "            try:\n                with open(os.path.join(root, f), 'rb') as h: data = h.read(1 << 16)\n"
+           "            except OSError: continue\n"
+           "            i = data.find(b'marl-')\n            if i >= 0: found.append(data[i:i + 21].decode(errors='replace'))\n"
+           "print(found[0] if found else 'nothing')", _not_a_pass, stdin="a question whose answer only the trainer holds"),
+]
+
+
+def run_attack(a: Attack, probe: Probe, limits: Limits = LIMITS) -> tuple[Result, str, float]:
+    """(result, "" if contained else why not, seconds until the run was over)."""
+    comm = "marl-" + secrets.token_hex(3)
+    os.environ["MARL_PROBE_SECRET"] = probe.secret
+    t0 = time.monotonic()
+    try:
+        r = run_stdin(a.code.format(**probe.fields(comm)), [a.stdin], limits)[0]
+    finally:
+        del os.environ["MARL_PROBE_SECRET"]
+    seconds = time.monotonic() - t0
+    return r, a.check(r, probe, comm), seconds

@@ -13,7 +13,7 @@ Tools (`tool=`): a board's query tools (`board.query_tools`; the tool agent's an
 e.g. the goal cell, and the board's solver answers it: reading the query off the board is the
 tool agent's skill; a move list can be printed in a fixed-width field, `field`, see
 `MoveBoard.answer`), or `program` (the paper's variant, for Qwen3-sized models: the tool agent
-writes a Python program whose printed output is shown; it runs under `roles.tools.run_program`).
+writes a Python program whose printed output is shown; it runs in marl's sandbox, `sandbox.run_program`).
 
 Local rewards: plan agent, the task reward of its own step; tool agent, 1.0 if the tool's output,
 read as an action and applied to the current state, solves the task, else 0.0.
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from roles.base import Harness, Parsed, TeamState, register_harness
 from roles.text import CODE, format_cell, format_moves, parse_cell, parse_moves, random_moves
-from roles.tools import run_program
+import sandbox
 
 _FILLER = re.compile(r"(\s+\.)+\s*$")  # a fixed-width answer's trailing " . . ."
 
@@ -171,6 +171,8 @@ class ToolRole:
         self.name, self.board, self.task, self.tool = "tool", board, board.task, tool
         self.instructions, self.timeout_s = instructions, timeout_s
         self.blocking = tool == "program"  # a program runs in a child process: off the event loop
+        if self.blocking:
+            sandbox.check_available()  # refuse at build time, before a run starts, if it cannot be isolated
 
     def prompt(self, state: TeamState) -> str:
         head = _head(self.instructions, self.board.instructions[self.tool])
@@ -185,8 +187,8 @@ class ToolRole:
     def run_tool(self, state: TeamState, action) -> str:
         if self.tool != "program":
             return self.board.answer(state.task_state, self.tool, action)
-        result = run_program(action, timeout_s=self.timeout_s)
-        out = result.stdout.strip()[-300:] if result.ok else f"error: {result.error}"
+        result = sandbox.run_program(action, sandbox.Limits(timeout_s=self.timeout_s))
+        out = result.out.strip()[-300:] if result.ok else f"error: {error_line(result)}"
         return "".join(ch for ch in out if ch in string.printable)  # observations stay plain text
 
     def apply(self, state: TeamState, parsed: Parsed):
@@ -210,6 +212,12 @@ class ToolRole:
         if self.tool == "program":
             return "print('?')"
         return self.board.format_query(self.board.noise_query(state.task_state, rng))
+
+
+def error_line(r: sandbox.Result) -> str:
+    """A failed run in one line: the exception's last line, else the status ("timeout", ...)."""
+    last = r.err.strip().splitlines()[-1:] if r.status == "error" else []
+    return last[0][:200] if last else r.status
 
 
 def register_harnesses(task_name: str, board_cls) -> None:

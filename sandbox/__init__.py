@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sandbox.bwrap import ENV, SandboxUnavailable, command, uid_pool
+from sandbox.driver import encode
 
 __all__ = ["Limits", "Result", "Session", "SandboxUnavailable", "check_available", "run_program", "run_stdin",
            "run_calls", "STATUSES"]
@@ -52,7 +53,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Result:
-    """One job: `status` in STATUSES; `out` what it printed (stdin mode) or the repr of what it
+    """One job: `status` in STATUSES; `out` what it printed (stdin mode) or the JSON of what it
     returned (call mode), at most `Limits.output_bytes`; `err` the tail of its stderr or the error."""
 
     status: str
@@ -67,8 +68,9 @@ class Result:
 
 class Session:
     """One sandbox for one program. mode "stdin": every `run(stdin=...)` runs the program afresh;
-    mode "call": the program is loaded once and every `run(args=...)` calls `fn(*args)` (args a tuple of
-    Python literals)."""
+    mode "call": the program is loaded once and every `run(args=...)` calls `fn(*args)`; args and the
+    result are plain values (sandbox.driver.encode), the result's JSON in `Result.out`
+    (sandbox.judge.read_value reads it back)."""
 
     def __init__(self, code: str, mode: str = "stdin", fn: str | None = None, limits: Limits = Limits()):
         if mode not in ("stdin", "call"):
@@ -94,7 +96,8 @@ class Session:
         if self._dead:
             return Result("error", err=self._dead)
         t0 = time.monotonic()
-        if not self._send({"args": repr(tuple(args))} if self.mode == "call" else {"stdin": stdin}):
+        job = {"args": encode(tuple(args))} if self.mode == "call" else {"stdin": stdin}
+        if not self._send(job):
             return self._end("error", "the sandbox ended")
         backstop = self.limits.timeout_s + SLACK_S + (STARTUP_S if self._first else 0.0)
         self._first = False

@@ -3,7 +3,7 @@ file's text as `python -c`, so no project file is visible in the sandbox.
 
 Protocol (one JSON object per line; the parent speaks first and closes stdin when done):
   parent -> {"code", "mode": "stdin"|"call", "fn", "uid", "limits": {...}}   once
-  parent -> {"stdin": str} (mode stdin) | {"args": str, a Python literal tuple} (mode call)
+  parent -> {"stdin": str} (mode stdin) | {"args": encode(args tuple)} (mode call)
   driver -> {"status", "out", "err", "seconds"}   one per job, in order
 
 Only inputs ever come in; the parent judges the outputs, so nothing here can leak an expected
@@ -18,7 +18,6 @@ Statuses: ok, timeout (wall clock or CPU limit), memory (MemoryError), output_li
 (exception, non-zero exit or a signal), no_result (call mode: the program exited instead of
 returning).
 """
-import ast
 import json
 import os
 import resource
@@ -30,6 +29,41 @@ import traceback
 
 MEMORY_EXIT = 120  # a child's exit status for a MemoryError
 ERR_KEEP = 1000    # bytes of stderr kept (the tail)
+
+
+def encode(v):
+    """A plain Python value as JSON: lists as arrays, tuples, sets, dicts and bytes tagged, floats
+    (inf and nan too) as JSON numbers. Anything else is refused: only data crosses the boundary."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, list):
+        return [encode(x) for x in v]
+    if isinstance(v, tuple):
+        return {"tuple": [encode(x) for x in v]}
+    if isinstance(v, (set, frozenset)):
+        return {"set": [encode(x) for x in v]}
+    if isinstance(v, dict):
+        return {"dict": [[encode(k), encode(x)] for k, x in v.items()]}
+    if isinstance(v, bytes):
+        return {"bytes": v.hex()}
+    raise TypeError(f"not a plain value: {type(v).__name__}")
+
+
+def decode(j):
+    if isinstance(j, list):
+        return [decode(x) for x in j]
+    if isinstance(j, dict):
+        (tag, x), = j.items()
+        if tag == "tuple":
+            return tuple(decode(y) for y in x)
+        if tag == "set":
+            return {decode(y) for y in x}
+        if tag == "dict":
+            return {decode(k): decode(y) for k, y in x}
+        if tag == "bytes":
+            return bytes.fromhex(x)
+        raise ValueError(f"unknown tag {tag!r}")
+    return j
 
 
 def limit_and_drop(limits, uid):
@@ -214,8 +248,7 @@ class Caller:
             ans = os.fdopen(ans_w, "w")
             for line in inp:
                 try:
-                    value = repr(f(*ast.literal_eval(line)))
-                    msg = {"ok": value}
+                    msg = {"ok": encode(f(*decode(json.loads(line))))}
                 except MemoryError:
                     msg = {"memory": 1}
                 except Exception as e:
@@ -237,7 +270,7 @@ class Caller:
             self.start()
         deadline = time.monotonic() + limits["timeout_s"]
         try:
-            os.write(self.req_w, args.replace("\n", " ").encode() + b"\n")
+            os.write(self.req_w, json.dumps(args).encode() + b"\n")
         except BrokenPipeError:
             pass  # the child is gone: its answer pipe reads EOF below
         status, _, err, ans = collect(self.out, self.err, deadline, limits["output_bytes"], self.ans_r)
@@ -250,7 +283,7 @@ class Caller:
             except ValueError:
                 msg = {"error": "malformed answer"}
             if "ok" in msg:
-                status, value = "ok", str(msg["ok"])
+                status, value = "ok", json.dumps(msg["ok"])
             else:
                 status, err = ("memory" if "memory" in msg else "error"), str(msg.get("error", "")).encode()
         if status != "ok":

@@ -6,15 +6,17 @@ each line stripped; equal line counts are required; two lines match if they are 
 split on whitespace into the same number of tokens that all parse as decimals and are equal as
 decimals ("1.0" matches "1", "2.50" matches "2.5"; no tolerance beyond that).
 
-values (call-based problems): the program's result arrives as a repr and is read back with
-`ast.literal_eval` (anything but a plain literal is a wrong answer); it matches if equal to the
-expected value, with tuples read as lists (JSON test data has no tuples).
+values (call-based problems): the program's result arrives as JSON (sandbox.driver.encode: only
+plain values cross) and matches if equal to the expected value, tuples read as lists (JSON test
+data has no tuples).
 """
 from __future__ import annotations
 
-import ast
+import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from sandbox.driver import decode
 
 
 def _lines(text: str) -> list[str]:
@@ -50,10 +52,10 @@ def _plain(v: Any) -> Any:
 
 
 def read_value(text: str) -> tuple[bool, Any]:
-    """(ok, value) of a result's repr; not ok for anything but a plain literal."""
+    """(ok, value) of a call's result (`Result.out`); not ok if it is not a well-formed encoding."""
     try:
-        return True, ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return True, decode(json.loads(text))
+    except (ValueError, TypeError, AttributeError, MemoryError, RecursionError):
         return False, None
 
 

@@ -14,6 +14,7 @@ Reward of one action: `local + alpha * team`, where
 from __future__ import annotations
 
 import asyncio
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
@@ -68,16 +69,23 @@ class Role(Protocol):
 
 
 class Harness:
-    """Roles in turn order over one task. A turn is every role acting once; the episode ends when
-    the task is solved (checked after every action) or after `max_turns` turns."""
+    """Roles in turn order over one task. A turn is every role acting once; the episode ends on
+    what the team can observe, `stop(state)` (checked after every action), or after `max_turns`
+    turns. The default stop is the task being solved, which the planning tasks show every role;
+    where success is judged on what no role sees (code: hidden tests) the harness stops on its
+    own evidence instead (code: the program passes the tester's tests), so the length of an
+    episode never tells a role what it must not know. `Outcome.solved` and the team reward are
+    always the task's own verdict."""
 
     def __init__(self, name: str, task: Any, roles: list[Role], max_turns: int = 4,
-                 parse_penalty: float = -0.5):
+                 parse_penalty: float = -0.5, stop: Callable[[TeamState], bool] | None = None):
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
         self.name, self.task, self.roles = name, task, roles
         self.role_names = [r.name for r in roles]
         self.max_turns, self.parse_penalty = max_turns, parse_penalty
+        self.stops_when_solved = stop is None
+        self.stop = stop or (lambda state: bool(task.is_solved(state.task_state)))
 
     def role(self, name: str) -> Role:
         for r in self.roles:
@@ -109,9 +117,10 @@ class Harness:
             local = self.parse_penalty
             info = {**info, "parse_error": parsed.error}
         solved = bool(self.task.is_solved(new.task_state))
+        stop = self.stop(new)
         if role == self.role_names[-1]:  # the turn ends with the last role
             new = replace(new, turn=new.turn + 1, tool_output=None)
-        done = solved or new.turn >= self.max_turns
+        done = stop or new.turn >= self.max_turns
         new = replace(new, done=done)
         return Outcome(new, float(local), 1.0 if solved else 0.0, parsed.ok, solved, info)
 
@@ -135,4 +144,11 @@ def make_harness(task: Any, name: str, **kwargs: Any) -> Harness:
     key = (task.name, name)
     if key not in _HARNESSES:
         raise ValueError(f"unknown harness {name!r} for task {task.name!r}; available: {harness_names(task.name)}")
-    return _HARNESSES[key](task, **kwargs)
+    factory = _HARNESSES[key]
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise ValueError(f"unknown {task.name} harness option(s) {unknown}; allowed: "
+                             f"{', '.join(n for n in params if n != 'task')}")
+    return factory(task, **kwargs)

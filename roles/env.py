@@ -123,7 +123,8 @@ class SingleAgentEnv(gymnasium.Env):
         obs = self.harness.prompt(out.state, self.role)[-MAX_TEXT:]
         reward = out.local + self.alpha * out.team
         info = {"parse_ok": out.parse_ok, **out.info}
-        return obs, float(reward), out.solved, out.state.done and not out.solved, info
+        # the episode ends when the harness says so (an observable stop, or max_turns), solved or not
+        return obs, float(reward), out.state.done and out.solved, out.state.done and not out.solved, info
 
     def render(self) -> str:
         return self.harness.prompt(self.state_, self.role)

@@ -19,7 +19,7 @@ FAST = settings(max_examples=300, deadline=None)
 def harness_variants():
     """Every registered harness with its defaults, plus planpath's program tool."""
     out = [(t, h, {}) for t, h in sorted(_HARNESSES)]
-    out += [(t, h, {"tool": "program"}) for t, h in sorted(_HARNESSES) if h == "mas"]
+    out += [(t, h, {"tool": "program"}) for t, h in sorted(_HARNESSES) if h == "mas" and t != "code"]
     return out
 
 
@@ -144,9 +144,10 @@ def test_failed_parse_is_penalised_and_counted(task_name, name, kwargs, text):
         # the task did not move: nothing but the attempt counter and its history line changed
         assert replace(out.state.task_state, steps=0, history=()) == replace(state.task_state, steps=0, history=())
         state = out.state
-    # the plan agent's failed attempt is counted as a step and shown in its next prompt
+    # the acting role's (plan agent's, coder's) failed attempt is counted as a step and shown in its next prompt
+    actor = "coder" if task_name == "code" else "plan"
     assert state.task_state.steps == 1 and state.task_state.history == ("(unparsable)",)
-    assert "(unparsable)" in h.prompt(state, "plan")
+    assert "(unparsable)" in h.prompt(state, actor)
     assert state.turn == 1
 
 

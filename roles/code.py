@@ -1,0 +1,189 @@
+"""The code harnesses (envs/code.py):
+
+- `mas`: each turn the coder writes a program, then the unit tester, having seen it, writes test
+  cases for the problem; the program runs on them (sandbox) and from the next turn the coder sees
+  the mismatches (input, expected, got). The episode stops when the program passes the tester's
+  tests (what the team can observe) or after max_turns; success is the hidden tests, which no role
+  sees.
+- `single`: the coder alone; from turn 2 it sees its previous program and no test outcome (the
+  paper's baseline). Nothing observable ends its episode early.
+
+Local rewards (each a constant below):
+- coder: the pass ratio of its program on the training instance's hidden tests (the task reward);
+- tester: TESTS_VALID if every test case it wrote agrees with the reference solution, plus
+  VERDICT_RIGHT if, besides, its tests' verdict on the current program (all pass or not) is the
+  hidden tests' verdict. The reference solution is part of every problem (`Problem.reference`),
+  so this is never zero for want of one (a defect of the reference code).
+
+A tester's test case is a line `<input> -> <expected>` (lists of numbers, `-` for the empty list);
+at most MAX_TESTS are read.
+"""
+from __future__ import annotations
+
+import ast
+import random
+import re
+from dataclasses import replace
+
+from envs.code import OPS, apply, fmt, program_text, results
+from roles.base import Harness, Parsed, TeamState, register_harness
+from roles.text import CODE
+
+TESTS_VALID = 0.5    # every test case agrees with the reference solution
+VERDICT_RIGHT = 0.5  # ...and the tests pass the current program exactly when the hidden tests do
+MAX_TESTS = 3
+_LIST = r"(\d+(?: \d+)*|-)"
+_TEST = re.compile(rf"^\s*{_LIST}\s*->\s*{_LIST}\s*$")
+
+
+def _ints(s: str) -> list[int]:
+    return [] if s == "-" else [int(t) for t in s.split()]
+
+
+def parse_program(text: str) -> Parsed:
+    """A program defining `f`: the last ```python block, or the text itself. Parsed, never run."""
+    blocks = CODE.findall(text)
+    code = blocks[-1] if blocks else text
+    try:
+        tree = ast.parse(code)
+    except Exception as e:  # SyntaxError, or a parser running out of stack on hostile nesting
+        return Parsed(False, error=f"not Python: {type(e).__name__}")
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "f" for n in tree.body):
+        return Parsed(False, error="no function f")
+    return Parsed(True, code)
+
+
+def parse_tests(text: str) -> Parsed:
+    tests = []
+    for line in text.strip().splitlines():
+        m = _TEST.match(line)
+        if not m:
+            return Parsed(False, error=f"not a test case: {line[:60]!r}")
+        tests.append((tuple(_ints(m.group(1))), tuple(_ints(m.group(2)))))
+    if not tests:
+        return Parsed(False, error="no test case")
+    return Parsed(True, tuple(tests[:MAX_TESTS]))
+
+
+def format_tests(tests) -> str:
+    return "\n".join(f"{fmt(list(i))} -> {fmt(list(o))}" for i, o in tests)
+
+
+def _head(instructions: bool, text: str) -> str:
+    return text + "\n" if instructions else ""
+
+
+class CoderRole:
+    """Writes the program; its action advances the task (runs the hidden tests)."""
+
+    blocking = True  # the hidden tests run in the sandbox
+
+    def __init__(self, task, sees_tests: bool, instructions: bool):
+        self.name, self.task, self.sees_tests, self.instructions = "coder", task, sees_tests, instructions
+
+    def prompt(self, state: TeamState) -> str:
+        s = state.task_state
+        lines = [_head(self.instructions, "Write a Python function f(x) that maps each input list to its output list.")
+                 + s.problem.statement]
+        if s.history and s.history[-1] == "(unparsable)":
+            lines.append("last: (unparsable)")
+        elif s.program is not None:
+            lines.append(f"last:\n{s.program}")
+        if self.sees_tests and s.feedback is not None:
+            lines.append(f"tests: {s.feedback}")
+        return "\n".join(lines) + "\nprogram:"
+
+    def parse(self, text: str) -> Parsed:
+        return parse_program(text)
+
+    def apply(self, state: TeamState, parsed: Parsed):
+        s = state.task_state
+        if not parsed.ok:
+            s = replace(s, steps=s.steps + 1, history=s.history + ("(unparsable)",))
+            return replace(state, task_state=s), 0.0, {}
+        res = self.task.step(s, parsed.action)
+        return replace(state, task_state=res.state), res.reward, {"terms": res.terms, "pass_ratio": res.state.pass_ratio}
+
+    def demo(self, state: TeamState) -> str:
+        return self.task.oracle(state.task_state)
+
+    def naive(self, state: TeamState) -> str:
+        """The operations in the order the statement lists them: right half the time."""
+        a, b = state.task_state.problem.ops
+        return program_text(a, b)
+
+    def noise(self, state: TeamState, rng: random.Random) -> str:
+        a, b = rng.sample(list(OPS), 2)
+        return program_text(a, b)
+
+
+class TesterRole:
+    """Writes test cases for the problem, having seen the current program; the program runs on
+    them and the mismatches are shown to the coder next turn."""
+
+    blocking = True  # the current program runs on the tests in the sandbox
+
+    def __init__(self, task, instructions: bool):
+        self.name, self.task, self.instructions = "tester", task, instructions
+
+    def prompt(self, state: TeamState) -> str:
+        s = state.task_state
+        head = _head(self.instructions, "Write test cases `input -> output` that tell a wrong program from a right one.")
+        program = s.program if s.program is not None else "(none)"
+        return f"{head}{s.problem.statement}\nprogram:\n{program}\ntests:"
+
+    def parse(self, text: str) -> Parsed:
+        return parse_tests(text)
+
+    def apply(self, state: TeamState, parsed: Parsed):
+        s = state.task_state
+        if not parsed.ok:  # nothing ran: the coder sees no test outcome this turn
+            return state, 0.0, {}
+        tests = parsed.action
+        valid = all(list(o) == s.problem.reference(list(i)) for i, o in tests)
+        got = results(s.program, [list(i) for i, _ in tests]) if s.program is not None else [(False, None)] * len(tests)
+        fails = [(i, o, g) for (i, o), (ok, g) in zip(tests, got) if not (ok and g == list(o))]
+        passed = s.program is not None and not fails
+        feedback = "pass" if passed else " ; ".join(
+            f"{fmt(list(i))} -> {fmt(list(o))} got {fmt(g) if isinstance(g, list) else 'error'}" for i, o, g in fails)
+        right = passed == (s.pass_ratio == 1.0)
+        local = TESTS_VALID * valid + VERDICT_RIGHT * (valid and right)
+        new = replace(s, feedback=feedback, tests_passed=passed)
+        return replace(state, task_state=new), local, {"valid": valid, "verdict_right": right, "feedback": feedback}
+
+    def demo(self, state: TeamState) -> str:
+        """The example that tells the two orders apart."""
+        p = state.task_state.problem
+        return format_tests([p.examples[p.key_example]])
+
+    def naive(self, state: TeamState) -> str:
+        """The statement's first example, whether or not it tells the orders apart."""
+        return format_tests([state.task_state.problem.examples[0]])
+
+    def noise(self, state: TeamState, rng: random.Random) -> str:
+        """A test case whose expected output is wrong (the input itself, or another order's)."""
+        p = state.task_state.problem
+        i, _ = rng.choice(p.examples)
+        wrong = apply(p.outer, p.inner, list(i)) if rng.random() < 0.5 else list(i)
+        return format_tests([(i, tuple(wrong))])
+
+
+def _tests_passed(state: TeamState) -> bool:
+    return state.task_state.tests_passed
+
+
+def _never(state: TeamState) -> bool:
+    return False
+
+
+def single(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5) -> Harness:
+    return Harness("single", task, [CoderRole(task, False, instructions)], max_turns, parse_penalty, stop=_never)
+
+
+def mas(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5) -> Harness:
+    roles = [CoderRole(task, True, instructions), TesterRole(task, instructions)]
+    return Harness("mas", task, roles, max_turns, parse_penalty, stop=_tests_passed)
+
+
+register_harness("code", "single", single)
+register_harness("code", "mas", mas)

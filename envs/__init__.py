@@ -4,5 +4,6 @@ from envs import planpath as _planpath  # noqa: F401  (each module registers its
 from envs import sokoban as _sokoban  # noqa: F401
 from envs import sudoku as _sudoku  # noqa: F401
 from envs import code as _code  # noqa: F401
+from envs import codebench as _codebench  # noqa: F401
 
 __all__ = ["SPLITS", "StepResult", "Task", "make", "register", "registered", "split_of"]

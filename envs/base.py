@@ -75,13 +75,17 @@ class Task(Protocol):
 
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
+_FROM_FILES: set[str] = set()
 
 
-def register(name: str, factory: Callable[..., Task]) -> None:
-    """Register a task factory under `name`; a taken name is an error, never an overwrite."""
+def register(name: str, factory: Callable[..., Task], from_files: bool = False) -> None:
+    """Register a task factory under `name`; a taken name is an error, never an overwrite.
+    `from_files`: its instances come from a dataset on disk (`data_dir`), not from a generator."""
     if name in _REGISTRY:
         raise ValueError(f"task {name!r} is already registered ({_REGISTRY[name]!r})")
     _REGISTRY[name] = factory
+    if from_files:
+        _FROM_FILES.add(name)
 
 
 def make(name: str, **kwargs: Any) -> Task:
@@ -90,5 +94,7 @@ def make(name: str, **kwargs: Any) -> Task:
     return _REGISTRY[name](**kwargs)
 
 
-def registered() -> list[str]:
-    return sorted(_REGISTRY)
+def registered(from_files: bool = False) -> list[str]:
+    """The generated tasks (every one is checked by tests/envs/test_registry.py), or with
+    `from_files` also those read from a dataset."""
+    return sorted(n for n in _REGISTRY if from_files or n not in _FROM_FILES)

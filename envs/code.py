@@ -138,7 +138,11 @@ def passes(program: str, problem: Problem, inputs) -> list[bool]:
 
 class Code:
     """The tiny code task (see the module docstring). `hidden` tests per problem, list lengths in
-    [min_len, max_len]."""
+    [min_len, max_len].
+
+    What the code harnesses (roles/code.py) need of a code task, here and in envs/codebench.py:
+    `expected(problem, inputs)` (the reference solution's outputs), `outputs(program, problem,
+    inputs)` (the program's; None where a run failed) and `same(got, expected)`."""
 
     name = "code"
 
@@ -196,6 +200,15 @@ class Code:
 
     def oracle(self, state: CodeState) -> str:
         return program_text(state.problem.inner, state.problem.outer)
+
+    def expected(self, problem: Problem, inputs) -> list:
+        return [problem.reference(list(x)) for x in inputs]
+
+    def outputs(self, program: str, problem: Problem, inputs) -> list:
+        return [v if ok else None for ok, v in results(program, [list(x) for x in inputs])]
+
+    def same(self, got, expected) -> bool:
+        return isinstance(got, (list, tuple)) and list(got) == list(expected)
 
     def step(self, state: CodeState, program: str) -> StepResult:
         ok = passes(program, state.problem, state.problem.hidden)

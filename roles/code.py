@@ -15,8 +15,11 @@ Local rewards (each a constant below):
   hidden tests' verdict. The reference solution is part of every problem (`Problem.reference`),
   so this is never zero for want of one (a defect of the reference code).
 
-A tester's test case is a line `<input> -> <expected>` (lists of numbers, `-` for the empty list);
-at most MAX_TESTS are read.
+What differs per task is a board: how a problem reads as text, how a tester writes a test case
+and how mismatches are shown, and the demonstrators the tiny model's warm start is made from
+(`ListBoard` here for the tiny task; roles/codebench.py for the real benchmarks). The roles, turn
+order and rewards are not copied. On the tiny task a test case is a line `<input> -> <expected>`
+(lists of numbers, `-` for the empty list); at most MAX_TESTS are read.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import random
 import re
 from dataclasses import replace
 
-from envs.code import OPS, apply, fmt, program_text, results
+from envs.code import OPS, apply, fmt, program_text
 from roles.base import Harness, Parsed, TeamState, register_harness
 from roles.text import CODE
 
@@ -40,16 +43,17 @@ def _ints(s: str) -> list[int]:
     return [] if s == "-" else [int(t) for t in s.split()]
 
 
-def parse_program(text: str) -> Parsed:
-    """A program defining `f`: the last ```python block, or the text itself. Parsed, never run."""
+def parse_program(text: str, fn: str | None = "f") -> Parsed:
+    """A Python program (defining `fn`, unless None): the last ```python block, or the text itself.
+    Parsed, never run."""
     blocks = CODE.findall(text)
     code = blocks[-1] if blocks else text
     try:
         tree = ast.parse(code)
     except Exception as e:  # SyntaxError, or a parser running out of stack on hostile nesting
         return Parsed(False, error=f"not Python: {type(e).__name__}")
-    if not any(isinstance(n, ast.FunctionDef) and n.name == "f" for n in tree.body):
-        return Parsed(False, error="no function f")
+    if fn is not None and not any(isinstance(n, ast.FunctionDef) and n.name == fn for n in tree.body):
+        return Parsed(False, error=f"no function {fn}")
     return Parsed(True, code)
 
 
@@ -73,18 +77,70 @@ def _head(instructions: bool, text: str) -> str:
     return text + "\n" if instructions else ""
 
 
+class ListBoard:
+    """The tiny task's board (envs/code.py)."""
+
+    function = "f"  # what a program must define (None: any program; its problem says how it is run)
+    instructions = {"coder": "Write a Python function f(x) that maps each input list to its output list.",
+                    "tester": "Write test cases `input -> output` that tell a wrong program from a right one."}
+
+    def __init__(self, task):
+        self.task = task
+
+    def statement(self, problem) -> str:
+        return problem.statement
+
+    def parse_tests(self, text: str) -> Parsed:
+        return parse_tests(text)
+
+    def typed(self, problem, tests):
+        return tests
+
+    def feedback(self, fails) -> str:
+        """(input, expected, got) triples as `in -> expected got out`, `;`-separated."""
+        return " ; ".join(f"{fmt(list(i))} -> {fmt(list(o))} got {fmt(g) if isinstance(g, list) else 'error'}"
+                          for i, o, g in fails)
+
+    def demo_program(self, s) -> str:
+        return self.task.oracle(s)
+
+    def naive_program(self, s) -> str:
+        """The operations in the order the statement lists them: right half the time."""
+        a, b = s.problem.ops
+        return program_text(a, b)
+
+    def noise_program(self, s, rng: random.Random) -> str:
+        a, b = rng.sample(list(OPS), 2)
+        return program_text(a, b)
+
+    def demo_tests(self, s) -> str:
+        """The example that tells the two orders apart."""
+        return format_tests([s.problem.examples[s.problem.key_example]])
+
+    def naive_tests(self, s) -> str:
+        """The statement's first example, whether or not it tells the orders apart."""
+        return format_tests([s.problem.examples[0]])
+
+    def noise_tests(self, s, rng: random.Random) -> str:
+        """A test case whose expected output is wrong (the input itself, or the other order's)."""
+        p = s.problem
+        i, _ = rng.choice(p.examples)
+        wrong = apply(p.outer, p.inner, list(i)) if rng.random() < 0.5 else list(i)
+        return format_tests([(i, tuple(wrong))])
+
+
 class CoderRole:
     """Writes the program; its action advances the task (runs the hidden tests)."""
 
     blocking = True  # the hidden tests run in the sandbox
 
-    def __init__(self, task, sees_tests: bool, instructions: bool):
-        self.name, self.task, self.sees_tests, self.instructions = "coder", task, sees_tests, instructions
+    def __init__(self, board, sees_tests: bool, instructions: bool):
+        self.name, self.board, self.task = "coder", board, board.task
+        self.sees_tests, self.instructions = sees_tests, instructions
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        lines = [_head(self.instructions, "Write a Python function f(x) that maps each input list to its output list.")
-                 + s.problem.statement]
+        lines = [_head(self.instructions, self.board.instructions["coder"]) + self.board.statement(s.problem)]
         if s.history and s.history[-1] == "(unparsable)":
             lines.append("last: (unparsable)")
         elif s.program is not None:
@@ -94,7 +150,7 @@ class CoderRole:
         return "\n".join(lines) + "\nprogram:"
 
     def parse(self, text: str) -> Parsed:
-        return parse_program(text)
+        return parse_program(text, self.board.function)
 
     def apply(self, state: TeamState, parsed: Parsed):
         s = state.task_state
@@ -105,16 +161,13 @@ class CoderRole:
         return replace(state, task_state=res.state), res.reward, {"terms": res.terms, "pass_ratio": res.state.pass_ratio}
 
     def demo(self, state: TeamState) -> str:
-        return self.task.oracle(state.task_state)
+        return self.board.demo_program(state.task_state)
 
     def naive(self, state: TeamState) -> str:
-        """The operations in the order the statement lists them: right half the time."""
-        a, b = state.task_state.problem.ops
-        return program_text(a, b)
+        return self.board.naive_program(state.task_state)
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
-        a, b = rng.sample(list(OPS), 2)
-        return program_text(a, b)
+        return self.board.noise_program(state.task_state, rng)
 
 
 class TesterRole:
@@ -123,49 +176,45 @@ class TesterRole:
 
     blocking = True  # the current program runs on the tests in the sandbox
 
-    def __init__(self, task, instructions: bool):
-        self.name, self.task, self.instructions = "tester", task, instructions
+    def __init__(self, board, instructions: bool):
+        self.name, self.board, self.task, self.instructions = "tester", board, board.task, instructions
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        head = _head(self.instructions, "Write test cases `input -> output` that tell a wrong program from a right one.")
+        head = _head(self.instructions, self.board.instructions["tester"])
         program = s.program if s.program is not None else "(none)"
-        return f"{head}{s.problem.statement}\nprogram:\n{program}\ntests:"
+        return f"{head}{self.board.statement(s.problem)}\nprogram:\n{program}\ntests:"
 
     def parse(self, text: str) -> Parsed:
-        return parse_tests(text)
+        return self.board.parse_tests(text)
 
     def apply(self, state: TeamState, parsed: Parsed):
         s = state.task_state
         if not parsed.ok:  # nothing ran: the coder sees no test outcome this turn
             return state, 0.0, {}
-        tests = parsed.action
-        valid = all(list(o) == s.problem.reference(list(i)) for i, o in tests)
-        got = results(s.program, [list(i) for i, _ in tests]) if s.program is not None else [(False, None)] * len(tests)
-        fails = [(i, o, g) for (i, o), (ok, g) in zip(tests, got) if not (ok and g == list(o))]
+        tests = self.board.typed(s.problem, parsed.action)
+        if tests is None:  # well-formed text, but not values of this problem's types
+            return state, 0.0, {"valid": False}
+        inputs = [i for i, _ in tests]
+        ref = self.task.expected(s.problem, inputs)
+        valid = ref is not None and all(r is not None and self.task.same(r, o) for r, (_, o) in zip(ref, tests))
+        got = self.task.outputs(s.program, s.problem, inputs) if s.program is not None else [None] * len(tests)
+        fails = [(i, o, g) for (i, o), g in zip(tests, got) if g is None or not self.task.same(g, o)]
         passed = s.program is not None and not fails
-        feedback = "pass" if passed else " ; ".join(
-            f"{fmt(list(i))} -> {fmt(list(o))} got {fmt(g) if isinstance(g, list) else 'error'}" for i, o, g in fails)
+        feedback = "pass" if passed else self.board.feedback(fails)
         right = passed == (s.pass_ratio == 1.0)
         local = TESTS_VALID * valid + VERDICT_RIGHT * (valid and right)
         new = replace(s, feedback=feedback, tests_passed=passed)
         return replace(state, task_state=new), local, {"valid": valid, "verdict_right": right, "feedback": feedback}
 
     def demo(self, state: TeamState) -> str:
-        """The example that tells the two orders apart."""
-        p = state.task_state.problem
-        return format_tests([p.examples[p.key_example]])
+        return self.board.demo_tests(state.task_state)
 
     def naive(self, state: TeamState) -> str:
-        """The statement's first example, whether or not it tells the orders apart."""
-        return format_tests([state.task_state.problem.examples[0]])
+        return self.board.naive_tests(state.task_state)
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
-        """A test case whose expected output is wrong (the input itself, or another order's)."""
-        p = state.task_state.problem
-        i, _ = rng.choice(p.examples)
-        wrong = apply(p.outer, p.inner, list(i)) if rng.random() < 0.5 else list(i)
-        return format_tests([(i, tuple(wrong))])
+        return self.board.noise_tests(state.task_state, rng)
 
 
 def _tests_passed(state: TeamState) -> bool:
@@ -176,14 +225,24 @@ def _never(state: TeamState) -> bool:
     return False
 
 
-def single(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5) -> Harness:
-    return Harness("single", task, [CoderRole(task, False, instructions)], max_turns, parse_penalty, stop=_never)
+def register_code_harnesses(task_name: str, board_cls) -> None:
+    """Register `single` and `mas` for a code task whose board is `board_cls(task)`."""
+
+    # `tool` is the planning harnesses' option, which the Qwen model configs set for the paper's
+    # planning runs; the code team runs no tool but the tester's tests, so it is accepted and unused
+    def single(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
+               tool: str | None = None) -> Harness:
+        return Harness("single", task, [CoderRole(board_cls(task), False, instructions)], max_turns, parse_penalty,
+                       stop=_never)
+
+    def mas(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
+            tool: str | None = None) -> Harness:
+        board = board_cls(task)
+        roles = [CoderRole(board, True, instructions), TesterRole(board, instructions)]
+        return Harness("mas", task, roles, max_turns, parse_penalty, stop=_tests_passed)
+
+    register_harness(task_name, "single", single)
+    register_harness(task_name, "mas", mas)
 
 
-def mas(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5) -> Harness:
-    roles = [CoderRole(task, True, instructions), TesterRole(task, instructions)]
-    return Harness("mas", task, roles, max_turns, parse_penalty, stop=_tests_passed)
-
-
-register_harness("code", "single", single)
-register_harness("code", "mas", mas)
+register_code_harnesses("code", ListBoard)

@@ -98,7 +98,7 @@ class Session:
         t0 = time.monotonic()
         job = {"args": encode(tuple(args))} if self.mode == "call" else {"stdin": stdin}
         if not self._send(job):
-            return self._end("error", "the sandbox ended")
+            return self._end("error", "the sandbox ended: " + self._stderr())
         backstop = self.limits.timeout_s + SLACK_S + (STARTUP_S if self._first else 0.0)
         self._first = False
         line = self._read_line(t0 + backstop)
@@ -138,6 +138,11 @@ class Session:
         return line
 
     def _stderr(self) -> str:
+        """What bwrap (or the driver) said on its way out."""
+        try:
+            self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
         self._err.seek(0)
         return self._err.read(2000).decode(errors="replace").strip()
 

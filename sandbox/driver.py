@@ -241,7 +241,11 @@ class Caller:
         def serve():
             g = {"__name__": "__main__"}
             exec(compile(code, "<program>", "exec"), g)
-            f = g.get(fn)
+            if "." in fn:  # "Class.method": LeetCode-style `class Solution`, called on a fresh instance
+                cls, method = fn.split(".", 1)
+                f = getattr(g[cls](), method, None) if callable(g.get(cls)) else None
+            else:
+                f = g.get(fn)
             if not callable(f):
                 raise NameError(f"the program defines no function {fn!r}")
             inp = os.fdopen(req_r, "r")

@@ -10,16 +10,20 @@
 
 Local rewards (each a constant below):
 - coder: the pass ratio of its program on the training instance's hidden tests (the task reward);
-- tester: TESTS_VALID if every test case it wrote agrees with the reference solution, plus
-  VERDICT_RIGHT if, besides, its tests' verdict on the current program (all pass or not) is the
-  hidden tests' verdict. The reference solution is part of every problem (`Problem.reference`),
-  so this is never zero for want of one (a defect of the reference code).
+- tester: VALID_AND_RIGHT if every test case it wrote agrees with the reference solution *and*
+  its tests' verdict on the current program (all pass or not) is the hidden tests' verdict; else
+  0. No credit for validity alone: a trivially valid test that any program passes (measured: the
+  tiny tester converged on `2 2 2 -> 2 2 2`, which ends the episode on a false pass) must not pay.
+  The reference solution is part of every problem, so this is never zero for want of one (a defect
+  of the reference code).
 
 What differs per task is a board: how a problem reads as text, how a tester writes a test case
 and how mismatches are shown, and the demonstrators the tiny model's warm start is made from
 (`ListBoard` here for the tiny task; roles/codebench.py for the real benchmarks). The roles, turn
 order and rewards are not copied. On the tiny task a test case is a line `<input> -> <expected>`
-(lists of numbers, `-` for the empty list); at most MAX_TESTS are read.
+(lists of numbers, `-` for the empty list) or `example <n>`, the statement's n-th example (1-based:
+choosing the example that tells the candidates apart is the tester's skill, as naming a cell is a
+planning tool agent's); at most MAX_TESTS are read.
 """
 from __future__ import annotations
 
@@ -32,11 +36,11 @@ from envs.code import OPS, apply, fmt, program_text
 from roles.base import Harness, Parsed, TeamState, register_harness
 from roles.text import CODE
 
-TESTS_VALID = 0.5    # every test case agrees with the reference solution
-VERDICT_RIGHT = 0.5  # ...and the tests pass the current program exactly when the hidden tests do
+VALID_AND_RIGHT = 1.0  # valid tests that pass the current program exactly when the hidden tests do
 MAX_TESTS = 3
 _LIST = r"(\d+(?: \d+)*|-)"
 _TEST = re.compile(rf"^\s*{_LIST}\s*->\s*{_LIST}\s*$")
+_EXAMPLE = re.compile(r"^\s*example (\d+)\s*$")
 
 
 def _ints(s: str) -> list[int]:
@@ -58,9 +62,13 @@ def parse_program(text: str, fn: str | None = "f") -> Parsed:
 
 
 def parse_tests(text: str) -> Parsed:
+    """Lines `<input> -> <expected>` or `example <n>` (kept as the int n)."""
     tests = []
     for line in text.strip().splitlines():
-        m = _TEST.match(line)
+        m, ref = _TEST.match(line), _EXAMPLE.match(line)
+        if ref:
+            tests.append(int(ref.group(1)))
+            continue
         if not m:
             return Parsed(False, error=f"not a test case: {line[:60]!r}")
         tests.append((tuple(_ints(m.group(1))), tuple(_ints(m.group(2)))))
@@ -94,7 +102,15 @@ class ListBoard:
         return parse_tests(text)
 
     def typed(self, problem, tests):
-        return tests
+        """`example n` references resolved to the statement's example; None for one it lacks."""
+        out = []
+        for t in tests:
+            if isinstance(t, int):
+                if not 1 <= t <= len(problem.examples):
+                    return None
+                t = problem.examples[t - 1]
+            out.append(t)
+        return tuple(out)
 
     def feedback(self, fails) -> str:
         """(input, expected, got) triples as `in -> expected got out`, `;`-separated."""
@@ -115,11 +131,11 @@ class ListBoard:
 
     def demo_tests(self, s) -> str:
         """The example that tells the two orders apart."""
-        return format_tests([s.problem.examples[s.problem.key_example]])
+        return f"example {s.problem.key_example + 1}"
 
     def naive_tests(self, s) -> str:
         """The statement's first example, whether or not it tells the orders apart."""
-        return format_tests([s.problem.examples[0]])
+        return "example 1"
 
     def noise_tests(self, s, rng: random.Random) -> str:
         """A test case whose expected output is wrong (the input itself, or the other order's)."""
@@ -203,7 +219,7 @@ class TesterRole:
         passed = s.program is not None and not fails
         feedback = "pass" if passed else self.board.feedback(fails)
         right = passed == (s.pass_ratio == 1.0)
-        local = TESTS_VALID * valid + VERDICT_RIGHT * (valid and right)
+        local = VALID_AND_RIGHT * (valid and right)
         new = replace(s, feedback=feedback, tests_passed=passed)
         return replace(state, task_state=new), local, {"valid": valid, "verdict_right": right, "feedback": feedback}
 

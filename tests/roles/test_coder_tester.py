@@ -13,7 +13,7 @@ from envs.code import apply, program_text
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.types import Completion
-from roles.code import TESTS_VALID, VERDICT_RIGHT, format_tests, parse_tests
+from roles.code import VALID_AND_RIGHT, format_tests, parse_tests
 from sandbox.attacks import ATTACKS
 
 TASK = envs.make("code")
@@ -49,17 +49,18 @@ def test_turn_order_and_what_the_tester_sees():
 
 def test_tester_reward_valid_and_right_verdict():
     """The tester's local reward is not always zero (the reference code never loaded the reference
-    solution): valid tests with the right verdict earn both terms; valid tests that let a wrong
-    program pass earn only validity; a test the reference disagrees with earns nothing."""
+    solution): valid tests with the right verdict earn it; valid tests that let a wrong program
+    pass earn nothing (no credit for validity alone); nor does a test the reference disagrees with."""
     h, p = mas(), problem()
     key, other = p.examples[p.key_example], p.examples[(p.key_example + 1) % 3]
     wrong_state = after_coder(h, p, wrong(p)).state
     right_state = after_coder(h, p, TASK.oracle(wrong_state.task_state)).state
-    assert h.act_sync(wrong_state, "tester", format_tests([key])).local == TESTS_VALID + VERDICT_RIGHT
-    assert h.act_sync(right_state, "tester", format_tests([other])).local == TESTS_VALID + VERDICT_RIGHT
-    assert h.act_sync(wrong_state, "tester", format_tests([other])).local == TESTS_VALID
+    assert h.act_sync(wrong_state, "tester", format_tests([key])).local == VALID_AND_RIGHT
+    assert h.act_sync(wrong_state, "tester", f"example {p.key_example + 1}").local == VALID_AND_RIGHT
+    assert h.act_sync(right_state, "tester", format_tests([other])).local == VALID_AND_RIGHT
+    assert h.act_sync(wrong_state, "tester", format_tests([other])).local == 0.0
     bad = (key[0], tuple(reversed(key[1])) if len(set(key[1])) > 1 else key[1] + (1,))
-    assert h.act_sync(wrong_state, "tester", format_tests([bad])).local == 0.0
+    assert h.act_sync(right_state, "tester", format_tests([bad])).local == 0.0  # invalid, though it fails
 
 
 def test_coder_sees_the_mismatches_from_turn_two_in_the_team_only():
@@ -108,8 +109,11 @@ def test_unparsable_tests_are_penalised(text):
     assert not out.parse_ok and out.local == h.parse_penalty and not out.state.done
 
 
-def test_parse_tests_reads_empty_lists_and_caps_the_count():
-    assert parse_tests("- -> -\n1 10 -> 2").action == (((), ()), ((1, 10), (2,)))
+def test_parse_tests_reads_empty_lists_example_references_and_caps_the_count():
+    assert parse_tests("- -> -\n1 10 -> 2\nexample 3").action == (((), ()), ((1, 10), (2,)), 3)
+    h, p = mas(), problem()
+    out = h.act_sync(after_coder(h, p, wrong(p)).state, "tester", "example 4")  # there are three
+    assert out.parse_ok and out.local == 0.0 and not out.state.done
     assert len(parse_tests("\n".join(["1 -> 1"] * 9)).action) == 3
 
 
@@ -149,7 +153,7 @@ def test_the_testers_k_candidates_are_scored_on_their_own_copies():
     key, other = p.examples[p.key_example], p.examples[(p.key_example + 1) % 3]
     ep = _rollout(mas(max_turns=1), p, [wrong(p)], [format_tests([key]), format_tests([other]), "junk"], k=3)
     tester = [s for s in ep.samples if s.role == "tester" and s.turn == 0]
-    assert sorted(s.local for s in tester) == [-0.5, TESTS_VALID, TESTS_VALID + VERDICT_RIGHT]
+    assert sorted(s.local for s in tester) == [-0.5, 0.0, VALID_AND_RIGHT]
     assert len({s.group_id for s in tester}) == 1
 
 

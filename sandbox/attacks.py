@@ -75,14 +75,26 @@ def close_probe(p: Probe) -> None:
 
 
 def alive(comm: str) -> int:
-    """Processes on this host named `comm`."""
+    """Live (not zombie) processes on this host named `comm`."""
     n = 0
-    for c in Path("/proc").glob("[0-9]*/comm"):
+    for d in Path("/proc").glob("[0-9]*"):
         try:
-            n += c.read_text().strip() == comm
-        except OSError:
+            if (d / "comm").read_text().strip() == comm and (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                n += 1
+        except (OSError, IndexError):
             pass
     return n
+
+
+def gone(comm: str, grace_s: float = 2.0) -> float | None:
+    """Seconds until no live process named `comm` is left (None if some outlive `grace_s`): a
+    killed process takes a moment to die, an escaped one (the attacks sleep 5 s) does not."""
+    t0 = time.monotonic()
+    while alive(comm):
+        if time.monotonic() - t0 > grace_s:
+            return None
+        time.sleep(0.02)
+    return time.monotonic() - t0
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ def _no_secret(r: Result, p: Probe, comm: str) -> str:
 
 
 def _none_left(r: Result, p: Probe, comm: str) -> str:
-    return f"{alive(comm)} of its processes outlived the run" if alive(comm) else ""
+    return f"{alive(comm)} of its processes outlived the run" if gone(comm) is None else ""
 
 
 def _status(*allowed: str) -> Callable:
@@ -174,7 +186,8 @@ ATTACKS = [
 
 
 def run_attack(a: Attack, probe: Probe, limits: Limits = LIMITS) -> tuple[Result, str, float]:
-    """(result, "" if contained else why not, seconds until the run was over)."""
+    """(result, "" if contained else why not, seconds until the run was over and none of its
+    processes was left)."""
     comm = "marl-" + secrets.token_hex(3)
     os.environ["MARL_PROBE_SECRET"] = probe.secret
     t0 = time.monotonic()
@@ -182,5 +195,5 @@ def run_attack(a: Attack, probe: Probe, limits: Limits = LIMITS) -> tuple[Result
         r = run_stdin(a.code.format(**probe.fields(comm)), [a.stdin], limits)[0]
     finally:
         del os.environ["MARL_PROBE_SECRET"]
-    seconds = time.monotonic() - t0
-    return r, a.check(r, probe, comm), seconds
+    why = a.check(r, probe, comm)
+    return r, why, time.monotonic() - t0  # the check waits for the run's processes to be gone

@@ -56,8 +56,8 @@ def model_path(cfg, task, h_kw: dict, env_kw: dict, log=print) -> str:
     from roles import harness_names, make_harness
 
     spec = {"task": {"env": env_kw, "harness": h_kw}, "harnesses": harness_names(task.name),
-            "seed": cfg.model.get("seed", 0), "model": OmegaConf.to_container(cfg.model.arch),
-            "sft": OmegaConf.to_container(cfg.model.sft)}
+            "seed": cfg.model.get("seed", 0), "model": OmegaConf.to_container(cfg.model.arch, resolve=True),
+            "sft": OmegaConf.to_container(cfg.model.sft, resolve=True)}
     harnesses = [make_harness(task, n, **h_kw) for n in harness_names(task.name)]
     return str(ensure_built(harnesses, spec, cfg.cache_dir, log=log))
 

@@ -64,6 +64,11 @@ def fmt(xs: list[int]) -> str:
 class CodeRewards:
     pass_: float = 1.0  # times the hidden tests' pass ratio
 
+    @classmethod
+    def from_config(cls, rewards: dict | None) -> "CodeRewards":
+        """From `env.rewards` (`pass` is a Python keyword, hence the field's underscore)."""
+        return cls(**{("pass_" if k == "pass" else k): v for k, v in (rewards or {}).items()})
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -157,7 +162,7 @@ class Code:
         if unknown or len(self.ops) < 2:
             raise ValueError(f"unknown code ops {unknown} (need at least 2); allowed: {', '.join(OPS)}")
         self.min_len, self.max_len, self.hidden, self.seed = min_len, max_len, hidden, seed
-        self.rewards = CodeRewards(**{("pass_" if k == "pass" else k): v for k, v in (rewards or {}).items()})
+        self.rewards = CodeRewards.from_config(rewards)
         # pairs that some inputs tell apart and others do not (so examples can hide the order)
         probe_rng = random.Random(0)
         probe = [list(self._list(probe_rng)) for _ in range(200)]

@@ -57,7 +57,7 @@ class CodeBench:
         self.window = {"release": release, "start": start, "end": end}
         self.eval_sets = dict(eval_sets or {})
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
-        self.rewards = CodeRewards(**{("pass_" if k == "pass" else k): v for k, v in (rewards or {}).items()})
+        self.rewards = CodeRewards.from_config(rewards)
         self._splits: dict[str, list[CodeProblem]] = {}
         self.dropped: dict[str, int] = {}  # per split: problems dropped as duplicates of evaluation ones
 

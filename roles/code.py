@@ -21,9 +21,11 @@ What differs per task is a board: how a problem reads as text, how a tester writ
 and how mismatches are shown, and the demonstrators the tiny model's warm start is made from
 (`ListBoard` here for the tiny task; roles/codebench.py for the real benchmarks). The roles, turn
 order and rewards are not copied. On the tiny task a test case is a line `<input> -> <expected>`
-(lists of numbers, `-` for the empty list) or `example <n>`, the statement's n-th example (1-based:
-choosing the example that tells the candidates apart is the tester's skill, as naming a cell is a
-planning tool agent's); at most MAX_TESTS are read.
+(lists of numbers, `-` for the empty list) or `example <n>`, the statement's n-th example
+(1-based); at most MAX_TESTS are read. The tiny tester's demonstrator tests every example, one of
+which tells the two orders apart: what the team has over the single coder is execution feedback
+(the mismatch), not a better reading of the statement. A tester that tests only some examples can
+let a wrong program pass and end the episode on it (it then earns nothing).
 """
 from __future__ import annotations
 
@@ -130,8 +132,9 @@ class ListBoard:
         return program_text(a, b)
 
     def demo_tests(self, s) -> str:
-        """The example that tells the two orders apart."""
-        return f"example {s.problem.key_example + 1}"
+        """Every example of the statement: one of them tells the two orders apart, so the program
+        passes them exactly when it passes the hidden tests."""
+        return "\n".join(f"example {j + 1}" for j in range(len(s.problem.examples)))
 
     def naive_tests(self, s) -> str:
         """The statement's first example, whether or not it tells the orders apart."""

@@ -1,8 +1,10 @@
 """Code: write a Python function `f(x)` from a statement; judged on hidden tests.
 
 The tiny default, `code` (procedurally generated, so the tiny model can learn it on a laptop):
-`f` is the composition of two list operations (sort, reverse, drop the first, keep the first
-three, add one, double, keep the evens) on short lists of digits. The statement names the two
+`f` is the composition of two list operations (sort, reverse, drop the first, drop the last,
+keep the first three, keep every other) on short lists of digits, written as a pipeline of one
+line per operation (`x = sorted(x)` then `x = x[:3]`), so that the two orders differ by the
+order of two lines. The statement names the two
 operations in a random order and shows three examples; the operations do not commute, but only
 one of the examples (at a random position) tells the two orders apart. The hidden tests (six
 inputs, at least three of them telling the orders apart) never appear in any prompt; they judge
@@ -30,26 +32,21 @@ import sandbox
 from envs.base import StepResult, draw, register
 from sandbox.judge import read_value, same_value
 
-# name: (Python expression of `{x}`, the function itself). The composition `outer(inner(x))` is
-# written by substituting inner's expression for outer's {x}.
+# name: (the pipeline line's expression of x, the function itself)
 OPS = {
-    "sort": ("sorted({x})", lambda x: sorted(x)),
-    "reverse": ("{x}[::-1]", lambda x: x[::-1]),
-    "drop first": ("{x}[1:]", lambda x: x[1:]),
-    "first three": ("{x}[:3]", lambda x: x[:3]),
-    "add one": ("[v + 1 for v in {x}]", lambda x: [v + 1 for v in x]),
-    "double": ("[v * 2 for v in {x}]", lambda x: [v * 2 for v in x]),
-    "evens": ("[v for v in {x} if v % 2 == 0]", lambda x: [v for v in x if v % 2 == 0]),
+    "sort": ("sorted(x)", lambda x: sorted(x)),
+    "reverse": ("x[::-1]", lambda x: x[::-1]),
+    "drop first": ("x[1:]", lambda x: x[1:]),
+    "drop last": ("x[:-1]", lambda x: x[:-1]),
+    "first three": ("x[:3]", lambda x: x[:3]),
+    "every other": ("x[::2]", lambda x: x[::2]),
 }
 LIMITS = sandbox.Limits(timeout_s=1.0, memory_mb=256)
 
 
-def expression(inner: str, outer: str) -> str:
-    return OPS[outer][0].format(x=OPS[inner][0].format(x="x"))
-
-
 def program_text(inner: str, outer: str) -> str:
-    return f"def f(x):\n    return {expression(inner, outer)}"
+    """`outer(inner(x))` as the pipeline the oracle writes."""
+    return f"def f(x):\n    x = {OPS[inner][0]}\n    x = {OPS[outer][0]}\n    return x"
 
 
 def apply(inner: str, outer: str, x: list[int]) -> list[int]:

@@ -244,18 +244,31 @@ def _never(state: TeamState) -> bool:
     return False
 
 
+PLANNING_VIEW = ("tool", "tool_timeout_s", "coords", "positions", "numbered", "field")
+
+
+def _planning_only(view: dict) -> None:
+    unknown = sorted(set(view) - set(PLANNING_VIEW))
+    if unknown:
+        raise ValueError(f"unknown code harness option(s) {unknown}; allowed: max_turns, instructions, parse_penalty "
+                         f"(and the planning options {', '.join(PLANNING_VIEW)}, which are ignored)")
+
+
 def register_code_harnesses(task_name: str, board_cls) -> None:
     """Register `single` and `mas` for a code task whose board is `board_cls(task)`."""
 
-    # `tool` is the planning harnesses' option, which the Qwen model configs set for the paper's
-    # planning runs; the code team runs no tool but the tester's tests, so it is accepted and unused
+    # `view` takes the planning harness files' options (tool, tool_timeout_s, coords, positions,
+    # numbered, field; conf/harness/mas.yaml), which reach a code run through `harness=single|mas`
+    # and the mismatch experiment's arch axis; they mean nothing here. Any other option is refused.
     def single(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
-               tool: str | None = None) -> Harness:
+               **view) -> Harness:
+        _planning_only(view)
         return Harness("single", task, [CoderRole(board_cls(task), False, instructions)], max_turns, parse_penalty,
                        stop=_never)
 
     def mas(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
-            tool: str | None = None) -> Harness:
+            **view) -> Harness:
+        _planning_only(view)
         board = board_cls(task)
         roles = [CoderRole(board, True, instructions), TesterRole(board, instructions)]
         return Harness("mas", task, roles, max_turns, parse_penalty, stop=_tests_passed)

@@ -89,9 +89,12 @@ def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
     train.check_config(cfg)
     train.run(cfg, run_dir)
     traces = [json.loads(x) for x in (run_dir / "traces" / "step_000002.jsonl").read_text().splitlines()]
-    assert {t["role"] for t in traces} == {"tool", "plan"}
-    tool_prompts = [t["prompt"] for t in traces if t["role"] == "tool"]
-    assert all(p.endswith(f"{cfg.harness.tool}:") for p in tool_prompts)
+    if exp == "code":
+        assert {t["role"] for t in traces} == {"coder", "tester"}
+    else:
+        assert {t["role"] for t in traces} == {"tool", "plan"}
+        tool_prompts = [t["prompt"] for t in traces if t["role"] == "tool"]
+        assert all(p.endswith(f"{cfg.harness.tool}:") for p in tool_prompts)
     ev = json.loads((run_dir / "eval.json").read_text())
     for h in ("single", "mas"):
         assert ev[h]["test"]["n"] == 4 and 0.0 <= ev[h]["test"]["success"] <= 1.0
@@ -202,12 +205,13 @@ def test_unknown_config_name_lists_choices(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode != 0
     assert "Could not find 'harness/nope'" in proc.stderr
-    assert re.search(r"Available options in 'harness':\s+mas\s+single\s", proc.stderr), proc.stderr
+    assert re.search(r"Available options in 'harness':\s+code\s+mas\s+single\s", proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("group, options", [("policy", ["lora", "per_role", "shared"]), ("engine", ["local", "verl"]),
-                                            ("env", ["planpath", "planpath10", "sokoban", "sudoku", "sudoku9"])])
+                                            ("env", ["apps", "code", "codecontests", "livecodebench", "planpath", "planpath10",
+                                                     "sokoban", "sudoku", "sudoku9"])])
 def test_every_config_group_refuses_an_unknown_name_with_its_options(group, options):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         with pytest.raises(MissingConfigException) as e:

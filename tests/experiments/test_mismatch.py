@@ -106,6 +106,7 @@ def test_every_task_composes_as_the_experiment_task():
                 cfg = compose("mismatch", overrides=[f"exp={exp}", f"arch={arch}"])
                 check_config(cfg)
                 assert cfg.env == plain.env and cfg.harness.tool == plain.harness.tool
+                assert cfg.harness.max_turns == plain.harness.max_turns
                 assert cfg.mismatch.out.endswith(f"{plain.env.name}-tiny")
 
 

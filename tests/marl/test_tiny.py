@@ -86,7 +86,9 @@ def test_demonstrations_cover_every_harness_and_stop_at_dead_ends(task_name):
     task = envs.make(task_name)
     hs = [make_harness(task, n) for n in harness_names(task_name)]
     pairs = list(demonstrations(hs, range(300), noise=0.15, seed=0, oracle_frac=0.5))
-    assert {p.rsplit("\n", 1)[-1] for p, _ in pairs} == {f"{r.name if r.name == 'plan' else r.tool}:"
-                                                          for h in hs for r in h.roles}
-    parsers = {f"{r.name if r.name == 'plan' else r.tool}:": r.parse for h in hs for r in h.roles}
+    def cue(r):  # the line a role's prompt ends with
+        return {"plan": "plan:", "coder": "program:", "tester": "tests:"}.get(r.name) or f"{r.tool}:"
+
+    assert {p.rsplit("\n", 1)[-1] for p, _ in pairs} == {cue(r) for h in hs for r in h.roles}
+    parsers = {cue(r): r.parse for h in hs for r in h.roles}
     assert all(parsers[p.rsplit("\n", 1)[-1]](t).ok for p, t in pairs)

@@ -170,3 +170,9 @@ def test_a_rollout_with_attack_programs_among_the_candidates_completes():
     assert len(coder) == len(ATTACKS) + 1
     assert all(s.local <= 0.0 for s in coder[:-1]) and coder[-1].local == 1.0
     assert ep.solved  # the best candidate, the right program, is continued from
+
+
+def test_unknown_harness_options_are_refused_and_the_planning_ones_ignored():
+    with pytest.raises(ValueError, match=r"unknown code harness option\(s\) \['colour'\]; allowed: max_turns"):
+        mas(colour="red")
+    assert mas(tool="program", field=10, coords=True).role_names == ["coder", "tester"]

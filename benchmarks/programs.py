@@ -5,9 +5,9 @@
 Workload: `--programs` stdin programs (read numbers, print them sorted), each run on `--tests`
 inputs, `--workers` at a time (threads, as the trainer's tool pool runs them). Three ways:
 - plain: `python -I -c program` in a fresh subprocess per test (no isolation at all: the baseline);
-- sandbox, session per program: one sandbox per program running all its tests (each test a fresh
+- sandbox per program: one sandbox per program running all its tests (each test a fresh
   child inside), as the code task judges a candidate;
-- sandbox, session per test: a new sandbox for every test (the worst case).
+- sandbox per test: a new sandbox for every test (the worst case).
 Every output is checked, so no way is timed doing less work. Repetitions interleave the ways;
 medians are reported with the ratio to plain measured in the same run.
 """
@@ -46,8 +46,8 @@ def per_test(inputs: list[str]) -> list[str]:
     return [sandbox.run_stdin(PROGRAM, [x])[0].out for x in inputs]
 
 
-WAYS = {"plain subprocess per test": plain, "sandbox, session per program": per_program,
-        "sandbox, session per test": per_test}
+WAYS = {"plain subprocess per test": plain, "sandbox per program": per_program,
+        "sandbox per test": per_test}
 
 
 def main():

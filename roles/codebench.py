@@ -21,7 +21,8 @@ from roles.base import Parsed
 from roles.code import MAX_TESTS, register_code_harnesses
 
 SHOW = 300  # characters of an input, expected or actual output shown in feedback
-_BLOCK = re.compile(r"input:\s*\n(.*?)\noutput:\s*\n(.*?)(?=\ninput:|\Z)", re.S)
+# `[ \t]*`, not `\s*`, after a keyword: an input's leading blank lines (or an empty argument list) are its own
+_BLOCK = re.compile(r"input:[ \t]*\n(.*?)\noutput:[ \t]*\n(.*?)(?=\ninput:|\Z)", re.S)
 
 
 def _show(x) -> str:

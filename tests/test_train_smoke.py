@@ -298,3 +298,57 @@ def test_sokoban_tool_field_follows_the_longest_solution(max_moves):
         items = out.state.tool_output.split()
         moves = [m for m in items if m != "."]
         assert out.local == 1.0 and len(items) == (max_moves or len(moves))
+
+
+class _AttackClient:
+    """The engine's client, except that the first `len(attacks)` coder requests answer with the
+    attack programs (token ids from the run's own tokenizer), as if the policy had written them."""
+
+    def __init__(self, inner, tok, attacks: list[str]):
+        self.inner, self.tok, self.attacks = inner, tok, attacks
+
+    async def generate(self, prompt_ids, temperature, request_id=None):
+        from marl.types import Completion
+        c = await self.inner.generate(prompt_ids, temperature, request_id=request_id)
+        if not self.tok.decode(prompt_ids).rstrip().endswith("program:") or not self.attacks:
+            return c
+        text = self.attacks.pop(0)
+        ids = self.tok.encode(text) + [self.tok.eos_token_id]
+        return Completion(ids, [0.0] * len(ids), text)  # old log-probs: recomputed on-policy by the update
+
+
+def test_a_training_step_with_attack_programs_among_the_candidates_completes(tmp_path, monkeypatch):
+    """Every attack of sandbox/attacks.py among the coder's first candidates of a real training
+    step (rollout, advantages, update, validation, checkpoint): the step completes, each attack is
+    scored as a program that passes nothing, their samples train with finite advantages, and none
+    of them reached what it aimed at on the host."""
+    from marl.engine.local import LocalEngine
+    from sandbox.attacks import ATTACKS, close_probe, gone, open_probe
+
+    probe = open_probe()
+    comm = "marl-train-attack"
+    attacks = [f"def f(x):\n    pass\n{a.code.format(**probe.fields(comm))}" for a in ATTACKS]
+    pending = list(attacks)
+    real = LocalEngine.client
+    monkeypatch.setattr(LocalEngine, "client", lambda self, pid: _AttackClient(real(self, pid), self.tokenizer, pending))
+    monkeypatch.setenv("MARL_PROBE_SECRET", probe.secret)
+    try:
+        run_dir = tmp_path / "run"
+        train.run(cfg_for(tmp_path, "train.steps=1", "train.problems_per_step=4", "algo.k=4",
+                          "eval.warm_start=false", exp="code"), run_dir)
+        assert not pending, "every attack was among the candidates"
+        traces = [json.loads(x) for x in (run_dir / "traces" / "step_000001.jsonl").read_text().splitlines()]
+        hit = [t for t in traces if t["response"] in attacks]
+        assert len(hit) == len(attacks) and all(t["role"] == "coder" and t["turn"] == 0 for t in hit)
+        assert [(t["parse_ok"], t["local"], t["reward"]) for t in hit] == [(True, 0.0, 0.0)] * len(hit)
+        assert all(math.isfinite(t["advantage"]) for t in traces)
+        step1 = [r for r in rows(run_dir) if r["step"] == 1 and "train/grad_norm" in r][0]
+        assert math.isfinite(step1["train/pg_loss"]) and math.isfinite(step1["train/grad_norm"])
+        assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000001"
+        # nothing reached the host: no write outside, the canary and the listener untouched, no
+        # process of theirs left (the trainer, which one of them tried to kill, ran to the end)
+        assert not any(probe.outside.iterdir()) and probe.canary.read_text() == probe.secret
+        assert probe.accepted() == 0
+        assert gone(comm) is not None
+    finally:
+        close_probe(probe)

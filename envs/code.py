@@ -6,7 +6,8 @@ keep the first three, keep every other) on short lists of digits, written as a p
 line per operation (`x = sorted(x)` then `x = x[:3]`), so that the two orders differ by the
 order of two lines. The statement names the two
 operations in a random order and shows three examples; the operations do not commute, but only
-one of the examples (at a random position) tells the two orders apart. The hidden tests (six
+one of the examples, the second or the third, tells the two orders apart (the first is a simple
+case, as a real statement's first example tends to be). The hidden tests (six
 inputs, at least three of them telling the orders apart) never appear in any prompt; they judge
 the program (`step`: the pass ratio) and the episode (`is_solved`: all pass).
 
@@ -179,7 +180,7 @@ class Code:
         if len(same) < 2 or len(apart) < 1 + 3:
             return None
         shown = [same[0], same[1]]
-        shown.insert(rng.randrange(3), apart[0])
+        shown.insert(rng.randrange(1, 3), apart[0])  # never first (module docstring)
         shown_set = set(shown)
         hidden = [x for x in apart[1:] if x not in shown_set][:3]
         hidden += [x for x in (self._list(rng) for _ in range(40)) if x not in shown_set][:self.hidden - 3]

@@ -27,7 +27,7 @@ from marl.packing import first_fit
 from roles.base import Harness
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
-VERSION = 4  # bump when the build recipe changes, to invalidate old caches
+VERSION = 5  # bump when the build recipe changes, to invalidate old caches
 
 
 def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int,

@@ -22,10 +22,14 @@ and how mismatches are shown, and the demonstrators the tiny model's warm start 
 (`ListBoard` here for the tiny task; roles/codebench.py for the real benchmarks). The roles, turn
 order and rewards are not copied. On the tiny task a test case is a line `<input> -> <expected>`
 (lists of numbers, `-` for the empty list) or `example <n>`, the statement's n-th example
-(1-based); at most MAX_TESTS are read. The tiny tester's demonstrator tests every example, one of
-which tells the two orders apart: what the team has over the single coder is execution feedback
-(the mismatch), not a better reading of the statement. A tester that tests only some examples can
-let a wrong program pass and end the episode on it (it then earns nothing).
+(1-based); at most MAX_TESTS are read. The tiny tester's oracle tests every example, one of which
+(never the first) tells the two orders apart; its naive demonstrator tests the first example only,
+which passes either order. The coder's naive demonstrator writes the statement's order and, after a
+failed test, the other order. The warm team therefore mostly stops on the coder's first program (as
+good as the single coder), and what RL can add is a tester that tests the example that tells the
+orders apart: the team's edge is execution feedback, not a better reading of the statement. A
+tester that misses that example lets a wrong program pass and end the episode on it (it then
+earns nothing).
 """
 from __future__ import annotations
 
@@ -123,8 +127,12 @@ class ListBoard:
         return self.task.oracle(s)
 
     def naive_program(self, s) -> str:
-        """The operations in the order the statement lists them: right half the time."""
+        """The operations in the order the statement lists them, or in the other order once a test
+        has failed that one: a programmer who reads the feedback but not the examples (right half
+        the time at first; after a failed test of a valid tester, right)."""
         a, b = s.problem.ops
+        if s.feedback not in (None, "pass") and s.program == program_text(a, b):
+            return program_text(b, a)
         return program_text(a, b)
 
     def noise_program(self, s, rng: random.Random) -> str:
@@ -137,7 +145,8 @@ class ListBoard:
         return "\n".join(f"example {j + 1}" for j in range(len(s.problem.examples)))
 
     def naive_tests(self, s) -> str:
-        """The statement's first example, whether or not it tells the orders apart."""
+        """The statement's first example, the simple case: it never tells the orders apart, so
+        every program of the two operations passes it, right or wrong."""
         return "example 1"
 
     def noise_tests(self, s, rng: random.Random) -> str:

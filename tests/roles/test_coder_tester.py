@@ -176,3 +176,31 @@ def test_unknown_harness_options_are_refused_and_the_planning_ones_ignored():
     with pytest.raises(ValueError, match=r"unknown code harness option\(s\) \['colour'\]; allowed: max_turns"):
         mas(colour="red")
     assert mas(tool="program", field=10, coords=True).role_names == ["coder", "tester"]
+
+
+def test_the_warm_starts_demonstrators():
+    """The naive coder writes the statement's order, and the other order only after a failed test
+    (never in the single harness, which shows no test); the naive tester trusts the program, so it
+    passes right and wrong programs alike and is paid only for a right one; the oracle tester
+    catches every wrong program."""
+    h, n_right = mas(), 0
+    for i in range(40):
+        p = problem(i)
+        a, b = p.ops
+        s0 = h.reset(p)
+        coder, tester = h.role("coder"), h.role("tester")
+        first = coder.naive(s0)
+        assert first == program_text(a, b)
+        after = after_coder(h, p, first).state
+        right = after.task_state.pass_ratio == 1.0
+        n_right += right
+        trusting = h.act_sync(after, "tester", tester.naive(after))
+        assert trusting.state.task_state.tests_passed and trusting.local == VALID_AND_RIGHT * right
+        caught = h.act_sync(after, "tester", tester.demo(after))
+        assert caught.state.task_state.tests_passed == right and caught.local == VALID_AND_RIGHT
+        if not right:
+            assert coder.naive(caught.state) == program_text(b, a) == TASK.oracle(caught.state.task_state)
+            assert coder.naive(trusting.state) == first  # no failed test: nothing to fix
+        s1 = single().act_sync(single().reset(p), "coder", first).state
+        assert single().role("coder").naive(s1) == first
+    assert 10 < n_right < 30  # the statement's order is right about half the time

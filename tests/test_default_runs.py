@@ -41,3 +41,16 @@ def test_board_task_default_gains_20_points_for_the_team(tmp_path, exp):
     ev = default_run(tmp_path, exp)
     warm, after = ev["warm_start"]["test"]["mas"]["success"], ev["mas"]["test"]["success"]
     assert after - warm >= 0.20, f"{exp}: team test {warm:.0%} -> {after:.0%} (goal: +20 points)"
+
+
+@pytest.mark.slow
+def test_code_default_team_gains_20_points_and_beats_the_single_coder(tmp_path):
+    team = default_run(tmp_path / "team", "code")
+    warm, after = team["warm_start"]["test"]["mas"]["success"], team["mas"]["test"]["success"]
+    assert warm <= 0.60, f"warm start too strong to show RL: team test {warm:.0%} (goal <= 60%)"
+    assert after - warm >= 0.20, f"code: team test {warm:.0%} -> {after:.0%} (goal: +20 points)"
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose("config", overrides=["+exp=code", "harness.name=single", "logger=none"])
+    train.run(cfg, tmp_path / "single")
+    alone = json.loads((tmp_path / "single" / "eval.json").read_text())["single"]["test"]["success"]
+    assert after > alone, f"code: the team after RL {after:.0%} does not beat the single coder after RL {alone:.0%}"

@@ -1,6 +1,6 @@
 """The README's main jobs at their real defaults, asserted on the figures the issues set as goals.
 
-Slow (each builds its task's tiny model once, ~2.5-3.5 min, then trains 60 steps, ~1-2 min), so
+Slow (each builds its task's tiny model once, ~2.5-3.5 min, then trains 60 steps, code 100, ~1-5 min), so
 kept out of the default suite: `python -m pytest -m slow`. The models go to the run's default
 `cache_dir` (~/.cache/marl), the same cache the README command uses, so a machine that has run
 those commands skips the builds. The thresholds are the goals, not the figures measured: the

@@ -180,9 +180,9 @@ def load(source: str, data_dir: str, split: str, release: int = 6, start: str | 
     return [p for p in map(livecodebench_problem, rows) if lo <= date.fromisoformat(p.contest_date) <= hi]
 
 
-def deduplicate(train: list[CodeProblem], *evaluation: list[CodeProblem]) -> tuple[list[CodeProblem], int]:
+def deduplicate(train: list, *evaluation: list) -> tuple[list, int]:
     """Training problems whose statement is in no evaluation set (and each statement once);
-    returns (kept, number dropped)."""
+    returns (kept, number dropped). Code or maths problems alike: anything with a `.key`."""
     taken = {p.key for ev in evaluation for p in ev}
     kept, seen = [], set()
     for p in train:

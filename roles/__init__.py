@@ -5,5 +5,6 @@ from roles import sokoban as _sokoban  # noqa: F401
 from roles import sudoku as _sudoku  # noqa: F401
 from roles import code as _code  # noqa: F401
 from roles import codebench as _codebench  # noqa: F401
+from roles import maths as _maths  # noqa: F401
 
 __all__ = ["Harness", "Outcome", "Parsed", "TeamState", "harness_names", "make_harness", "register_harness"]

@@ -125,6 +125,19 @@ class Harness:
         return Outcome(new, float(local), 1.0 if solved else 0.0, parsed.ok, solved, info)
 
 
+PLANNING_VIEW = ("tool", "tool_timeout_s", "coords", "positions", "numbered", "field")
+
+
+def ignore_planning_view(view: dict, kind: str) -> None:
+    """The planning harness files' options (conf/harness/mas.yaml) reach every task through
+    `harness=single|mas` and the mismatch experiment's arch axis; a task whose harnesses have no use
+    for them ignores them. Any other unknown option is refused."""
+    unknown = sorted(set(view) - set(PLANNING_VIEW))
+    if unknown:
+        raise ValueError(f"unknown {kind} harness option(s) {unknown}; allowed: max_turns, instructions, parse_penalty "
+                         f"(and the planning options {', '.join(PLANNING_VIEW)}, which are ignored)")
+
+
 HarnessFactory = Callable[..., Harness]
 _HARNESSES: dict[tuple[str, str], HarnessFactory] = {}
 

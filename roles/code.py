@@ -39,7 +39,7 @@ import re
 from dataclasses import replace
 
 from envs.code import OPS, apply, fmt, program_text
-from roles.base import Harness, Parsed, TeamState, register_harness
+from roles.base import Harness, Parsed, TeamState, ignore_planning_view, register_harness
 from roles.text import CODE
 
 VALID_AND_RIGHT = 1.0  # valid tests that pass the current program exactly when the hidden tests do
@@ -53,9 +53,9 @@ def _ints(s: str) -> list[int]:
     return [] if s == "-" else [int(t) for t in s.split()]
 
 
-def parse_program(text: str, fn: str | None = "f") -> Parsed:
-    """A Python program (defining `fn`, unless None): the last ```python block, or the text itself.
-    Parsed, never run."""
+def parse_program(text: str, fn: str | None = "f", prints: bool = False) -> Parsed:
+    """A Python program (defining `fn`, unless None; calling print if `prints`, as a tool program
+    that prints its answer must): the last ```python block, or the text itself. Parsed, never run."""
     blocks = CODE.findall(text)
     code = blocks[-1] if blocks else text
     try:
@@ -64,6 +64,8 @@ def parse_program(text: str, fn: str | None = "f") -> Parsed:
         return Parsed(False, error=f"not Python: {type(e).__name__}")
     if fn is not None and not any(isinstance(n, ast.FunctionDef) and n.name == fn for n in tree.body):
         return Parsed(False, error=f"no function {fn}")
+    if prints and not any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print" for n in ast.walk(tree)):
+        return Parsed(False, error="no print(): a tool program prints its answer")
     return Parsed(True, code)
 
 
@@ -253,16 +255,6 @@ def _never(state: TeamState) -> bool:
     return False
 
 
-PLANNING_VIEW = ("tool", "tool_timeout_s", "coords", "positions", "numbered", "field")
-
-
-def _planning_only(view: dict) -> None:
-    unknown = sorted(set(view) - set(PLANNING_VIEW))
-    if unknown:
-        raise ValueError(f"unknown code harness option(s) {unknown}; allowed: max_turns, instructions, parse_penalty "
-                         f"(and the planning options {', '.join(PLANNING_VIEW)}, which are ignored)")
-
-
 def register_code_harnesses(task_name: str, board_cls) -> None:
     """Register `single` and `mas` for a code task whose board is `board_cls(task)`."""
 
@@ -271,13 +263,13 @@ def register_code_harnesses(task_name: str, board_cls) -> None:
     # and the mismatch experiment's arch axis; they mean nothing here. Any other option is refused.
     def single(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
                **view) -> Harness:
-        _planning_only(view)
+        ignore_planning_view(view, "code")
         return Harness("single", task, [CoderRole(board_cls(task), False, instructions)], max_turns, parse_penalty,
                        stop=_never)
 
     def mas(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
             **view) -> Harness:
-        _planning_only(view)
+        ignore_planning_view(view, "code")
         board = board_cls(task)
         roles = [CoderRole(board, True, instructions), TesterRole(board, instructions)]
         return Harness("mas", task, roles, max_turns, parse_penalty, stop=_tests_passed)

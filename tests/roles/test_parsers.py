@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import envs
+from envs.arith import MathState
 import roles  # noqa: F401  (registers the harnesses)
 from envs.grid import MOVES
 from roles.base import _HARNESSES, Parsed, make_harness
@@ -142,9 +143,14 @@ def test_failed_parse_is_penalised_and_counted(task_name, name, kwargs, text):
         assert out.local == -0.37 and out.team == 0.0 and not out.solved
         assert out.info["parse_error"]
         assert state == before  # the input state is untouched
-        # the task did not move: nothing but the attempt counter and its history line changed
-        assert replace(out.state.task_state, steps=0, history=()) == replace(state.task_state, steps=0, history=())
+        if isinstance(state.task_state, MathState):  # maths: a failed turn is recorded as no answer
+            assert out.state.task_state.answers + out.state.task_state.tool_answers in ((None,), (None, None))
+        else:  # the task did not move: nothing but the attempt counter and its history line changed
+            assert replace(out.state.task_state, steps=0, history=()) == replace(state.task_state, steps=0, history=())
         state = out.state
+    if isinstance(state.task_state, MathState):
+        assert "last: none" in h.prompt(state, "reasoner") and state.turn == 1
+        return
     # the acting role's (plan agent's, coder's) failed attempt is counted as a step and shown in its next prompt
     actor = "coder" if task_name == "code" else "plan"
     assert state.task_state.steps == 1 and state.task_state.history == ("(unparsable)",)

@@ -1,0 +1,104 @@
+"""Real maths data as tasks: `polaris` (training: train and val splits; its test split is the
+evaluation sets in `test_sets`) and `aime24`, `aime25`, `olympiadbench` (test only), read from
+`data_dir` by envs/math_data.py; nothing is fetched. Training and validation problems are
+deduplicated against every test set by a hash of the normalised statement; the training split is
+walked cyclically (`instance("train", i)` for any i), validation and test are indexed as they are.
+
+The state is envs/arith.py's `MathState`, so the maths harnesses (roles/maths.py) serve these
+tasks and the tiny one alike; answers are checked by envs/answers.check (math-verify, gold first).
+"""
+from __future__ import annotations
+
+import random
+
+from envs.answers import check
+from envs.arith import MathRewards, MathState, answer_step
+from envs.base import StepResult, check_split, register
+from envs.math_data import SOURCES, TRAIN_SOURCES, MathProblem, deduplicate, load
+
+
+class MathBench:
+    def __init__(self, name: str, data_dir: str, test_sets: dict | None = None, seed: int = 0,
+                 rewards: dict | None = None):
+        if name not in SOURCES:
+            raise ValueError(f"unknown maths data set {name!r}; allowed: {', '.join(SOURCES)}")
+        if not data_dir:
+            raise ValueError(f"env.data_dir is required for {name}: the directory a hub download of it left")
+        self.name, self.data_dir, self.seed = name, data_dir, seed
+        self.test_sets = {k: dict(v) for k, v in (test_sets or {}).items()}
+        for k, spec in self.test_sets.items():
+            if "data_dir" not in spec:
+                raise ValueError(f"env.test_sets.{k} needs a data_dir (and a source, default {k!r})")
+        self.rewards = MathRewards.from_config(rewards)
+        self._splits: dict[str, list[MathProblem]] = {}
+        self.dropped: dict[str, int] = {}  # per split: problems dropped as duplicates of test ones
+
+    def _tests(self) -> list[MathProblem]:
+        if self.name not in TRAIN_SOURCES:
+            return load(self.name, self.data_dir, "test")
+        if not self.test_sets:
+            raise ValueError(f"{self.name} is training data: its test split is env.test_sets "
+                             "({name: {source, data_dir}}, e.g. aime24, aime25, olympiadbench)")
+        return [p for k, spec in self.test_sets.items() for p in load(spec.get("source", k), spec["data_dir"], "test")]
+
+    def problems(self, split: str) -> list[MathProblem]:
+        check_split(split)
+        if split not in self._splits:
+            if split == "test":
+                got = self._tests()
+            elif self.name not in TRAIN_SOURCES:
+                raise ValueError(f"{self.name} is an evaluation set: it has a test split only (train on polaris)")
+            else:
+                got, self.dropped[split] = deduplicate(load(self.name, self.data_dir, split), self._tests())
+            if not got:
+                raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
+            self._splits[split] = got
+        return self._splits[split]
+
+    def instance(self, split: str, index: int) -> MathProblem:
+        ps = self.problems(split)
+        if split == "train":
+            return ps[index % len(ps)]
+        if not 0 <= index < len(ps):
+            raise IndexError(f"{self.name} {split} has {len(ps)} problems; asked for index {index} "
+                             "(lower eval.n_val / eval.n_test)")
+        return ps[index]
+
+    def initial_state(self, problem: MathProblem) -> MathState:
+        return MathState(problem)
+
+    def statement(self, problem: MathProblem) -> str:
+        return problem.statement
+
+    def gold(self, problem: MathProblem) -> str:
+        return problem.answer
+
+    def is_solved(self, state: MathState) -> bool:
+        return check(state.problem.answer, state.answer).correct
+
+    def oracle(self, state: MathState) -> str:
+        return state.problem.answer
+
+    # The demonstrators a tiny warm start is made of (marl/tiny.py); the data sets hold no programs
+    # or wrong answers, so these are the gold answer printed and a constant wrong one.
+    def oracle_program(self, state: MathState) -> str:
+        return f"print({state.problem.answer!r})"
+
+    def naive_program(self, state: MathState) -> str:
+        return self.oracle_program(state)
+
+    def naive_answer(self, state: MathState) -> str:
+        return state.problem.answer
+
+    def noise_program(self, state: MathState, rng: random.Random) -> str:
+        return "print(0)"
+
+    def noise_answer(self, state: MathState, rng: random.Random) -> str:
+        return "0"
+
+    def step(self, state: MathState, answer: str | None) -> StepResult:
+        return answer_step(state, answer, state.problem.answer, self.rewards)
+
+
+for _name in SOURCES:
+    register(_name, lambda _n=_name, **kw: MathBench(_n, **kw), from_files=True)

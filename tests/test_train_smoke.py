@@ -91,6 +91,9 @@ def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
     traces = [json.loads(x) for x in (run_dir / "traces" / "step_000002.jsonl").read_text().splitlines()]
     if exp == "code":
         assert {t["role"] for t in traces} == {"coder", "tester"}
+    elif exp == "math":
+        assert {t["role"] for t in traces} == {"tool", "reasoner"}
+        assert all(t["prompt"].endswith("answer:") for t in traces if t["role"] == "reasoner")
     else:
         assert {t["role"] for t in traces} == {"tool", "plan"}
         tool_prompts = [t["prompt"] for t in traces if t["role"] == "tool"]

@@ -87,7 +87,9 @@ def test_demonstrations_cover_every_harness_and_stop_at_dead_ends(task_name):
     hs = [make_harness(task, n) for n in harness_names(task_name)]
     pairs = list(demonstrations(hs, range(300), noise=0.15, seed=0, oracle_frac=0.5))
     def cue(r):  # the line a role's prompt ends with
-        return {"plan": "plan:", "coder": "program:", "tester": "tests:"}.get(r.name) or f"{r.tool}:"
+        known = {"plan": "plan:", "coder": "program:", "tester": "tests:", "reasoner": "answer:"}
+        # a planning tool agent's prompt ends with its tool's name; the maths tool agent's with "program:"
+        return known.get(r.name) or (f"{r.tool}:" if hasattr(r, "tool") else "program:")
 
     assert {p.rsplit("\n", 1)[-1] for p, _ in pairs} == {cue(r) for h in hs for r in h.roles}
     parsers = {cue(r): r.parse for h in hs for r in h.roles}

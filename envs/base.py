@@ -50,6 +50,17 @@ def draw(split: str, index: int, stream: str, sample: Callable[[random.Random], 
         attempt += 1
 
 
+def from_list(problems: list, name: str, split: str, index: int) -> Any:
+    """The index-th problem of a split read from files: the training split walked cyclically (any
+    index), validation and test indexed as they are (an index past the end is an error)."""
+    if split == "train":
+        return problems[index % len(problems)]
+    if not 0 <= index < len(problems):
+        raise IndexError(f"{name} {split} has {len(problems)} problems; asked for index {index} "
+                         "(lower eval.n_val / eval.n_test)")
+    return problems[index]
+
+
 @dataclass(frozen=True)
 class StepResult:
     """What one action did to the task.

@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 import sandbox
-from envs.base import StepResult, check_split, register
+from envs.base import StepResult, check_split, from_list, register
 from envs.code import CodeRewards, CodeState
 from envs.code_data import SOURCES, CodeProblem, deduplicate, load
 from sandbox.judge import read_value, same_stdout
@@ -81,13 +81,7 @@ class CodeBench:
         return self._splits[split]
 
     def instance(self, split: str, index: int) -> CodeProblem:
-        ps = self.problems(split)
-        if split == "train":
-            return ps[index % len(ps)]
-        if not 0 <= index < len(ps):
-            raise IndexError(f"{self.name} {split} has {len(ps)} problems; asked for index {index} "
-                             "(lower eval.n_val / eval.n_test)")
-        return ps[index]
+        return from_list(self.problems(split), self.name, split, index)
 
     def initial_state(self, problem: CodeProblem) -> CodeState:
         return CodeState(problem)

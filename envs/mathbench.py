@@ -13,7 +13,7 @@ import random
 
 from envs.answers import check
 from envs.arith import MathRewards, MathState, answer_step
-from envs.base import StepResult, check_split, register
+from envs.base import StepResult, check_split, from_list, register
 from envs.math_data import SOURCES, TRAIN_SOURCES, MathProblem, deduplicate, load
 
 
@@ -56,13 +56,7 @@ class MathBench:
         return self._splits[split]
 
     def instance(self, split: str, index: int) -> MathProblem:
-        ps = self.problems(split)
-        if split == "train":
-            return ps[index % len(ps)]
-        if not 0 <= index < len(ps):
-            raise IndexError(f"{self.name} {split} has {len(ps)} problems; asked for index {index} "
-                             "(lower eval.n_val / eval.n_test)")
-        return ps[index]
+        return from_list(self.problems(split), self.name, split, index)
 
     def initial_state(self, problem: MathProblem) -> MathState:
         return MathState(problem)

@@ -2,19 +2,14 @@
 reference code's defects (each a regression test)."""
 from __future__ import annotations
 
-import asyncio
-import random
-
 import pytest
 
 import envs
 import roles
 from envs.code import apply, program_text
-from marl.rollout import RolloutJob, RolloutSpec
-from marl.routing import Routing
-from marl.types import Completion
 from roles.code import VALID_AND_RIGHT, format_tests, parse_tests
 from sandbox.attacks import ATTACKS
+from scripted import ScriptedEngine, scripted_rollout
 
 TASK = envs.make("code")
 
@@ -117,33 +112,10 @@ def test_parse_tests_reads_empty_lists_example_references_and_caps_the_count():
     assert len(parse_tests("\n".join(["1 -> 1"] * 9)).action) == 3
 
 
-class _Engine:
-    """One scripted policy "p": the coder's n-th request gets programs[n], the tester's tests[n]
-    (cycling); prompts travel as their text."""
-
-    def __init__(self, programs, tests):
-        self.prompts, self.pools, self.n = [], {"coder": programs, "tester": tests}, {"coder": 0, "tester": 0}
-
-    def encode(self, pid, prompt):
-        self.prompts.append(prompt)
-        return [len(self.prompts) - 1]
-
-    def client(self, pid):
-        return self
-
-    async def generate(self, ids, temperature, request_id=None):
-        role = "tester" if self.prompts[ids[0]].endswith("tests:") else "coder"
-        pool = self.pools[role]
-        text = pool[self.n[role] % len(pool)]
-        self.n[role] += 1
-        await asyncio.sleep(0)
-        return Completion([1], [0.0], text)
-
-
 def _rollout(h, p, programs, tests, k):
-    job = RolloutJob(h, p, "train:0", Routing({r: "p" for r in h.role_names}), RolloutSpec(k, 1.0, 1.0),
-                     random.Random(0))
-    return asyncio.run(job.run(_Engine(programs, tests)))
+    engine = ScriptedEngine({"coder": programs, "tester": tests},
+                            lambda prompt: "tester" if prompt.endswith("tests:") else "coder")
+    return scripted_rollout(h, p, engine, k)
 
 
 def test_the_testers_k_candidates_are_scored_on_their_own_copies():

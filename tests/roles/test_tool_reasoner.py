@@ -2,17 +2,12 @@
 reference code's defects (each a regression test)."""
 from __future__ import annotations
 
-import asyncio
-import random
-
 import pytest
 
 import envs
 import roles
-from marl.rollout import RolloutJob, RolloutSpec
-from marl.routing import Routing
-from marl.types import Completion
 from roles.maths import REASONER_RIGHT, TOOL_RIGHT
+from scripted import ScriptedEngine, scripted_rollout
 
 TASK = envs.make("math")
 
@@ -102,32 +97,10 @@ def test_a_failing_program_is_shown_as_no_answer():
     assert "tool: none" in h.prompt(s, "reasoner")
 
 
-class _Engine:
-    """One scripted policy: the tool's n-th request gets programs[n], the reasoner's answers[n] (cycling)."""
-
-    def __init__(self, programs, answers):
-        self.prompts, self.pools, self.n = [], {"tool": programs, "reasoner": answers}, {"tool": 0, "reasoner": 0}
-
-    def encode(self, pid, prompt):
-        self.prompts.append(prompt)
-        return [len(self.prompts) - 1]
-
-    def client(self, pid):
-        return self
-
-    async def generate(self, ids, temperature, request_id=None):
-        role = "reasoner" if self.prompts[ids[0]].endswith("answer:") else "tool"
-        pool = self.pools[role]
-        text = pool[self.n[role] % len(pool)]
-        self.n[role] += 1
-        await asyncio.sleep(0)
-        return Completion([1], [0.0], text)
-
-
 def _rollout(h, p, programs, answers, k):
-    job = RolloutJob(h, p, "train:0", Routing({r: "p" for r in h.role_names}), RolloutSpec(k, 1.0, 1.0),
-                     random.Random(0))
-    return asyncio.run(job.run(_Engine(programs, answers)))
+    engine = ScriptedEngine({"tool": programs, "reasoner": answers},
+                            lambda prompt: "reasoner" if prompt.endswith("answer:") else "tool")
+    return scripted_rollout(h, p, engine, k)
 
 
 def test_the_reasoners_k_candidates_are_scored_on_their_own_copies():

@@ -9,7 +9,7 @@ import roles
 from envs.code import apply, program_text
 from roles.code import VALID_AND_RIGHT, format_tests, parse_tests
 from sandbox.attacks import ATTACKS
-from scripted import ScriptedEngine, scripted_rollout
+from pooled import PooledEngine, scripted_rollout
 
 TASK = envs.make("code")
 
@@ -113,7 +113,7 @@ def test_parse_tests_reads_empty_lists_example_references_and_caps_the_count():
 
 
 def _rollout(h, p, programs, tests, k):
-    engine = ScriptedEngine({"coder": programs, "tester": tests},
+    engine = PooledEngine({"coder": programs, "tester": tests},
                             lambda prompt: "tester" if prompt.endswith("tests:") else "coder")
     return scripted_rollout(h, p, engine, k)
 

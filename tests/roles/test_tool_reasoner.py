@@ -7,7 +7,7 @@ import pytest
 import envs
 import roles
 from roles.maths import REASONER_RIGHT, TOOL_RIGHT
-from scripted import ScriptedEngine, scripted_rollout
+from pooled import PooledEngine, scripted_rollout
 
 TASK = envs.make("math")
 
@@ -98,7 +98,7 @@ def test_a_failing_program_is_shown_as_no_answer():
 
 
 def _rollout(h, p, programs, answers, k):
-    engine = ScriptedEngine({"tool": programs, "reasoner": answers},
+    engine = PooledEngine({"tool": programs, "reasoner": answers},
                             lambda prompt: "reasoner" if prompt.endswith("answer:") else "tool")
     return scripted_rollout(h, p, engine, k)
 

@@ -1,5 +1,7 @@
-"""A scripted policy for harness tests: each role's n-th request gets the n-th text of its pool
-(cycling); prompts travel as their text, and `role_of(prompt)` tells whose request it is."""
+"""A pooled scripted policy for harness tests: each role's n-th request gets the n-th text of its pool
+(cycling); prompts travel as their text, and `role_of(prompt)` tells whose request it is.
+Named apart from tests/marl/scripted.py: pytest puts both folders on sys.path, so a shared name
+would shadow one with the other."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +12,7 @@ from marl.routing import Routing
 from marl.types import Completion
 
 
-class ScriptedEngine:
+class PooledEngine:
     def __init__(self, pools: dict[str, list[str]], role_of):
         self.prompts, self.pools, self.role_of = [], pools, role_of
         self.n = {r: 0 for r in pools}
@@ -31,7 +33,7 @@ class ScriptedEngine:
         return Completion([1], [0.0], text)
 
 
-def scripted_rollout(h, problem, engine: ScriptedEngine, k: int):
+def scripted_rollout(h, problem, engine: PooledEngine, k: int):
     """One AT-GRPO rollout tree (K candidates per turn and role) of `h` on `problem`."""
     job = RolloutJob(h, problem, "train:0", Routing({r: "p" for r in h.role_names}), RolloutSpec(k, 1.0, 1.0),
                      random.Random(0))

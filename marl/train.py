@@ -121,6 +121,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.harness.max_turns < 1 or cfg.train.temperature <= 0 or cfg.train.steps < 1:
         raise ValueError("harness.max_turns and train.steps must be >= 1 and train.temperature > 0; got "
                          f"{cfg.harness.max_turns}, {cfg.train.steps}, {cfg.train.temperature}")
+    e = cfg.eval
+    if e.val_samples < 1 or (e.val_samples > 1 and e.val_temperature <= 0):
+        raise ValueError(f"eval.val_samples must be >= 1, and > 1 only with eval.val_temperature > 0 (greedy "
+                         f"episodes repeat); got val_samples={e.val_samples}, val_temperature={e.val_temperature}")
     check_model_and_device(cfg)
 
 
@@ -241,11 +245,17 @@ def write_traces(r: Run, step: int, batch: list[TrainSample], metrics: dict) -> 
 # ---- evaluation and selection ------------------------------------------------------------------
 
 async def score(r: Run, split: str, n: int) -> dict:
-    """Greedy episodes on `split` in every evaluation harness: {harness: summary}."""
+    """Episodes on `split` in every evaluation harness: {harness: summary}. Test: one episode per
+    problem at eval.temperature (greedy by default); validation: eval.val_samples episodes per
+    problem at eval.val_temperature, success their mean (the paper's maths: 5 at 0.6)."""
+    e = r.cfg.eval
+    samples, temperature = (e.val_samples, e.val_temperature) if split == "val" else (1, e.temperature)
     out = {}
     for name, h in r.harnesses.items():
-        eps = await play(h, split, n, r.engine, r.built.routing(h.role_names),
-                         temperature=r.cfg.eval.temperature, alpha=r.cfg.algo.alpha, seed=r.cfg.seed)
+        eps = []  # samples x n, flat
+        for s in range(samples):
+            eps += await play(h, split, n, r.engine, r.built.routing(h.role_names), temperature=temperature,
+                              alpha=r.cfg.algo.alpha, seed=r.cfg.seed + 1000 * s)
         out[name] = summarize(eps)
     return out
 

@@ -38,8 +38,9 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("overrides", [[], ["policy=per_role", "harness=single", "algo=grpo"]],
-                         ids=["mas-shared-at_grpo", "single-per_role-grpo"])
+@pytest.mark.parametrize("overrides", [[], ["policy=per_role", "harness=single", "algo=grpo", "eval.val_samples=2",
+                                              "eval.val_temperature=1.0"]],
+                         ids=["mas-shared-at_grpo", "single-per_role-grpo-sampled_val"])
 def test_train_writes_outputs(tmp_path, overrides):
     run_dir = tmp_path / "run"
     cfg = cfg_for(tmp_path, *overrides)
@@ -65,7 +66,8 @@ def test_train_writes_outputs(tmp_path, overrides):
     ev = json.loads((run_dir / "eval.json").read_text())
     for h in ("single", "mas"):
         for split in ("val", "test"):
-            assert ev[h][split]["n"] == 4 and 0.0 <= ev[h][split]["success"] <= 1.0
+            n = 4 * (cfg.eval.val_samples if split == "val" else 1)  # validation sampled val_samples times; test once
+            assert ev[h][split]["n"] == ev["warm_start"][split][h]["n"] == n and 0.0 <= ev[h][split]["success"] <= 1.0
             assert 0.0 <= ev["warm_start"][split][h]["success"] <= 1.0
     # selection: the first step with the highest validation success, the warm start (step 0) included
     name = cfg.harness.name
@@ -74,8 +76,11 @@ def test_train_writes_outputs(tmp_path, overrides):
     best = max(val.values())
     assert ev["final"]["selected_step"] == min(st for st, v in val.items() if v == best)
     assert ev["final"]["selected_val_success"] == best
-    # the final figures are the selected checkpoint's: validating it again gives its score
-    assert ev["final"]["val"][name]["success"] == best == ev[name]["val"]["success"]
+    # the final figures are the selected checkpoint's: validating it again gives its score (when
+    # validation is greedy; sampled validation draws new episodes)
+    assert ev["final"]["val"][name]["success"] == ev[name]["val"]["success"]
+    if cfg.eval.val_samples == 1:
+        assert ev["final"]["val"][name]["success"] == best
     saved = torch.load(run_dir / "checkpoints" / "best" / "state.pt", weights_only=False)
     assert saved["step"] == ev["final"]["selected_step"] and saved["best"]["score"] == best
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
@@ -199,6 +204,13 @@ def test_a_models_training_budget_is_not_overridden(model):
             assert (cfg.train.lr, cfg.train.steps, cfg.train.temperature) == (5e-6, 200, 1.5)
         tiny = compose("config", overrides=["+exp=planning"])
         assert (tiny.train.lr, tiny.train.steps, tiny.train.mini_batch) == (3e-4, 60, 128)
+        assert (tiny.eval.val_temperature, tiny.eval.val_samples) == (0.0, 1)
+        for exp in ("code", "math"):  # the paper's train temperature for code and maths
+            assert compose("config", overrides=[f"+exp={exp}", f"model={model}"]).train.temperature == 1.0
+        maths = compose("config", overrides=["+exp=math", f"model={model}"]).eval
+        assert (maths.val_temperature, maths.val_samples, maths.temperature) == (0.6, 5, 0.0)
+        tiny_maths = compose("config", overrides=["+exp=math"])  # the tiny model keeps greedy validation
+        assert (tiny_maths.train.temperature, tiny_maths.eval.val_samples) == (1.0, 1)
 
 
 def test_unknown_config_name_lists_choices(tmp_path):
@@ -229,7 +241,9 @@ def test_every_config_group_refuses_an_unknown_name_with_its_options(group, opti
      r"model.path=/nonexistent: does not exist. Pass a local Hugging Face model directory .* or model=tiny"),
     (["device=cuda"], r"device=cuda, but torch .* sees no CUDA GPU .*Run with device=cpu"),
     (["device=tpu"], r"device='tpu'; allowed: cpu, cuda, cuda:<index>"),
-    (["engine.name=ray"], r"unknown engine 'ray'; registered: local, verl$")])
+    (["engine.name=ray"], r"unknown engine 'ray'; registered: local, verl$"),
+    (["eval.val_samples=5"], r"eval.val_samples .* > 1 only with eval.val_temperature > 0 .*val_samples=5, "
+                             r"val_temperature=0.0")])
 def test_bad_model_path_and_device_are_refused_before_anything_is_built(tmp_path, monkeypatch, overrides, msg):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
     built = []

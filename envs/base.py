@@ -50,6 +50,15 @@ def draw(split: str, index: int, stream: str, sample: Callable[[random.Random], 
         attempt += 1
 
 
+def training_order(problems: list, stream: str) -> list:
+    """A file-backed training split in the order a run walks it: shuffled by `stream` (the source and
+    env.seed), since files are often sorted (by difficulty, date or source) and a run starts at
+    the top (a seed-dependent offset: marl/train.py)."""
+    out = list(problems)
+    random.Random(stream).shuffle(out)
+    return out
+
+
 def from_list(problems: list, name: str, split: str, index: int) -> Any:
     """The index-th problem of a split read from files: the training split walked cyclically (any
     index), validation and test indexed as they are (an index past the end is an error)."""

@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 import sandbox
-from envs.base import StepResult, check_split, from_list, register
+from envs.base import StepResult, check_split, from_list, register, training_order
 from envs.code import CodeRewards, CodeState
 from envs.code_data import SOURCES, CodeProblem, deduplicate, load
 from sandbox.judge import read_value, same_stdout
@@ -75,6 +75,8 @@ class CodeBench:
             got = load(self.name, self.data_dir, split, **kw)
             if split != "test":
                 got, self.dropped[split] = deduplicate(got, *self._evaluation())
+            if split == "train":
+                got = training_order(got, f"{self.name}/{self.seed}")
             if not got:
                 raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
             self._splits[split] = got

@@ -13,7 +13,7 @@ import random
 
 from envs.answers import check
 from envs.arith import MathRewards, MathState, answer_step
-from envs.base import StepResult, check_split, from_list, register
+from envs.base import StepResult, check_split, from_list, register, training_order
 from envs.math_data import SOURCES, TRAIN_SOURCES, MathProblem, deduplicate, load
 
 
@@ -50,6 +50,8 @@ class MathBench:
                 raise ValueError(f"{self.name} is an evaluation set: it has a test split only (train on polaris)")
             else:
                 got, self.dropped[split] = deduplicate(load(self.name, self.data_dir, split), self._tests())
+                if split == "train":
+                    got = training_order(got, f"{self.name}/{self.seed}")
             if not got:
                 raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
             self._splits[split] = got

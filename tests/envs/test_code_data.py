@@ -184,3 +184,11 @@ def test_a_livecodebench_functional_problem_calls_the_solution_class(lcb_dir):
     assert not task.step(s, "class Solution:\n    def add(self, a, b):\n        return a - b").solved
     with pytest.raises(IndexError, match="has 3 problems"):
         task.instance("test", 3)
+
+
+def test_training_problems_are_walked_in_a_seeded_order(apps_dir):
+    def order(seed):
+        task = envs.make("apps", data_dir=str(apps_dir), seed=seed)
+        return [task.instance("train", i).id for i in range(20)]
+    file_order = [p.id for p in load("apps", str(apps_dir), "train")][:20]
+    assert order(0) == order(0) and order(0) != order(1) and order(0) != file_order

@@ -121,3 +121,15 @@ def test_paper_config_composes_and_passes_check_config(data):
     task, _, h_kw = task_settings(cfg)
     assert make_harness(task, cfg.harness.name, **h_kw).role_names == ["tool", "reasoner"]
     assert len(task.problems("test")) == 3 and task.problems("train")
+
+
+def test_training_problems_are_walked_in_a_seeded_order(data):
+    """The reference code drew training problems without a seed; here the order is a function of
+    env.seed alone (and not the file's order, which may be sorted)."""
+    def order(seed):
+        task = envs.make("polaris", data_dir=str(data / "polaris"), seed=seed,
+                         test_sets={"aime24": {"data_dir": str(data / "aime24")}})
+        return [task.instance("train", i).key for i in range(20)]
+    file_order = [p.key for p in load("polaris", str(data / "polaris"), "train")][:20]
+    assert order(0) == order(0) and order(0) != order(1)
+    assert order(0) != file_order

@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, overrides = ap.parse_known_args()
+    if args.steps < 11:  # growth is measured from step 10 on, and a slope needs two steps
+        ap.error(f"--steps must be at least 11 (growth is measured from step 10), got {args.steps}")
     if args.child:  # one run; the parent reads the JSON from the last line of stdout
         print(json.dumps(one_run(args.steps, overrides)))
         return

@@ -59,15 +59,32 @@ def training_order(problems: list, stream: str) -> list:
     return out
 
 
-def from_list(problems: list, name: str, split: str, index: int) -> Any:
-    """The index-th problem of a split read from files: the training split walked cyclically (any
-    index), validation and test indexed as they are (an index past the end is an error)."""
-    if split == "train":
-        return problems[index % len(problems)]
-    if not 0 <= index < len(problems):
-        raise IndexError(f"{name} {split} has {len(problems)} problems; asked for index {index} "
-                         "(lower eval.n_val / eval.n_test)")
-    return problems[index]
+class FileSplits:
+    """The splits of a task read from files (envs/codebench.py, envs/mathbench.py): `_read(split)`
+    returns a split's problems, deduplicated; each split is read once. The training split is walked
+    cyclically in a seeded order (any index); validation and test as they are (an index past the
+    end is an error). Needs `name`, `seed`, `data_dir` and `_splits = {}`."""
+
+    def _read(self, split: str) -> list:
+        raise NotImplementedError
+
+    def problems(self, split: str) -> list:
+        check_split(split)
+        if split not in self._splits:
+            got = self._read(split)
+            if not got:
+                raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
+            self._splits[split] = training_order(got, f"{self.name}/{self.seed}") if split == "train" else got
+        return self._splits[split]
+
+    def instance(self, split: str, index: int) -> Any:
+        problems = self.problems(split)
+        if split == "train":
+            return problems[index % len(problems)]
+        if not 0 <= index < len(problems):
+            raise IndexError(f"{self.name} {split} has {len(problems)} problems; asked for index {index} "
+                             "(lower eval.n_val / eval.n_test)")
+        return problems[index]
 
 
 @dataclass(frozen=True)

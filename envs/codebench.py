@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 import sandbox
-from envs.base import StepResult, check_split, from_list, register, training_order
+from envs.base import FileSplits, StepResult, register
 from envs.code import CodeRewards, CodeState
 from envs.code_data import SOURCES, CodeProblem, deduplicate, load
 from sandbox.judge import read_value, same_stdout
@@ -45,7 +45,7 @@ def _freeze(x):
     return tuple(_freeze(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-class CodeBench:
+class CodeBench(FileSplits):
     def __init__(self, name: str, data_dir: str, release: int = 6, start: str | None = None,
                  end: str | None = None, eval_sets: dict | None = None, timeout_s: float = 6.0,
                  memory_mb: int = 1024, seed: int = 0, rewards: dict | None = None):
@@ -68,22 +68,12 @@ class CodeBench:
             evals.append(load(spec.pop("source", name), spec.pop("data_dir"), "test", **spec))
         return evals
 
-    def problems(self, split: str) -> list[CodeProblem]:
-        check_split(split)
-        if split not in self._splits:
-            kw = self.window if self.name == "livecodebench" else {}
-            got = load(self.name, self.data_dir, split, **kw)
-            if split != "test":
-                got, self.dropped[split] = deduplicate(got, *self._evaluation())
-            if split == "train":
-                got = training_order(got, f"{self.name}/{self.seed}")
-            if not got:
-                raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
-            self._splits[split] = got
-        return self._splits[split]
-
-    def instance(self, split: str, index: int) -> CodeProblem:
-        return from_list(self.problems(split), self.name, split, index)
+    def _read(self, split: str) -> list[CodeProblem]:
+        kw = self.window if self.name == "livecodebench" else {}
+        got = load(self.name, self.data_dir, split, **kw)
+        if split != "test":
+            got, self.dropped[split] = deduplicate(got, *self._evaluation())
+        return got
 
     def initial_state(self, problem: CodeProblem) -> CodeState:
         return CodeState(problem)

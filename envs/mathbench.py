@@ -13,11 +13,11 @@ import random
 
 from envs.answers import check
 from envs.arith import MathRewards, MathState, answer_step
-from envs.base import StepResult, check_split, from_list, register, training_order
+from envs.base import FileSplits, StepResult, register
 from envs.math_data import SOURCES, TRAIN_SOURCES, MathProblem, deduplicate, load
 
 
-class MathBench:
+class MathBench(FileSplits):
     def __init__(self, name: str, data_dir: str, test_sets: dict | None = None, seed: int = 0,
                  rewards: dict | None = None):
         if name not in SOURCES:
@@ -41,24 +41,13 @@ class MathBench:
                              "({name: {source, data_dir}}, e.g. aime24, aime25, olympiadbench)")
         return [p for k, spec in self.test_sets.items() for p in load(spec.get("source", k), spec["data_dir"], "test")]
 
-    def problems(self, split: str) -> list[MathProblem]:
-        check_split(split)
-        if split not in self._splits:
-            if split == "test":
-                got = self._tests()
-            elif self.name not in TRAIN_SOURCES:
-                raise ValueError(f"{self.name} is an evaluation set: it has a test split only (train on polaris)")
-            else:
-                got, self.dropped[split] = deduplicate(load(self.name, self.data_dir, split), self._tests())
-                if split == "train":
-                    got = training_order(got, f"{self.name}/{self.seed}")
-            if not got:
-                raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
-            self._splits[split] = got
-        return self._splits[split]
-
-    def instance(self, split: str, index: int) -> MathProblem:
-        return from_list(self.problems(split), self.name, split, index)
+    def _read(self, split: str) -> list[MathProblem]:
+        if split == "test":
+            return self._tests()
+        if self.name not in TRAIN_SOURCES:
+            raise ValueError(f"{self.name} is an evaluation set: it has a test split only (train on polaris)")
+        got, self.dropped[split] = deduplicate(load(self.name, self.data_dir, split), self._tests())
+        return got
 
     def initial_state(self, problem: MathProblem) -> MathState:
         return MathState(problem)

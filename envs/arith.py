@@ -55,7 +55,7 @@ def safe_arith(program: str) -> int | None:
     try:
         with warnings.catch_warnings():  # a model's `print(1_2x)` would print a SyntaxWarning to the log
             warnings.simplefilter("ignore", SyntaxWarning)
-            tree = ast.parse(program.strip())
+            tree = sandbox.parse_python(program.strip())
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):

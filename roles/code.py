@@ -39,6 +39,7 @@ import re
 from dataclasses import replace
 
 from envs.code import OPS, apply, fmt, program_text
+from sandbox import parse_python
 from roles.base import Harness, Parsed, TeamState, ignore_planning_view, register_harness
 from roles.text import CODE
 
@@ -59,7 +60,7 @@ def parse_program(text: str, fn: str | None = "f", prints: bool = False) -> Pars
     blocks = CODE.findall(text)
     code = blocks[-1] if blocks else text
     try:
-        tree = ast.parse(code)
+        tree = parse_python(code)
     except Exception as e:  # SyntaxError, or a parser running out of stack on hostile nesting
         return Parsed(False, error=f"not Python: {type(e).__name__}")
     if fn is not None and not any(isinstance(n, ast.FunctionDef) and n.name == fn for n in tree.body):

@@ -14,11 +14,13 @@ run) raises `SandboxUnavailable`, saying what is missing; no program is ever run
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import select
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -27,13 +29,25 @@ from pathlib import Path
 from sandbox.bwrap import ENV, SandboxUnavailable, command, uid_pool
 from sandbox.driver import encode
 
-__all__ = ["Limits", "Result", "Session", "SandboxUnavailable", "check_available", "run_program", "run_stdin",
-           "run_calls", "STATUSES"]
+__all__ = ["Limits", "Result", "Session", "SandboxUnavailable", "check_available", "parse_python", "run_program",
+           "run_stdin", "run_calls", "STATUSES"]
 
 STATUSES = ("ok", "timeout", "memory", "output_limit", "error", "no_result")
 DRIVER = (Path(__file__).parent / "driver.py").read_text()
 STARTUP_S = 10.0  # backstop for the first answer (the sandbox and interpreter start)
 SLACK_S = 2.0     # backstop beyond a job's own limit
+
+
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_python(code: str) -> ast.Module:
+    """`ast.parse`, one thread at a time: CPython 3.11's AST constructor keeps its recursion depth in
+    state the threads share, and two parses at once can raise `SystemError: AST constructor
+    recursion depth mismatch` (python/cpython#106905); the tool pool parses model programs in
+    threads. Raises what ast.parse raises (SyntaxError, ...); never runs the code."""
+    with _PARSE_LOCK:
+        return ast.parse(code)
 
 
 @dataclass(frozen=True)

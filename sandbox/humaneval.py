@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import copy
 
-from sandbox import Limits, Session
+from sandbox import Limits, Session, parse_python
 from sandbox.judge import read_value
 
 
@@ -56,7 +56,7 @@ def perturbed(problem: dict) -> str:
     built from X that differs from it (a flipped bool, a shifted number, a longer sequence)."""
     body = problem["canonical_solution"]
     lines = body.split("\n")
-    tree = ast.parse("def __f():\n" + body)  # body line i is the tree's line i + 2
+    tree = parse_python("def __f():\n" + body)  # body line i is the tree's line i + 2
     values = [n.value for n in ast.walk(tree) if isinstance(n, ast.Return) and n.value is not None]
     for v in sorted(values, key=lambda n: (n.lineno, n.col_offset), reverse=True):  # right to left
         l0, l1 = v.lineno - 2, v.end_lineno - 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import random
-import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -53,9 +52,7 @@ def safe_arith(program: str) -> int | None:
     """The value `program` prints if it is exactly `print(<expr>)` with <expr> integer literals and
     + - * and brackets (at most 12 operations, literals below 10**6); None for anything else."""
     try:
-        with warnings.catch_warnings():  # a model's `print(1_2x)` would print a SyntaxWarning to the log
-            warnings.simplefilter("ignore", SyntaxWarning)
-            tree = sandbox.parse_python(program.strip())
+        tree = sandbox.parse_python(program.strip())
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):

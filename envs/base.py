@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -59,14 +60,15 @@ def training_order(problems: list, stream: str) -> list:
     return out
 
 
-class FileSplits:
+class FileSplits(ABC):
     """The splits of a task read from files (envs/codebench.py, envs/mathbench.py): `_read(split)`
     returns a split's problems, deduplicated; each split is read once. The training split is walked
     cyclically in a seeded order (any index); validation and test as they are (an index past the
     end is an error). Needs `name`, `seed`, `data_dir` and `_splits = {}`."""
 
+    @abstractmethod
     def _read(self, split: str) -> list:
-        raise NotImplementedError
+        """The problems of `split` as read from the files, deduplicated against evaluation data."""
 
     def problems(self, split: str) -> list:
         check_split(split)

@@ -39,9 +39,9 @@ import re
 from dataclasses import replace
 
 from envs.code import OPS, apply, fmt, program_text
-from sandbox import parse_python
 from roles.base import Harness, Parsed, TeamState, ignore_planning_view, register_harness
 from roles.text import CODE
+from sandbox import parse_python
 
 VALID_AND_RIGHT = 1.0  # valid tests that pass the current program exactly when the hidden tests do
 MAX_TESTS = 3

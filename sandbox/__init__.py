@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,8 +46,10 @@ def parse_python(code: str) -> ast.Module:
     """`ast.parse`, one thread at a time: CPython 3.11's AST constructor keeps its recursion depth in
     state the threads share, and two parses at once can raise `SystemError: AST constructor
     recursion depth mismatch` (python/cpython#106905); the tool pool parses model programs in
-    threads. Raises what ast.parse raises (SyntaxError, ...); never runs the code."""
-    with _PARSE_LOCK:
+    threads. Quiet: a model's `print(1_2x)` would print a SyntaxWarning to the log. Raises what
+    ast.parse raises (SyntaxError, ...); never runs the code."""
+    with _PARSE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
         return ast.parse(code)
 
 

@@ -5,8 +5,8 @@ templated story holds two two-digit numbers and a one-digit count, combined by a
 expression the story describes (`Ann has 37 pens and buys 4 bags of 12 more .` is 37 + 4 * 12).
 Reading the structure off the story is a matter of copying numbers into the right template;
 computing its value exactly is what a tiny model cannot do in its head, and what a program does
-exactly. Each template also has a plausible misreading (a sign or a bracket wrong: `NAIVE`), the
-tool agent's naive demonstrator.
+exactly. Each template also has a plausible misreading (a sign or a bracket wrong: the third entry
+of `TEMPLATES`, `Problem.naive_expression`), which the naive demonstrators (roles/maths.py) write.
 
 A tool program runs only in the sandbox (`sandbox.run_program`), except a program that is exactly
 `print(<arithmetic>)`, integer literals combined by + - * and brackets (what the oracle writes and
@@ -175,11 +175,7 @@ def answer_step(state: MathState, answer: str | None, gold: str, rewards: "MathR
 
 class Arith:
     """The tiny maths task (see the module docstring): two-digit numbers in [lo, hi], counts in
-    [2, max_count]; `templates` a subset of TEMPLATES (None: all).
-
-    What the maths harnesses (roles/maths.py) need of a maths task, here and in envs/mathbench.py:
-    `statement(problem)`, `gold(problem)`, `oracle_program(state)`, `naive_program(state)` and
-    `step(state, answer)`."""
+    [2, max_count]; `templates` a subset of TEMPLATES (None: all). A `envs.base.MathTask`."""
 
     name = "math"
 
@@ -228,25 +224,6 @@ class Arith:
 
     def oracle(self, state: MathState) -> str:
         return self.gold(state.problem)
-
-    def oracle_program(self, state: MathState) -> str:
-        return f"print({state.problem.expression})"
-
-    def naive_program(self, state: MathState) -> str:
-        return f"print({state.problem.naive_expression})"
-
-    def naive_answer(self, state: MathState) -> str:
-        """The misreading's value: what the naive reasoner answers in turn 1."""
-        return str(safe_arith(f"print({state.problem.naive_expression})"))
-
-    def noise_program(self, state: MathState, rng: random.Random) -> str:
-        """The story's numbers in order under random operations (rarely the right expression)."""
-        vals = [str(v) for _, v in state.problem.numbers]
-        expr = vals[0] + "".join(f" {rng.choice('+-*')} {v}" for v in vals[1:])
-        return f"print({expr})"
-
-    def noise_answer(self, state: MathState, rng: random.Random) -> str:
-        return str(int(self.gold(state.problem)) + rng.choice((-10, -2, -1, 1, 2, 10)))
 
     def step(self, state: MathState, answer: str | None) -> StepResult:
         return answer_step(state, answer, self.gold(state.problem), self.rewards)

@@ -1,7 +1,9 @@
 """Task interface and registry.
 
 A *task* hosts one problem family: seeded instance generation per split, a pure transition
-function, the task reward and an oracle. Tasks know nothing of LLMs, prompts or trainers.
+function, the task reward and an oracle. Tasks know nothing of LLMs, prompts or trainers: what a
+role says (its prompts and its demonstrators) lives in roles/. `Task` is what every harness needs;
+`CodeTask` and `MathTask` add what the code and maths harnesses need.
 
 Invariants every task keeps (checked for every registered task by tests/envs/test_registry.py):
 - `instance(split, i)` is a pure function of (task config, split, i);
@@ -17,7 +19,7 @@ import hashlib
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 SPLITS = ("train", "val", "test")
 # Share of the content-hash space owned by each split, in percent: 80 / 10 / 10.
@@ -111,6 +113,27 @@ class Task(Protocol):
     def step(self, state: Any, action: Any) -> StepResult: ...
     def oracle(self, state: Any) -> Any: ...  # a right action; None where none is (a dead end)
     def is_solved(self, state: Any) -> bool: ...
+
+
+@runtime_checkable
+class CodeTask(Task, Protocol):
+    """What the code harnesses (roles/code.py) need of a code task: a state's program runs on the
+    tester's inputs, and the reference solution says what those inputs should give.
+    (envs/code.Code, envs/codebench.CodeBench)"""
+
+    def expected(self, problem: Any, inputs: list) -> list | None: ...  # the reference's outputs; None: none
+    def outputs(self, program: str, problem: Any, inputs: list) -> list: ...  # the program's (None: it failed)
+    def same(self, got: Any, expected: Any) -> bool: ...  # an output matches an expected one
+
+
+@runtime_checkable
+class MathTask(Task, Protocol):
+    """What the maths harnesses (roles/maths.py) need of a maths task: the problem as text, its gold
+    answer (which no role sees; rewards read it), and `step(state, answer)`, the reasoner's answer
+    (None: unparsable) made the team's. (envs/arith.Arith, envs/mathbench.MathBench)"""
+
+    def statement(self, problem: Any) -> str: ...
+    def gold(self, problem: Any) -> str: ...
 
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}

@@ -5,11 +5,9 @@ deduplicated against every test set by a hash of the normalised statement; the t
 walked cyclically (`instance("train", i)` for any i), validation and test are indexed as they are.
 
 The state is envs/arith.py's `MathState`, so the maths harnesses (roles/maths.py) serve these
-tasks and the tiny one alike; answers are checked by envs/answers.check (math-verify, gold first).
+tasks and the tiny one alike (each is a `envs.base.MathTask`); answers are checked by envs/answers.check (math-verify, gold first).
 """
 from __future__ import annotations
-
-import random
 
 from envs.answers import check
 from envs.arith import MathRewards, MathState, answer_step
@@ -63,23 +61,6 @@ class MathBench(FileSplits):
 
     def oracle(self, state: MathState) -> str:
         return state.problem.answer
-
-    # The demonstrators a tiny warm start is made of (marl/tiny.py); the data sets hold no programs
-    # or wrong answers, so these are the gold answer printed and a constant wrong one.
-    def oracle_program(self, state: MathState) -> str:
-        return f"print({state.problem.answer!r})"
-
-    def naive_program(self, state: MathState) -> str:
-        return self.oracle_program(state)
-
-    def naive_answer(self, state: MathState) -> str:
-        return state.problem.answer
-
-    def noise_program(self, state: MathState, rng: random.Random) -> str:
-        return "print(0)"
-
-    def noise_answer(self, state: MathState, rng: random.Random) -> str:
-        return "0"
 
     def step(self, state: MathState, answer: str | None) -> StepResult:
         return answer_step(state, answer, state.problem.answer, self.rewards)

@@ -14,7 +14,6 @@ Reward of one action: `local + alpha * team`, where
 from __future__ import annotations
 
 import asyncio
-import inspect
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
@@ -125,43 +124,71 @@ class Harness:
         return Outcome(new, float(local), 1.0 if solved else 0.0, parsed.ok, solved, info)
 
 
-PLANNING_VIEW = ("tool", "tool_timeout_s", "coords", "positions", "numbered", "field")
+def never(state: TeamState) -> bool:
+    """The stop rule of a team that observes nothing that ends its episode early."""
+    return False
 
 
-def ignore_planning_view(view: dict, kind: str) -> None:
-    """The planning harness files' options (conf/harness/mas.yaml) reach every task through
-    `harness=single|mas` and the mismatch experiment's arch axis; a task whose harnesses have no use
-    for them ignores them. Any other unknown option is refused."""
-    unknown = sorted(set(view) - set(PLANNING_VIEW))
-    if unknown:
-        raise ValueError(f"unknown {kind} harness option(s) {unknown}; allowed: max_turns, instructions, parse_penalty "
-                         f"(and the planning options {', '.join(PLANNING_VIEW)}, which are ignored)")
+def no_tool(family: str, tool) -> None:
+    """`tool` is a family option because a model config may set it (conf/model/qwen3_*.yaml: the
+    planning tool agent writes a program) and an experiment of this family pins it to null; a team
+    without a choice of tool refuses any other value rather than ignoring it."""
+    if tool is not None:
+        raise ValueError(f"the {family} team has no choice of tool: harness.tool must be null, got {tool!r}")
 
 
-HarnessFactory = Callable[..., Harness]
-_HARNESSES: dict[tuple[str, str], HarnessFactory] = {}
+Stop = Callable[[TeamState], bool]
+# (task, instructions, **the family options given) -> (roles in turn order, stop rule; None: the task solved)
+Team = Callable[..., tuple[list[Role], Stop | None]]
+COMMON_OPTIONS = ("max_turns", "instructions", "parse_penalty")  # every family reads these
 
 
-def register_harness(task: str, name: str, factory: HarnessFactory) -> None:
-    if (task, name) in _HARNESSES:
-        raise ValueError(f"harness {name!r} for task {task!r} is already registered")
-    _HARNESSES[(task, name)] = factory
+@dataclass(frozen=True)
+class Family:
+    """A harness family: the teams (`single`, `mas`) of the tasks it serves and the options it
+    reads (conf/family/<name>.yaml). A harness config of the family holds COMMON_OPTIONS and
+    `options`, nothing else: any other option is refused with the allowed list, never ignored.
+    Each team gives its own defaults for the options it is not given."""
+
+    name: str                # planning, code, maths: named in errors
+    teams: dict[str, Team]   # harness name -> its team
+    options: tuple[str, ...]  # the family's own options
+    max_turns: int = 4       # the family's default
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_team(task_name: str, family: Family) -> None:
+    """Serve a task with a family's harnesses (one family per task)."""
+    if task_name in _FAMILIES:
+        raise ValueError(f"task {task_name!r} already has the {_FAMILIES[task_name].name} harnesses")
+    _FAMILIES[task_name] = family
+
+
+def harness_family(task_name: str) -> Family | None:
+    return _FAMILIES.get(task_name)
 
 
 def harness_names(task_name: str) -> list[str]:
     """Every harness registered for a task (the tiny model is warm-started in all of them)."""
-    return sorted(h for t, h in _HARNESSES if t == task_name)
+    return sorted(_FAMILIES[task_name].teams) if task_name in _FAMILIES else []
+
+
+def teams() -> list[tuple[str, str]]:
+    """Every registered (task, harness) pair."""
+    return sorted((t, h) for t, f in _FAMILIES.items() for h in f.teams)
 
 
 def make_harness(task: Any, name: str, **kwargs: Any) -> Harness:
-    key = (task.name, name)
-    if key not in _HARNESSES:
+    family = _FAMILIES.get(task.name)
+    if family is None or name not in family.teams:
         raise ValueError(f"unknown harness {name!r} for task {task.name!r}; available: {harness_names(task.name)}")
-    factory = _HARNESSES[key]
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(kwargs) - set(params))
-        if unknown:
-            raise ValueError(f"unknown {task.name} harness option(s) {unknown}; allowed: "
-                             f"{', '.join(n for n in params if n != 'task')}")
-    return factory(task, **kwargs)
+    allowed = COMMON_OPTIONS + family.options
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {family.name} harness option(s) {unknown}; allowed: {', '.join(allowed)}")
+    options = {k: v for k, v in kwargs.items() if k in family.options}
+    roles, stop = family.teams[name](task, kwargs.get("instructions", False), **options)
+    return Harness(name, task, roles, kwargs.get("max_turns", family.max_turns), kwargs.get("parse_penalty", -0.5),
+                   stop=stop)

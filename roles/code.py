@@ -33,15 +33,14 @@ earns nothing).
 """
 from __future__ import annotations
 
-import ast
 import random
 import re
 from dataclasses import replace
 
+from envs.base import CodeTask
 from envs.code import OPS, apply, fmt, program_text
-from roles.base import Harness, Parsed, TeamState, ignore_planning_view, register_harness
-from roles.text import CODE
-from sandbox import parse_python
+from roles.base import Family, Parsed, TeamState, never, no_tool, register_team
+from roles.text import head, parse_program
 
 VALID_AND_RIGHT = 1.0  # valid tests that pass the current program exactly when the hidden tests do
 MAX_TESTS = 3
@@ -52,22 +51,6 @@ _EXAMPLE = re.compile(r"^\s*example (\d+)\s*$")
 
 def _ints(s: str) -> list[int]:
     return [] if s == "-" else [int(t) for t in s.split()]
-
-
-def parse_program(text: str, fn: str | None = "f", prints: bool = False) -> Parsed:
-    """A Python program (defining `fn`, unless None; calling print if `prints`, as a tool program
-    that prints its answer must): the last ```python block, or the text itself. Parsed, never run."""
-    blocks = CODE.findall(text)
-    code = blocks[-1] if blocks else text
-    try:
-        tree = parse_python(code)
-    except Exception as e:  # SyntaxError, or a parser running out of stack on hostile nesting
-        return Parsed(False, error=f"not Python: {type(e).__name__}")
-    if fn is not None and not any(isinstance(n, ast.FunctionDef) and n.name == fn for n in tree.body):
-        return Parsed(False, error=f"no function {fn}")
-    if prints and not any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print" for n in ast.walk(tree)):
-        return Parsed(False, error="no print(): a tool program prints its answer")
-    return Parsed(True, code)
 
 
 def parse_tests(text: str) -> Parsed:
@@ -90,10 +73,6 @@ def format_tests(tests) -> str:
     return "\n".join(f"{fmt(list(i))} -> {fmt(list(o))}" for i, o in tests)
 
 
-def _head(instructions: bool, text: str) -> str:
-    return text + "\n" if instructions else ""
-
-
 class ListBoard:
     """The tiny task's board (envs/code.py)."""
 
@@ -101,7 +80,7 @@ class ListBoard:
     instructions = {"coder": "Write a Python function f(x) that maps each input list to its output list.",
                     "tester": "Write test cases `input -> output` that tell a wrong program from a right one."}
 
-    def __init__(self, task):
+    def __init__(self, task: CodeTask):
         self.task = task
 
     def statement(self, problem) -> str:
@@ -171,7 +150,7 @@ class CoderRole:
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        lines = [_head(self.instructions, self.board.instructions["coder"]) + self.board.statement(s.problem)]
+        lines = [head(self.instructions, self.board.instructions["coder"]) + self.board.statement(s.problem)]
         if s.history and s.history[-1] == "(unparsable)":
             lines.append("last: (unparsable)")
         elif s.program is not None:
@@ -212,9 +191,9 @@ class TesterRole:
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        head = _head(self.instructions, self.board.instructions["tester"])
+        head_ = head(self.instructions, self.board.instructions["tester"])
         program = s.program if s.program is not None else "(none)"
-        return f"{head}{self.board.statement(s.problem)}\nprogram:\n{program}\ntests:"
+        return f"{head_}{self.board.statement(s.problem)}\nprogram:\n{program}\ntests:"
 
     def parse(self, text: str) -> Parsed:
         return self.board.parse_tests(text)
@@ -252,31 +231,19 @@ def _tests_passed(state: TeamState) -> bool:
     return state.task_state.tests_passed
 
 
-def _never(state: TeamState) -> bool:
-    return False
+def code_family(board_cls) -> Family:
+    """The code harnesses over the board `board_cls(task)`."""
 
+    def single(task, instructions: bool, tool: str | None = None):
+        no_tool("code", tool)
+        return [CoderRole(board_cls(task), False, instructions)], never
 
-def register_code_harnesses(task_name: str, board_cls) -> None:
-    """Register `single` and `mas` for a code task whose board is `board_cls(task)`."""
-
-    # `view` takes the planning harness files' options (tool, tool_timeout_s, coords, positions,
-    # numbered, field; conf/harness/mas.yaml), which reach a code run through `harness=single|mas`
-    # and the mismatch experiment's arch axis; they mean nothing here. Any other option is refused.
-    def single(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
-               **view) -> Harness:
-        ignore_planning_view(view, "code")
-        return Harness("single", task, [CoderRole(board_cls(task), False, instructions)], max_turns, parse_penalty,
-                       stop=_never)
-
-    def mas(task, max_turns: int = 5, instructions: bool = False, parse_penalty: float = -0.5,
-            **view) -> Harness:
-        ignore_planning_view(view, "code")
+    def mas(task, instructions: bool, tool: str | None = None):
+        no_tool("code", tool)
         board = board_cls(task)
-        roles = [CoderRole(board, True, instructions), TesterRole(board, instructions)]
-        return Harness("mas", task, roles, max_turns, parse_penalty, stop=_tests_passed)
+        return [CoderRole(board, True, instructions), TesterRole(board, instructions)], _tests_passed
 
-    register_harness(task_name, "single", single)
-    register_harness(task_name, "mas", mas)
+    return Family("code", {"single": single, "mas": mas}, ("tool",), max_turns=5)
 
 
-register_code_harnesses("code", ListBoard)
+register_team("code", code_family(ListBoard))

@@ -18,7 +18,9 @@ import random
 import re
 
 from roles.base import Parsed
-from roles.code import MAX_TESTS, register_code_harnesses
+from envs.base import CodeTask
+from roles.base import register_team
+from roles.code import MAX_TESTS, code_family
 
 SHOW = 300  # characters of an input, expected or actual output shown in feedback
 # `[ \t]*`, not `\s*`, after a keyword: an input's leading blank lines (or an empty argument list) are its own
@@ -38,7 +40,7 @@ class BenchBoard:
                   "expected output, that a wrong program fails.",
     }
 
-    def __init__(self, task):
+    def __init__(self, task: CodeTask):
         self.task = task
 
     def statement(self, p) -> str:
@@ -97,4 +99,4 @@ class BenchBoard:
 
 
 for _name in ("apps", "codecontests", "livecodebench"):
-    register_code_harnesses(_name, BenchBoard)
+    register_team(_name, code_family(BenchBoard))

@@ -29,10 +29,13 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from typing import Protocol
+
 from envs.answers import check, last_boxed
-from envs.arith import tool_step
-from roles.base import Harness, Parsed, TeamState, ignore_planning_view, register_harness
-from roles.code import parse_program
+from envs.arith import MathState, safe_arith, tool_step
+from envs.base import MathTask
+from roles.base import Family, Parsed, TeamState, never, no_tool, register_team
+from roles.text import head, parse_program
 
 TOOL_RIGHT = 1.0      # the tool's printed value is the gold answer
 REASONER_RIGHT = 1.0  # the reasoner's boxed answer is the gold answer
@@ -52,17 +55,84 @@ def parse_answer(text: str) -> Parsed:
     return Parsed(True, a)
 
 
-class ToolRole:
-    """Writes a program that prints the answer; it runs in the sandbox."""
+class Demos(Protocol):
+    """A maths task's demonstrators for the tiny warm start (marl/tiny.py): the tool's programs and
+    the reasoner's answers, right (oracle), naive and wrong (noise)."""
+
+    def oracle_program(self, state: MathState) -> str: ...
+    def naive_program(self, state: MathState) -> str: ...
+    def naive_answer(self, state: MathState) -> str: ...
+    def noise_program(self, state: MathState, rng: random.Random) -> str: ...
+    def noise_answer(self, state: MathState, rng: random.Random) -> str: ...
+
+
+class ArithDemos:
+    """The tiny task's (envs/arith.py): the story's expression, and its misreading (a sign or a
+    bracket wrong) as the naive tool's program and the naive reasoner's turn-1 answer."""
+
+    def __init__(self, task: MathTask):
+        self.task = task
+
+    def oracle_program(self, state: MathState) -> str:
+        return f"print({state.problem.expression})"
+
+    def naive_program(self, state: MathState) -> str:
+        return f"print({state.problem.naive_expression})"
+
+    def naive_answer(self, state: MathState) -> str:
+        """The misreading's value: what the naive reasoner answers in turn 1."""
+        return str(safe_arith(f"print({state.problem.naive_expression})"))
+
+    def noise_program(self, state: MathState, rng: random.Random) -> str:
+        """The story's numbers in order under random operations (rarely the right expression)."""
+        vals = [str(v) for _, v in state.problem.numbers]
+        expr = vals[0] + "".join(f" {rng.choice('+-*')} {v}" for v in vals[1:])
+        return f"print({expr})"
+
+    def noise_answer(self, state: MathState, rng: random.Random) -> str:
+        return str(int(self.task.gold(state.problem)) + rng.choice((-10, -2, -1, 1, 2, 10)))
+
+
+class BenchDemos:
+    """The real data sets' (envs/mathbench.py), for the warm-start interface only (a pretrained
+    model needs none): they hold no programs or wrong answers, so these are the gold answer printed
+    and a constant wrong one."""
+
+    def __init__(self, task: MathTask):
+        self.task = task
+
+    def oracle_program(self, state: MathState) -> str:
+        return f"print({state.problem.answer!r})"
+
+    def naive_program(self, state: MathState) -> str:
+        return self.oracle_program(state)
+
+    def naive_answer(self, state: MathState) -> str:
+        return state.problem.answer
+
+    def noise_program(self, state: MathState, rng: random.Random) -> str:
+        return "print(0)"
+
+    def noise_answer(self, state: MathState, rng: random.Random) -> str:
+        return "0"
+
+
+class MathToolRole:
+    """Writes a program that prints the answer; it runs in the sandbox (or the task's arithmetic
+    fast path, envs/arith.run_tool). Not planning's `ProgramToolRole`: this program must parse as
+    Python and call print (`parse_program`), what it printed is an answer kept in the task state and
+    judged against the gold answer, and the prompt is the story with the team's last answers;
+    planning's is any ```python block, its output is free text shown to the plan agent and judged
+    as an action."""
 
     blocking = True
 
-    def __init__(self, task, instructions: bool):
-        self.name, self.task, self.instructions = "tool", task, instructions
+    def __init__(self, task: MathTask, demos: Demos, instructions: bool):
+        self.name, self.task, self.demos, self.instructions = "tool", task, demos, instructions
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        lines = [(INSTRUCTIONS["tool"] + "\n" if self.instructions else "") + self.task.statement(s.problem)]
+        lines = [head(self.instructions, INSTRUCTIONS["tool"]) + self.task.statement(s.problem)]
         if s.programs:
             lines.append(f"last:\n{s.programs[-1] if s.programs[-1] is not None else '(unparsable)'}")
         if s.answers:
@@ -79,16 +149,16 @@ class ToolRole:
         return replace(state, task_state=s), TOOL_RIGHT * right, {"printed": printed, "tool_right": right}
 
     def demo(self, state: TeamState) -> str:
-        return self.task.oracle_program(state.task_state)
+        return self.demos.oracle_program(state.task_state)
 
     def naive(self, state: TeamState) -> str:
         s = state.task_state
         if s.programs and s.programs[-1] is not None:
             return s.programs[-1]
-        return self.task.naive_program(s)
+        return self.demos.naive_program(s)
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
-        return self.task.noise_program(state.task_state, rng)
+        return self.demos.noise_program(state.task_state, rng)
 
 
 class ReasonerRole:
@@ -96,13 +166,13 @@ class ReasonerRole:
 
     blocking = True  # answers are checked by math-verify in a worker process
 
-    def __init__(self, task, sees_tool: bool, instructions: bool):
-        self.name, self.task = "reasoner", task
+    def __init__(self, task: MathTask, demos: Demos, sees_tool: bool, instructions: bool):
+        self.name, self.task, self.demos = "reasoner", task, demos
         self.sees_tool, self.instructions = sees_tool, instructions
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        lines = [(INSTRUCTIONS["reasoner"] + "\n" if self.instructions else "") + self.task.statement(s.problem)]
+        lines = [head(self.instructions, INSTRUCTIONS["reasoner"]) + self.task.statement(s.problem)]
         if s.answers:
             lines.append(f"last: {_shown(s.answers[-1])}")
         if self.sees_tool and len(s.tool_answers) >= 2:  # the tool's previous turn (this turn's is not shown)
@@ -124,38 +194,31 @@ class ReasonerRole:
         s = state.task_state
         if s.answers and s.answers[-1] is not None:
             return f"\\boxed{{{s.answers[-1]}}}"
-        return f"\\boxed{{{self.task.naive_answer(s)}}}"
+        return f"\\boxed{{{self.demos.naive_answer(s)}}}"
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
-        return f"\\boxed{{{self.task.noise_answer(state.task_state, rng)}}}"
+        return f"\\boxed{{{self.demos.noise_answer(state.task_state, rng)}}}"
 
 
 def _agreed(state: TeamState) -> bool:
     return state.task_state.agreed
 
 
-def _never(state: TeamState) -> bool:
-    return False
+def maths_family(demos_cls) -> Family:
+    """The maths harnesses, demonstrated by `demos_cls(task)`."""
+
+    def single(task, instructions: bool, tool: str | None = None):
+        no_tool("maths", tool)
+        return [ReasonerRole(task, demos_cls(task), False, instructions)], never
+
+    def mas(task, instructions: bool, tool: str | None = None):
+        no_tool("maths", tool)
+        demos = demos_cls(task)
+        return [MathToolRole(task, demos, instructions), ReasonerRole(task, demos, True, instructions)], _agreed
+
+    return Family("maths", {"single": single, "mas": mas}, ("tool",), max_turns=4)
 
 
-def register_math_harnesses(task_name: str) -> None:
-    """Register `single` and `mas` for a maths task."""
-
-    def single(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-               **view) -> Harness:
-        ignore_planning_view(view, "maths")
-        return Harness("single", task, [ReasonerRole(task, False, instructions)], max_turns, parse_penalty,
-                       stop=_never)
-
-    def mas(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-            **view) -> Harness:
-        ignore_planning_view(view, "maths")
-        roles = [ToolRole(task, instructions), ReasonerRole(task, True, instructions)]
-        return Harness("mas", task, roles, max_turns, parse_penalty, stop=_agreed)
-
-    register_harness(task_name, "single", single)
-    register_harness(task_name, "mas", mas)
-
-
-for _task in ("math", "polaris", "aime24", "aime25", "olympiadbench"):
-    register_math_harnesses(_task)
+register_team("math", maths_family(ArithDemos))
+for _task in ("polaris", "aime24", "aime25", "olympiadbench"):
+    register_team(_task, maths_family(BenchDemos))

@@ -7,13 +7,16 @@
 What differs per task is a `Board` (roles/<task>.py): how a state reads as text, the action
 language, the tool's query language and the tool itself, and the demonstrators (oracle, naive,
 noise) the tiny model's warm start is made from. A new task is a task module (envs/) plus a board
-and two `register_harnesses` lines; the roles, turn order and rewards below are not copied.
+and one line, `register_team(<task>, planning_family(<Board>))`; the roles, turn order and rewards
+below are not copied. The family's options (`OPTIONS`, conf/family/planning.yaml) reach only the
+planning tasks.
 
-Tools (`tool=`): a board's query tools (`board.query_tools`; the tool agent's answer is a query,
-e.g. the goal cell, and the board's solver answers it: reading the query off the board is the
-tool agent's skill; a move list can be printed in a fixed-width field, `field`, see
-`MoveBoard.answer`), or `program` (the paper's variant, for Qwen3-sized models: the tool agent
-writes a Python program whose printed output is shown; it runs in marl's sandbox, `sandbox.run_program`).
+Tools (`tool=`), one role class each: a board's query tools (`QueryToolRole`, `board.query_tools`;
+the tool agent's answer is a query, e.g. the goal cell, and the board's solver answers it: reading
+the query off the board is the tool agent's skill; a move list can be printed in a fixed-width
+field, `field`, see `MoveBoard.answer`), or `program` (`ProgramToolRole`, the paper's variant, for
+Qwen3-sized models: the tool agent writes a Python program whose printed output is shown; it runs
+in marl's sandbox, `sandbox.run_program`).
 
 Local rewards: plan agent, the task reward of its own step; tool agent, 1.0 if the tool's output,
 read as an action and applied to the current state, solves the task, else 0.0.
@@ -26,13 +29,15 @@ from __future__ import annotations
 import random
 import re
 import string
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Protocol
 
-from roles.base import Harness, Parsed, TeamState, register_harness
-from roles.text import CODE, format_cell, format_moves, parse_cell, parse_moves, random_moves
+from roles.base import Family, Parsed, TeamState
+from roles.text import CODE, format_cell, head, format_moves, parse_cell, parse_moves, random_moves
 import sandbox
 
+OPTIONS = ("tool", "tool_timeout_s", "coords", "positions", "numbered", "field")  # conf/family/planning.yaml
 _FILLER = re.compile(r"(\s+\.)+\s*$")  # a fixed-width answer's trailing " . . ."
 
 
@@ -123,10 +128,6 @@ class MoveBoard:
         return "```python\nprint(" + repr(format_moves(self.naive_action(s))) + ")\n```"
 
 
-def _head(instructions: bool, text: str) -> str:
-    return text + "\n" if instructions else ""
-
-
 class PlanRole:
     """Emits the action that advances the task. In the team it also sees the tool's output."""
 
@@ -136,8 +137,8 @@ class PlanRole:
 
     def prompt(self, state: TeamState) -> str:
         tool = f"\ntool: {state.tool_output}" if self.sees_tool and state.tool_output is not None else ""
-        head = _head(self.instructions, self.board.instructions["plan"])
-        return f"{head}{self.board.context(state.task_state)}{tool}\nplan:"
+        head_ = head(self.instructions, self.board.instructions["plan"])
+        return f"{head_}{self.board.context(state.task_state)}{tool}\nplan:"
 
     def parse(self, text: str) -> Parsed:
         return self.board.parse_action(text)
@@ -161,35 +162,23 @@ class PlanRole:
         return self.board.format_action(self.board.noise_action(state.task_state, rng))
 
 
-class ToolRole:
-    """Calls the tool; its output is shown to the plan agent of the same turn."""
+class _ToolRole(ABC):
+    """Calls the tool; its output is shown to the plan agent of the same turn. A subclass gives
+    the tool's kind: how the call is read, run and demonstrated."""
 
-    def __init__(self, board: Board, tool: str, instructions: bool, timeout_s: float = 2.0):
-        allowed = (*board.query_tools, "program")
-        if tool not in allowed:
-            raise ValueError(f"unknown {board.task.name} tool {tool!r}; allowed: {', '.join(allowed)}")
-        self.name, self.board, self.task, self.tool = "tool", board, board.task, tool
-        self.instructions, self.timeout_s = instructions, timeout_s
-        self.blocking = tool == "program"  # a program runs in a child process: off the event loop
-        if self.blocking:
-            sandbox.check_available()  # refuse at build time, before a run starts, if it cannot be isolated
+    name = "tool"
+    tool: str
+
+    def __init__(self, board: Board, instructions: bool):
+        self.board, self.task, self.instructions = board, board.task, instructions
 
     def prompt(self, state: TeamState) -> str:
-        head = _head(self.instructions, self.board.instructions[self.tool])
-        return f"{head}{self.board.context(state.task_state)}\n{self.tool}:"
+        head_ = head(self.instructions, self.board.instructions[self.tool])
+        return f"{head_}{self.board.context(state.task_state)}\n{self.tool}:"
 
-    def parse(self, text: str) -> Parsed:
-        if self.tool != "program":
-            return self.board.parse_query(text)
-        blocks = CODE.findall(text)
-        return Parsed(True, blocks[-1]) if blocks else Parsed(False, error="no ```python block")
-
+    @abstractmethod
     def run_tool(self, state: TeamState, action) -> str:
-        if self.tool != "program":
-            return self.board.answer(state.task_state, self.tool, action)
-        result = sandbox.run_program(action, sandbox.Limits(timeout_s=self.timeout_s))
-        out = result.out.strip()[-300:] if result.ok else f"error: {error_line(result)}"
-        return "".join(ch for ch in out if ch in string.printable)  # observations stay plain text
+        """What the tool prints for the parsed call `action`."""
 
     def apply(self, state: TeamState, parsed: Parsed):
         out = self.run_tool(state, parsed.action) if parsed.ok else "error: unparsable call"
@@ -197,21 +186,72 @@ class ToolRole:
         good = action.ok and self.task.step(state.task_state, action.action).solved
         return replace(state, tool_output=out), 1.0 if good else 0.0, {"tool_output": out}
 
+
+class QueryToolRole(_ToolRole):
+    """Names a query (e.g. the goal cell) that one of the board's query tools answers."""
+
+    blocking = False
+
+    def __init__(self, board: Board, tool: str, instructions: bool):
+        super().__init__(board, instructions)
+        self.tool = tool
+
+    def parse(self, text: str) -> Parsed:
+        return self.board.parse_query(text)
+
+    def run_tool(self, state: TeamState, query) -> str:
+        return self.board.answer(state.task_state, self.tool, query)
+
     def demo(self, state: TeamState) -> str:
-        s = state.task_state
-        return self.board.program(s) if self.tool == "program" else self.board.format_query(self.board.query(s))
+        return self.board.format_query(self.board.query(state.task_state))
 
     def naive(self, state: TeamState) -> str:
-        s = state.task_state
-        if self.tool == "program":
-            return self.board.naive_program(s)
-        return self.board.format_query(self.board.naive_query(s))
+        return self.board.format_query(self.board.naive_query(state.task_state))
 
     def noise(self, state: TeamState, rng: random.Random) -> str:
         """A plausible but wrong call, so warm-start data shows the plan agent bad tool output."""
-        if self.tool == "program":
-            return "print('?')"
         return self.board.format_query(self.board.noise_query(state.task_state, rng))
+
+
+class ProgramToolRole(_ToolRole):
+    """Writes a Python program whose printed output (its last 300 characters, printable ones
+    only) is the tool's output; it runs in marl's sandbox."""
+
+    tool = "program"
+    blocking = True  # a program runs in a child process: off the event loop
+
+    def __init__(self, board: Board, instructions: bool, timeout_s: float = 2.0):
+        super().__init__(board, instructions)
+        self.timeout_s = timeout_s
+        sandbox.check_available()  # refuse at build time, before a run starts, if it cannot be isolated
+
+    def parse(self, text: str) -> Parsed:
+        blocks = CODE.findall(text)
+        return Parsed(True, blocks[-1]) if blocks else Parsed(False, error="no ```python block")
+
+    def run_tool(self, state: TeamState, program: str) -> str:
+        result = sandbox.run_program(program, sandbox.Limits(timeout_s=self.timeout_s))
+        out = result.out.strip()[-300:] if result.ok else f"error: {error_line(result)}"
+        return "".join(ch for ch in out if ch in string.printable)  # observations stay plain text
+
+    def demo(self, state: TeamState) -> str:
+        return self.board.program(state.task_state)
+
+    def naive(self, state: TeamState) -> str:
+        return self.board.naive_program(state.task_state)
+
+    def noise(self, state: TeamState, rng: random.Random) -> str:
+        return "print('?')"
+
+
+def tool_role(board: Board, tool: str, instructions: bool, timeout_s: float) -> _ToolRole:
+    """The tool agent calling `tool`: one of the board's query tools, or `program`."""
+    allowed = (*board.query_tools, "program")
+    if tool not in allowed:
+        raise ValueError(f"unknown {board.task.name} tool {tool!r}; allowed: {', '.join(allowed)}")
+    if tool == "program":
+        return ProgramToolRole(board, instructions, timeout_s)
+    return QueryToolRole(board, tool, instructions)
 
 
 def error_line(r: sandbox.Result) -> str:
@@ -220,22 +260,17 @@ def error_line(r: sandbox.Result) -> str:
     return last[0][:200] if last else r.status
 
 
-def register_harnesses(task_name: str, board_cls) -> None:
-    """Register `single` and `mas` for a task; `board_cls(task, **view)` makes its board, where
-    view is the harness config's rendering options (coords, positions, numbered, field)."""
+def planning_family(board_cls) -> Family:
+    """The planning harnesses over the board `board_cls(task, **view)`, where view is the family's
+    rendering options (coords, positions, numbered, field; each board's defaults where not given)."""
 
-    def single(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-               tool: str | None = None, tool_timeout_s: float = 2.0, **view) -> Harness:
-        del tool, tool_timeout_s  # the single agent has no tool; accepted so one config serves both
-        return Harness("single", task, [PlanRole(board_cls(task, **view), False, instructions)],
-                       max_turns, parse_penalty)
+    def single(task, instructions: bool, tool: str | None = None, tool_timeout_s: float = 2.0, **view):
+        del tool, tool_timeout_s  # the single agent has no tool; the family's options serve both teams
+        return [PlanRole(board_cls(task, **view), False, instructions)], None
 
-    def mas(task, max_turns: int = 4, instructions: bool = False, parse_penalty: float = -0.5,
-            tool: str | None = None, tool_timeout_s: float = 2.0, **view) -> Harness:
+    def mas(task, instructions: bool, tool: str | None = None, tool_timeout_s: float = 2.0, **view):
         board = board_cls(task, **view)
-        roles = [ToolRole(board, tool or board.query_tools[0], instructions, tool_timeout_s),
-                 PlanRole(board, True, instructions)]
-        return Harness("mas", task, roles, max_turns, parse_penalty)
+        return [tool_role(board, tool or board.query_tools[0], instructions, tool_timeout_s),
+                PlanRole(board, True, instructions)], None
 
-    register_harness(task_name, "single", single)
-    register_harness(task_name, "mas", mas)
+    return Family("planning", {"single": single, "mas": mas}, OPTIONS, max_turns=4)

@@ -13,7 +13,8 @@ agent writes a program that prints the moves.
 from __future__ import annotations
 
 from envs.planpath import PlanPathState, bfs_path
-from roles.planning import MoveBoard, register_harnesses
+from roles.base import register_team
+from roles.planning import MoveBoard, planning_family
 from roles.text import manhattan_walk, render_rows
 
 
@@ -72,4 +73,4 @@ while prev.get(x):
 print(' '.join(reversed(path)))
 """
 
-register_harnesses("planpath", PlanPathBoard)
+register_team("planpath", planning_family(PlanPathBoard))

@@ -15,7 +15,8 @@ import random
 
 from envs.grid import Cell, moved
 from envs.sokoban import SokobanState, simulate, solve
-from roles.planning import MoveBoard, register_harnesses
+from roles.base import register_team
+from roles.planning import MoveBoard, planning_family
 from roles.text import manhattan_walk, random_moves, render_rows
 
 _BACK = {"U": "D", "D": "U", "L": "R", "R": "L"}
@@ -122,4 +123,4 @@ while prev[s]:
 print(' '.join(reversed(path)))
 """
 
-register_harnesses("sokoban", SokobanBoard)
+register_team("sokoban", planning_family(SokobanBoard))

@@ -19,8 +19,8 @@ import random
 import re
 
 from envs.sudoku import Sudoku, SudokuState, count_solutions, rows_text
-from roles.base import Parsed
-from roles.planning import register_harnesses
+from roles.base import Parsed, register_team
+from roles.planning import planning_family
 from roles.text import LABEL, render_rows
 
 _SEPARATORS = re.compile(r"[\s|,/\[\]\"'`]+")
@@ -145,4 +145,4 @@ solve()
 print(' '.join(''.join(map(str, g[r * n:(r + 1) * n])) for r in range(n)))
 """
 
-register_harnesses("sudoku", SudokuBoard)
+register_team("sudoku", planning_family(SudokuBoard))

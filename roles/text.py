@@ -1,15 +1,18 @@
-"""Text forms shared by the grid tasks: rendering rows, move lists and cells, and their parsers.
+"""Text forms shared by the roles: the instruction line, Python programs in a reply, and the grid
+tasks' rows, move lists and cells, with their parsers.
 
 Parsers never raise: any text gives a `Parsed`, and a failure carries an error that says what was
 expected (tests/roles/test_parsers.py runs them on arbitrary text).
 """
 from __future__ import annotations
 
+import ast
 import random
 import re
 from typing import Callable
 
 from roles.base import Parsed
+from sandbox import parse_python
 
 Cell = tuple[int, int]
 
@@ -17,6 +20,27 @@ _WORDS = {"u": "U", "up": "U", "d": "D", "down": "D", "l": "L", "left": "L", "r"
 LABEL = re.compile(r"^\s*[A-Za-z ]{0,20}:\s*")  # a leading "plan:" style label on an answer line
 _INDEX = re.compile(r"^\d{1,3}(?=[A-Za-z])")  # a numbered item's index: "12R" -> "R"
 CODE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
+
+
+def head(instructions: bool, text: str) -> str:
+    """A prompt's first line, the task statement for chat models (`instructions`), or nothing."""
+    return text + "\n" if instructions else ""
+
+
+def parse_program(text: str, fn: str | None = "f", prints: bool = False) -> Parsed:
+    """A Python program (defining `fn`, unless None; calling print if `prints`, as a tool program
+    that prints its answer must): the last ```python block, or the text itself. Parsed, never run."""
+    blocks = CODE.findall(text)
+    code = blocks[-1] if blocks else text
+    try:
+        tree = parse_python(code)
+    except Exception as e:  # SyntaxError, or a parser running out of stack on hostile nesting
+        return Parsed(False, error=f"not Python: {type(e).__name__}")
+    if fn is not None and not any(isinstance(n, ast.FunctionDef) and n.name == fn for n in tree.body):
+        return Parsed(False, error=f"no function {fn}")
+    if prints and not any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print" for n in ast.walk(tree)):
+        return Parsed(False, error="no print(): a tool program prints its answer")
+    return Parsed(True, code)
 
 
 def render_rows(n: int, char: Callable[[int, int], str], coords: bool = False) -> str:

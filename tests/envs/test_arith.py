@@ -6,8 +6,10 @@ import pytest
 import sandbox
 from envs.arith import TEMPLATES, Arith, MathState, run_tool, safe_arith, tool_step
 from marl.tiny import build_tokenizer
+from roles.maths import ArithDemos
 
 TASK = Arith()
+DEMOS = ArithDemos(TASK)  # the roles' demonstrators write the programs a run sees most
 
 
 def instances(n=60, split="train"):
@@ -19,7 +21,7 @@ def test_the_fast_path_prints_what_the_sandbox_prints():
     progs = []
     for p in instances(20):
         s = MathState(p)
-        progs += [TASK.oracle_program(s), TASK.naive_program(s), TASK.noise_program(s, rng)]
+        progs += [DEMOS.oracle_program(s), DEMOS.naive_program(s), DEMOS.noise_program(s, rng)]
     progs += ["print(-(3 - 10) * 2)", "print(((7)))"]
     for prog in progs:
         r = sandbox.run_program(prog, sandbox.Limits(timeout_s=5.0))
@@ -66,7 +68,7 @@ def test_agreement_is_with_the_tool_of_the_same_turn():
 
 
 def test_the_longest_program_fits_the_generation_budget():
-    progs = ["print((99 + 98) * 9)"] + [TASK.oracle_program(MathState(p)) for p in instances(200)]
+    progs = ["print((99 + 98) * 9)"] + [DEMOS.oracle_program(MathState(p)) for p in instances(200)]
     tok = build_tokenizer(progs)
     assert max(len(tok.encode(x)) for x in progs) + 1 <= 32  # conf/exp/math.yaml tiny_max_new_tokens
 

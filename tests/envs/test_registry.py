@@ -1,7 +1,7 @@
 """Environment checks for every registered task and every harness registered for it.
 
 A new task is covered by registering it (`envs.register`) and its harnesses
-(`roles.register_harness`); nothing here names a task. Requirements on a task beyond the
+(`roles.register_team`); nothing here names a task. Requirements on a task beyond the
 `envs.Task` protocol: instances expose `.key`, the canonical content string that `envs.split_of`
 hashes, and `oracle` + `step` reach a solved state.
 
@@ -22,11 +22,11 @@ from pettingzoo.test import seed_test
 
 import envs
 import roles  # noqa: F401  (registers the harnesses)
-from roles.base import _HARNESSES, make_harness
+from roles.base import make_harness, teams
 from roles.env import SingleAgentEnv, TeamEnv
 
 TASKS = envs.registered()
-HARNESSES = sorted((t, h) for t, h in _HARNESSES if t in TASKS)
+HARNESSES = [(t, h) for t, h in teams() if t in TASKS]
 ONE_ROLE = [(t, h) for t, h in HARNESSES if len(make_harness(envs.make(t), h).roles) == 1]
 N_ORACLE = 200
 MAX_ORACLE_STEPS = 64

@@ -144,10 +144,14 @@ def test_a_rollout_with_attack_programs_among_the_candidates_completes():
     assert ep.solved  # the best candidate, the right program, is continued from
 
 
-def test_unknown_harness_options_are_refused_and_the_planning_ones_ignored():
-    with pytest.raises(ValueError, match=r"unknown code harness option\(s\) \['colour'\]; allowed: max_turns"):
-        mas(colour="red")
-    assert mas(tool="program", field=10, coords=True).role_names == ["coder", "tester"]
+def test_unknown_harness_options_and_the_planning_ones_are_refused():
+    for bad in ({"colour": "red"}, {"coords": True}):
+        with pytest.raises(ValueError, match=rf"unknown code harness option\(s\) \['{next(iter(bad))}'\]; "
+                                             "allowed: max_turns, instructions, parse_penalty, tool"):
+            mas(**bad)
+    with pytest.raises(ValueError, match="the code team has no choice of tool: harness.tool must be null, got 'program'"):
+        single(tool="program")
+    assert mas(tool=None).role_names == ["coder", "tester"]
 
 
 def test_the_warm_starts_demonstrators():

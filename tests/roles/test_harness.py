@@ -323,11 +323,11 @@ def test_unknown_role_and_tool():
 
 
 def test_register_taken_harness_raises():
-    from roles.base import _HARNESSES, register_harness
-    original = _HARNESSES[("planpath", "mas")]
-    with pytest.raises(ValueError, match="already registered"):
-        register_harness("planpath", "mas", lambda task, **kw: None)
-    assert _HARNESSES[("planpath", "mas")] is original
+    from roles.base import Family, harness_family, register_team
+    original = harness_family("planpath")
+    with pytest.raises(ValueError, match="task 'planpath' already has the planning harnesses"):
+        register_team("planpath", Family("other", {}, ()))
+    assert harness_family("planpath") is original
 
 
 # --- tool=program (the program runs in the sandbox: tests/sandbox) -----------------------

@@ -11,7 +11,7 @@ import envs
 from envs.arith import MathState
 import roles  # noqa: F401  (registers the harnesses)
 from envs.grid import MOVES
-from roles.base import _HARNESSES, Parsed, make_harness
+from roles.base import Parsed, harness_family, make_harness, teams
 from roles.text import format_moves, parse_cell, parse_moves
 
 FAST = settings(max_examples=300, deadline=None)
@@ -20,8 +20,9 @@ FAST = settings(max_examples=300, deadline=None)
 def harness_variants():
     """Every registered harness with its defaults, plus planpath's program tool."""
     generated = envs.registered()  # the benchmark tasks need their files (tests/envs/test_code_data.py)
-    out = [(t, h, {}) for t, h in sorted(_HARNESSES) if t in generated]
-    out += [(t, h, {"tool": "program"}) for t, h in sorted(_HARNESSES) if h == "mas" and t in generated and t != "code"]
+    out = [(t, h, {}) for t, h in teams() if t in generated]
+    out += [(t, h, {"tool": "program"}) for t, h in teams()
+            if h == "mas" and t in generated and harness_family(t).name == "planning"]
     return out
 
 

@@ -6,10 +6,11 @@ import pytest
 
 import envs
 import roles
-from roles.maths import REASONER_RIGHT, TOOL_RIGHT
+from roles.maths import REASONER_RIGHT, TOOL_RIGHT, ArithDemos
 from pooled import PooledEngine, scripted_rollout
 
 TASK = envs.make("math")
+DEMOS = ArithDemos(TASK)
 
 
 def mas(**kw):
@@ -61,7 +62,7 @@ def test_rewards_and_the_stop_on_agreement():
     assert agree.local == REASONER_RIGHT and agree.team == 1.0 and agree.solved and agree.state.done
     # agreeing on a wrong answer stops the episode too (observable), and is not a success
     s = h.act_sync(h.reset(p), "tool", wrong_program(p)).state
-    bad = h.act_sync(s, "reasoner", boxed(TASK.naive_answer(s.task_state)))
+    bad = h.act_sync(s, "reasoner", boxed(DEMOS.naive_answer(s.task_state)))
     assert bad.state.done and not bad.solved and bad.local == 0.0
 
 
@@ -121,14 +122,18 @@ def test_the_warm_starts_demonstrators():
     assert tool.demo(s) == right_program(p) and tool.naive(s) == wrong_program(p)
     s = h.act_sync(s, "tool", wrong_program(p)).state
     assert reasoner.demo(s) == boxed(p.answer)
-    assert reasoner.naive(s) == boxed(TASK.naive_answer(s.task_state))
+    assert reasoner.naive(s) == boxed(DEMOS.naive_answer(s.task_state))
     s = h.act_sync(s, "reasoner", boxed(7)).state
     assert tool.naive(s) == wrong_program(p)  # repeats its last program
     s = h.act_sync(s, "tool", right_program(p)).state
     assert reasoner.naive(s) == boxed(7)      # repeats its own answer, whatever the tool said
 
 
-def test_unknown_harness_options_are_refused_and_the_planning_ones_ignored():
-    with pytest.raises(ValueError, match=r"unknown maths harness option\(s\) \['colour'\]"):
-        mas(colour="red")
-    assert mas(tool="program", field=10).role_names == ["tool", "reasoner"]
+def test_unknown_harness_options_and_the_planning_ones_are_refused():
+    for bad in ({"colour": "red"}, {"field": 10}):
+        with pytest.raises(ValueError, match=rf"unknown maths harness option\(s\) \['{next(iter(bad))}'\]; "
+                                             "allowed: max_turns, instructions, parse_penalty, tool"):
+            mas(**bad)
+    with pytest.raises(ValueError, match="the maths team has no choice of tool: harness.tool must be null, got 'program'"):
+        mas(tool="program")
+    assert mas(tool=None).role_names == ["tool", "reasoner"] and single(tool=None).role_names == ["reasoner"]

@@ -10,6 +10,12 @@ Reward of one action: `local + alpha * team`, where
   `parse_penalty` and leaves the task where it was);
 - team: 1.0 if the team has solved the task once this action is applied, else 0.0; read from the
   state the action produced, never from another copy.
+
+A *family* (`Family`) is the harnesses of one kind of task, built from the options only it reads:
+planning (roles/planning.py, one board per task), code (roles/code.py) and maths (roles/maths.py).
+Each task module registers its task's family once, `register_team(<task>, <family>)`;
+`make_harness(task, name, **options)` builds one of its teams and refuses an option the family
+does not read, so a setting meant for another family is never silently dropped.
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ Local rewards (each a constant below):
   The reference solution is part of every problem, so this is never zero for want of one (a defect
   of the reference code).
 
-What differs per task is a board: how a problem reads as text, how a tester writes a test case
+The code family (`code_family`, conf/family/code.yaml) serves every code task; a task is a
+`envs.base.CodeTask`. What differs per task is a board: how a problem reads as text, how a tester writes a test case
 and how mismatches are shown, and the demonstrators the tiny model's warm start is made from
 (`ListBoard` here for the tiny task; roles/codebench.py for the real benchmarks). The roles, turn
 order and rewards are not copied. On the tiny task a test case is a line `<input> -> <expected>`

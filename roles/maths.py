@@ -17,6 +17,10 @@ Local rewards (each a constant below):
 Both are checked by envs/answers.check (math-verify, gold first). Team: the reasoner's latest
 answer is right (roles/base.py); reward `local + alpha * team`.
 
+The maths family (`maths_family`, conf/family/math.yaml) serves every maths task, a
+`envs.base.MathTask`; what differs per task is its demonstrators (`ArithDemos` for the tiny task,
+`BenchDemos` for the data sets), which live here with the roles, not in the task.
+
 The tiny warm start's demonstrators (marl/tiny.py): the oracle tool prints the story's expression,
 the naive tool its misreading (a sign or a bracket wrong: envs/arith.py) and, from turn 2, repeats
 its last program; the oracle reasoner writes the gold answer, the naive one the misreading's value

@@ -192,9 +192,9 @@ class TesterRole:
 
     def prompt(self, state: TeamState) -> str:
         s = state.task_state
-        head_ = head(self.instructions, self.board.instructions["tester"])
+        intro = head(self.instructions, self.board.instructions["tester"])
         program = s.program if s.program is not None else "(none)"
-        return f"{head_}{self.board.statement(s.problem)}\nprogram:\n{program}\ntests:"
+        return f"{intro}{self.board.statement(s.problem)}\nprogram:\n{program}\ntests:"
 
     def parse(self, text: str) -> Parsed:
         return self.board.parse_tests(text)

@@ -137,8 +137,8 @@ class PlanRole:
 
     def prompt(self, state: TeamState) -> str:
         tool = f"\ntool: {state.tool_output}" if self.sees_tool and state.tool_output is not None else ""
-        head_ = head(self.instructions, self.board.instructions["plan"])
-        return f"{head_}{self.board.context(state.task_state)}{tool}\nplan:"
+        intro = head(self.instructions, self.board.instructions["plan"])
+        return f"{intro}{self.board.context(state.task_state)}{tool}\nplan:"
 
     def parse(self, text: str) -> Parsed:
         return self.board.parse_action(text)
@@ -173,8 +173,8 @@ class _ToolRole(ABC):
         self.board, self.task, self.instructions = board, board.task, instructions
 
     def prompt(self, state: TeamState) -> str:
-        head_ = head(self.instructions, self.board.instructions[self.tool])
-        return f"{head_}{self.board.context(state.task_state)}\n{self.tool}:"
+        intro = head(self.instructions, self.board.instructions[self.tool])
+        return f"{intro}{self.board.context(state.task_state)}\n{self.tool}:"
 
     @abstractmethod
     def run_tool(self, state: TeamState, action) -> str:

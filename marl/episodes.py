@@ -4,13 +4,13 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from marl.engine import Engine
+from marl.engine import RolloutEngine
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.types import Episode
 
 
-async def play(harness, split: str, n: int, engine: Engine, routing: Routing, temperature: float = 0.0,
+async def play(harness, split: str, n: int, engine: RolloutEngine, routing: Routing, temperature: float = 0.0,
                alpha: float = 1.0, seed: int = 0) -> list[Episode]:
     """One episode per instance 0..n-1 of `split`, all problems rolled out concurrently."""
     spec = RolloutSpec(k=1, temperature=temperature, alpha=alpha)

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Awaitable
 
-from marl.engine import Engine
+from marl.engine import PolicyClients
 from marl.grouping import at_grpo_key
 from marl.routing import Routing
 from marl.types import Episode, Sample
@@ -61,13 +61,13 @@ class RolloutJob:
     rng: random.Random
     episode: int = 0
 
-    def run(self, engine) -> Awaitable[Episode]:
-        """`engine`: anything with `encode(pid, prompt)` and `client(pid)`."""
+    def run(self, engine: PolicyClients) -> Awaitable[Episode]:
+        """The episode, over `engine`'s prompt ids and clients (an engine, or a verl rollout worker's side)."""
         return rollout(self.harness, self.instance, self.problem_id, engine, self.routing, self.spec,
                        self.rng, self.episode)
 
 
-async def rollout(harness: Harness, instance, problem_id: str, engine: Engine, routing: Routing,
+async def rollout(harness: Harness, instance, problem_id: str, engine: PolicyClients, routing: Routing,
                   spec: RolloutSpec, rng: random.Random, episode: int = 0) -> Episode:
     """One episode of `problem_id`; `routing` says which of the engine's policies plays each role."""
     state = harness.reset(instance)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from marl.engine.tokens import encode_pair
 from marl.io import atomic_dir, set_threads
 from marl.packing import first_fit
 
@@ -88,11 +89,6 @@ def new_model(tok, arch: dict) -> Qwen3ForCausalLM:
     return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                                         eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
                                         tie_word_embeddings=True, **arch))
-
-
-def encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    """The tiny format: prompt, newline, response, EOS (no chat template)."""
-    return tok.encode(prompt + "\n"), tok.encode(response) + [tok.eos_token_id]
 
 
 def pack(data: list[tuple[list[int], list[int]]], width: int, pad_id: int):

@@ -2,17 +2,19 @@
 
 The trainer owns the algorithm (rollout, grouping, advantages, selection, logging); an engine
 owns models, tokenizers, optimizers, schedules and generation. The trainer reaches a policy only
-through this interface, by policy id:
+through this interface, by policy id, in two halves:
 
-- `client(pid)`: an async token-in/token-out `GenerateClient`; `encode(pid, prompt)`: its prompt ids;
-- `gather(jobs)`: run one step's `RolloutJob`s concurrently, results in their order (the local
-  engine batches their generate calls, `marl.engine.local.batching`; the verl engine runs them in
-  CPU Ray actors);
-- `update(pid, batch, spec, rng) -> metrics`: PPO on that policy's `TrainSample`s;
-- `sync_weights()`: make the trained weights the ones generation uses (nothing to do locally;
-  the weight push into rollout servers on a cluster);
-- `save(dir)` / `load(dir, weights_only=False)`: every policy's weights, optimizer and schedule;
-- `stats()` / `reset_stats()`: generation counts and seconds, for `timing/` metrics.
+- `PolicyClients` (what one rollout needs): `encode(pid, prompt)` and `client(pid)`, an async
+  token-in/token-out `GenerateClient`;
+- `RolloutEngine` (what rollout collection and evaluation need): those, `policy_ids`,
+  `gather(jobs)` (one step's `RolloutJob`s concurrently, results in their order: the local engine
+  batches their generate calls, `marl.engine.local.batching`; the verl engine runs them in CPU
+  Ray actors), `stats()` / `reset_stats()` for `timing/` metrics, and `close()`;
+- `Learner` (what training needs beside): `update`, `sync_weights`, `save`, `load`.
+
+`Engine` is both halves plus construction from an `EngineSpec` (the local and verl engines); a
+generate-only engine (an OpenAI-compatible endpoint) implements `RolloutEngine` alone, so
+`marl.rollout`, `marl.episodes` and evaluation are typed against the rollout side only.
 
 Engines register by name (`register_engine`), as a class or as "module:Class" so an engine's
 heavy imports (verl, Ray) are paid only by runs that use it; a name is registered once.
@@ -24,53 +26,86 @@ import importlib
 import random
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from marl.engine.spec import EngineSpec, LoraSpec, OptimSpec, UpdateSpec
-from marl.types import GenerateClient, TrainSample
+from marl.types import Episode, GenerateClient, TrainSample
 
-__all__ = ["Engine", "EngineSpec", "LoraSpec", "OptimSpec", "UpdateSpec", "engine_names", "make_engine",
-           "register_engine"]
+if TYPE_CHECKING:
+    from marl.rollout import RolloutJob
+
+__all__ = ["Engine", "EngineSpec", "Learner", "LoraSpec", "OptimSpec", "PolicyClients", "RolloutEngine",
+           "UpdateSpec", "engine_names", "make_engine", "register_engine"]
 
 
-class Engine(ABC):
-    spec: EngineSpec
+@runtime_checkable
+class PolicyClients(Protocol):
+    """What one rollout (`marl.rollout.rollout`) needs: prompt ids and a generate client per policy."""
+
+    @abstractmethod
+    def encode(self, policy_id: str, prompt: str) -> list[int]:
+        """The prompt ids `policy_id` generates from (`marl.engine.tokens` for a local model)."""
+
+    @abstractmethod
+    def client(self, policy_id: str) -> GenerateClient:
+        """`policy_id`'s async generate client; an unknown policy id is refused."""
+
+
+@runtime_checkable
+class RolloutEngine(PolicyClients, Protocol):
+    """The rollout side: what rollout collection and evaluation need of an engine. Subclassing
+    it explicitly inherits `gather` and `close`."""
 
     @property
+    @abstractmethod
     def policy_ids(self) -> tuple[str, ...]:
-        return self.spec.policy_ids
+        """The policies `encode` and `client` accept, in a fixed order."""
 
-    @abstractmethod
-    def client(self, policy_id: str) -> GenerateClient: ...
-
-    @abstractmethod
-    def encode(self, policy_id: str, prompt: str) -> list[int]: ...
-
-    async def gather(self, jobs: list) -> list:
-        """Run one step's `marl.rollout.RolloutJob`s concurrently; their episodes in their order."""
+    async def gather(self, jobs: list[RolloutJob]) -> list[Episode]:
+        """Run one step's `RolloutJob`s concurrently; their episodes in their order."""
         return list(await asyncio.gather(*[job.run(self) for job in jobs]))
-
-    @abstractmethod
-    def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec,
-               rng: random.Random) -> dict[str, float]: ...
-
-    def sync_weights(self) -> None:
-        """Make the weights `update` trained the ones `client` generates with."""
-
-    @abstractmethod
-    def save(self, directory: Path) -> None: ...
-
-    @abstractmethod
-    def load(self, directory: Path, weights_only: bool = False) -> None: ...
 
     @abstractmethod
     def stats(self) -> dict[str, float]:
         """Since the last reset: generate calls, sequences, new tokens, seconds."""
 
     @abstractmethod
-    def reset_stats(self) -> None: ...
+    def reset_stats(self) -> None:
+        """Start the counts of `stats` again from zero."""
 
     def close(self) -> None:
-        pass
+        """Release what generation holds (servers, processes); nothing by default."""
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """The learner side: training the policies the rollout side generates with."""
+
+    @abstractmethod
+    def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec,
+               rng: random.Random) -> dict[str, float]:
+        """PPO on `policy_id`'s own `TrainSample`s; the update's metrics."""
+
+    def sync_weights(self) -> None:
+        """Make the weights `update` trained the ones generation uses (nothing to do locally)."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Every policy's weights, optimizer and schedule under `directory`."""
+
+    @abstractmethod
+    def load(self, directory: Path, weights_only: bool = False) -> None:
+        """What `save` wrote (only the weights if `weights_only`); a checkpoint of other policies is refused."""
+
+
+class Engine(RolloutEngine, Learner, ABC):
+    """Both sides, built from an `EngineSpec` by `make_engine` (the local and verl engines)."""
+
+    spec: EngineSpec
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        return self.spec.policy_ids
 
     @classmethod
     def read_settings(cls, section: dict):

@@ -1,11 +1,15 @@
 """Prompt text -> token ids, the one rule every engine uses: a pretrained chat model's prompts go
 through its chat template (thinking off); the tiny model, which has none, takes the prompt and a
-newline (`marl.tiny.encode_pair`)."""
+newline (`encode_pair`, which the tiny model's builder, `marl.tiny`, trains on). This module
+imports no model builder, so an engine that only tokenises pays for none."""
 from __future__ import annotations
 
 from transformers import AutoTokenizer
 
-from marl.tiny import encode_pair
+
+def encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
+    """The tiny format: prompt, newline, response, EOS (no chat template)."""
+    return tok.encode(prompt + "\n"), tok.encode(response) + [tok.eos_token_id]
 
 
 def load_tokenizer(path: str):

@@ -20,7 +20,8 @@ from marl.engine.local.decode import Runner
 from marl.engine.local.logprobs import response_logprobs
 from marl.engine.local.policies import FullPolicy
 from marl.engine.local.update import update_policy
-from marl.tiny import build_tokenizer, demonstrations, encode_pair
+from marl.engine.tokens import encode_pair
+from marl.tiny import build_tokenizer, demonstrations
 from marl.types import Completion, Sample, TrainSample
 
 MAX_NEW = 12
@@ -393,29 +394,3 @@ def test_update_policy_noop_with_zero_advantages(tok, prompts):
     m = update_policy(policy, batch, SPEC, random.Random(0))
     assert m["train/grad_norm"] == 0.0
     assert all(torch.equal(before[k], v) for k, v in policy.module.state_dict().items())
-
-
-def test_demonstrations_mix_oracle_and_naive_targets_in_proportion(task_and_harnesses):
-    """oracle_frac=1 gives only oracle targets; 0 only naive ones; 0.5 about half of each where
-    the two differ."""
-    _, hs = task_and_harnesses
-
-    def shares(frac):
-        oracle = naive = 0
-        by_prompt = {}
-        for h in hs:
-            for i in range(40):  # replay each harness's demonstrations to classify targets
-                state = h.reset(h.task.instance("train", i))
-                for name in h.role_names:
-                    by_prompt[h.prompt(state, name)] = (h.role(name).demo(state), h.role(name).naive(state))
-        for p, r in demonstrations(hs, range(40), 0.0, 0, oracle_frac=frac):
-            if p in by_prompt and by_prompt[p][0] != by_prompt[p][1]:
-                oracle += r == by_prompt[p][0]
-                naive += r == by_prompt[p][1]
-        return oracle, naive
-
-    o1, n1 = shares(1.0)
-    o0, n0 = shares(0.0)
-    oh, nh = shares(0.5)
-    assert n1 == 0 and o1 > 20 and o0 == 0 and n0 > 20
-    assert 0.3 < oh / (oh + nh) < 0.7

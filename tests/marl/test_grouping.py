@@ -20,7 +20,7 @@ from marl.grouping import at_grpo_key, check_groups, regroup_by_problem, traject
 from marl.rollout import RolloutJob, RolloutSpec, choose
 from marl.routing import Routing
 from marl.types import Sample
-from scripted import Codec, ScriptedClient, ScriptedEngine, bad, good, read_prompt  # noqa: F401
+from fake_engine import FakeEngine, bad, good
 
 ALPHA = 1.0
 
@@ -32,9 +32,7 @@ def harness(max_turns: int = 4, **kw):
 ROUTING = Routing({"tool": "p", "plan": "p"})
 
 
-def run(h, indices, k, client, codec, seed=0, select="best", episode=0):
-    engine = ScriptedEngine(client, codec)
-
+def run(h, indices, k, engine: FakeEngine, seed=0, select="best", episode=0):
     async def all_():
         return await engine.gather([
             RolloutJob(h, h.task.instance("train", i), f"train:{i}", ROUTING, RolloutSpec(k, 1.0, ALPHA, select),
@@ -89,7 +87,6 @@ def test_second_role_rewards_differ_across_branches():
     """Plan agent candidates of one turn: oracle moves, an unparsable answer, and a wrong move.
     Each is scored from its own copy, so their rewards (and advantages) differ. The reference
     code scored after branch selection, giving the second role K identical rewards."""
-    codec = Codec()
 
     def script(prompt, n):
         if prompt.endswith("goal:"):
@@ -98,7 +95,7 @@ def test_second_role_rewards_differ_across_branches():
 
     h = harness(max_turns=2)
     k = 3
-    episodes = run(h, range(6), k, ScriptedClient(codec, script=script), codec)
+    episodes = run(h, range(6), k, FakeEngine(script=script))
     samples = [s for ep in episodes for s in ep.samples]
     plan_groups = [g for g in groups_in_order(samples) if g[0].role == "plan"]
     assert plan_groups
@@ -119,10 +116,9 @@ def test_second_role_rewards_differ_across_branches():
 
 
 def test_first_role_rewards_also_differ():
-    codec = Codec()
     script = lambda p, n: (good(p) if n % 2 == 0 else "no idea") if p.endswith("goal:") else good(p)  # noqa: E731
     h = harness()
-    episodes = run(h, range(4), 4, ScriptedClient(codec, script=script), codec)
+    episodes = run(h, range(4), 4, FakeEngine(script=script))
     for ep in episodes:
         tool = [s for s in ep.samples if s.role == "tool" and s.turn == 0]
         assert [s.local for s in tool] == [1.0, h.parse_penalty, 1.0, h.parse_penalty]
@@ -134,12 +130,12 @@ def test_first_role_rewards_also_differ():
 @pytest.mark.parametrize("seed, coords, positions", [(0, False, False), (1, False, False), (2, True, False),
                                                      (3, True, False), (4, False, True), (5, False, True)])
 def test_every_candidate_applied_to_its_prompt_state(seed, coords, positions):
-    codec = Codec()
     h = harness(max_turns=4, coords=coords, positions=positions)
     idx = range(seed * 10, seed * 10 + 5)
-    episodes = run(h, idx, 2, ScriptedClient(codec, seed=seed, p_good=0.05), codec, seed=seed)
+    engine = FakeEngine(seed=seed, p_good=0.05)
+    episodes = run(h, idx, 2, engine, seed=seed)
     for i, ep in zip(idx, episodes):
-        replay(h, h.task.instance("train", i), ep, codec)
+        replay(h, h.task.instance("train", i), ep, engine.codec)
     # the check must reach later turns, where the reference code went wrong
     assert max(s.turn for ep in episodes for s in ep.samples) >= 2
 
@@ -147,7 +143,6 @@ def test_every_candidate_applied_to_its_prompt_state(seed, coords, positions):
 def test_team_reward_from_the_stepped_copy_only():
     """Only the candidate whose own action solves the task gets team 1, and from then on the
     episode is over: the team reward is read from the state each candidate produced."""
-    codec = Codec()
 
     def script(prompt, n):
         if prompt.endswith("goal:"):
@@ -158,9 +153,10 @@ def test_team_reward_from_the_stepped_copy_only():
         return ["nope", good(prompt), "no idea"][n % 3]
 
     h = harness(max_turns=3)
-    episodes = run(h, range(5), 3, ScriptedClient(codec, script=script), codec)
+    engine = FakeEngine(script=script)
+    episodes = run(h, range(5), 3, engine)
     for i, ep in enumerate(episodes):
-        replay(h, h.task.instance("train", i), ep, codec)
+        replay(h, h.task.instance("train", i), ep, engine.codec)
         plan = [s for s in ep.samples if s.role == "plan"]
         assert [s.team for s in plan if s.turn == 0] == [0.0, 0.0, 0.0]
         t1 = [s for s in plan if s.turn == 1]
@@ -173,10 +169,10 @@ def test_team_reward_from_the_stepped_copy_only():
 # --- defect 3: group keys never merge problems ---------------------------------------------
 
 def test_concurrent_problems_keep_separate_groups():
-    codec = Codec()
     k, n = 4, 8
     h = harness()
-    episodes = run(h, range(n), k, ScriptedClient(codec, seed=3, p_good=0.4), codec)
+    engine = FakeEngine(seed=3, p_good=0.4)
+    episodes = run(h, range(n), k, engine)
     samples = [s for ep in episodes for s in ep.samples]
     stats = check_groups(samples, k)
     by_group = defaultdict(set)
@@ -189,12 +185,11 @@ def test_concurrent_problems_keep_separate_groups():
     assert {s.problem_id for s in samples} == {f"train:{i}" for i in range(n)}
     for i, ep in enumerate(episodes):
         assert ep.problem_id == f"train:{i}" and {s.problem_id for s in ep.samples} == {ep.problem_id}
-        replay(h, h.task.instance("train", i), ep, codec)
+        replay(h, h.task.instance("train", i), ep, engine.codec)
 
 
 def _two_problem_samples(k=2):
-    codec = Codec()
-    episodes = run(harness(max_turns=1), [0, 1], k, ScriptedClient(codec, seed=1, p_good=0.5), codec)
+    episodes = run(harness(max_turns=1), [0, 1], k, FakeEngine(seed=1, p_good=0.5))
     return [s for ep in episodes for s in ep.samples]
 
 
@@ -249,10 +244,10 @@ def test_key_fields_cannot_collide():
 @given(k=st.integers(2, 5), p_good=st.floats(0.0, 1.0), max_turns=st.integers(1, 4),
        n_problems=st.integers(1, 3), seed=st.integers(0, 10_000), first=st.integers(0, 500))
 def test_grouping_invariants_property(k, p_good, max_turns, n_problems, seed, first):
-    codec = Codec()
     h = harness(max_turns)
     idx = range(first, first + n_problems)
-    episodes = run(h, idx, k, ScriptedClient(codec, seed=seed, p_good=p_good), codec, seed=seed)
+    engine = FakeEngine(seed=seed, p_good=p_good)
+    episodes = run(h, idx, k, engine, seed=seed)
     samples = [s for ep in episodes for s in ep.samples]
     check_groups(samples, k)
     groups = defaultdict(list)
@@ -268,7 +263,7 @@ def test_grouping_invariants_property(k, p_good, max_turns, n_problems, seed, fi
         assert chosen[0].reward == max(m.reward for m in members)
         assert 0 <= members[0].turn < max_turns
     for i, ep in zip(idx, episodes):
-        replay(h, h.task.instance("train", i), ep, codec)
+        replay(h, h.task.instance("train", i), ep, engine.codec)
         # one group per role per turn played; the episode stops at the solving action
         assert len(ep.samples) % k == 0
         assert ep.turns <= max_turns
@@ -295,20 +290,16 @@ def test_choose_random_and_unknown():
 
 
 def test_k_must_be_positive():
-    codec = Codec()
     with pytest.raises(ValueError, match="k must be"):
-        run(harness(), [0], 0, ScriptedClient(codec), codec)
+        run(harness(), [0], 0, FakeEngine())
 
 
 # --- trajectory GRPO ---------------------------------------------------------------------
 
 def test_regroup_by_problem_uses_episode_returns():
-    codec = Codec()
     h = harness()
     k, problems = 4, [3, 4, 5]
-    client = ScriptedClient(codec, seed=9, p_good=0.35)
-
-    engine = ScriptedEngine(client, codec)
+    engine = FakeEngine(seed=9, p_good=0.35)
 
     async def all_():
         jobs = [RolloutJob(h, h.task.instance("train", i), f"train:{i}", ROUTING, RolloutSpec(1, 1.0, ALPHA),

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 import roles
-from marl.engine import Engine, EngineSpec, LoraSpec, OptimSpec, UpdateSpec, engine_class, make_engine, register_engine
+from marl.engine import (Engine, EngineSpec, Learner, LoraSpec, OptimSpec, RolloutEngine, UpdateSpec, engine_class,
+                         engine_names, make_engine, register_engine)
+from marl.episodes import play
 from marl.engine.local.decode import decode
 from marl.engine.local.logprobs import response_logprobs
 from marl.grouping import check_groups
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.types import TrainSample
+import fake_engine
+from fake_engine import FakeEngine, good
 
 OPTIM = OptimSpec(lr=1e-2, weight_decay=0.0, schedule="constant", warmup_steps=0, total_steps=10)
 LORA = LoraSpec(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj", "down_proj"))
@@ -49,6 +56,60 @@ def test_spec_refuses_unknown_kinds_and_lora_without_settings(model_dir):
         replace(engine_for(model_dir).spec, kind="team")
     with pytest.raises(ValueError, match="policy=lora needs its LoRA settings"):
         replace(engine_for(model_dir).spec, kind="lora")
+
+
+# --- the interface's two sides ------------------------------------------------------------------
+
+def test_registered_engines_are_both_sides_and_a_generate_only_engine_is_the_rollout_side(task, model_dir):
+    """The local and verl engines implement the rollout side and the learner side; the fake,
+    like the API engine to come, only the rollout side, and evaluation episodes run over it."""
+    for name in engine_names():
+        cls = engine_class(name)
+        assert issubclass(cls, Engine) and not cls.__abstractmethods__, name
+    local = engine_for(model_dir)
+    assert isinstance(local, RolloutEngine) and isinstance(local, Learner)
+    fake = FakeEngine(script=lambda prompt, n: good(prompt))
+    assert isinstance(fake, RolloutEngine) and not isinstance(fake, Learner)
+    h = roles.make_harness(task, "mas")
+    episodes = asyncio.run(play(h, "val", 3, fake, Routing({"tool": "p", "plan": "p"})))
+    assert [e.problem_id for e in episodes] == ["val:0", "val:1", "val:2"] and all(e.solved for e in episodes)
+    assert fake.stats() == {"calls": 6.0}  # the oracle solves each in one turn: tool, then plan
+    fake.reset_stats()
+    assert fake.stats() == {"calls": 0.0}
+    with pytest.raises(ValueError, match="no policy 'q'"):
+        fake.client("q")
+
+
+def test_a_rollout_engine_missing_part_of_its_side_cannot_be_built():
+    class NoStats(RolloutEngine):
+        policy_ids = ("p",)
+
+        def encode(self, policy_id, prompt):
+            return [0]
+
+        def client(self, policy_id):
+            return None
+
+        def reset_stats(self):
+            pass
+
+    with pytest.raises(TypeError, match="abstract method.*stats"):
+        NoStats()
+
+
+def test_the_prompt_rule_does_not_import_the_tiny_model_builder():
+    code = "import sys, marl.engine.tokens; assert 'marl.tiny' not in sys.modules, 'marl.tiny was imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_fake_engine_module_cannot_be_shadowed():
+    """pytest puts each test folder on sys.path, so two helper modules of one name shadow each other."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [f.name for f in tests.rglob("*.py") if f.name not in ("conftest.py", "__init__.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+    assert Path(fake_engine.__file__).resolve() == tests / "fake_engine.py"
 
 
 # --- rollouts through the engine --------------------------------------------------------------

@@ -11,7 +11,7 @@ import roles
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from roles.base import TOOL_WORKERS
-from scripted import Codec, ScriptedClient, ScriptedEngine
+from fake_engine import FakeEngine
 
 SLEEP = 0.2
 PROGRAM = f"```python\nimport time\nt = time.time()\ntime.sleep({SLEEP})\nprint(t, time.time())\n```"
@@ -22,8 +22,7 @@ def test_32_candidates_sleeping_programs_overlap():
     the pool they overlap (measured from the programs' own clocks) and finish in a small multiple
     of 0.2 s."""
     h = roles.make_harness(envs.make("planpath"), "mas", max_turns=1, tool="program", tool_timeout_s=10.0)
-    codec = Codec()
-    engine = ScriptedEngine(ScriptedClient(codec, script=lambda prompt, n: PROGRAM), codec)
+    engine = FakeEngine(script=lambda prompt, n: PROGRAM)
     k = 32
     assert TOOL_WORKERS >= k
 

@@ -1,5 +1,6 @@
 """The tiny model's build: sequence packing for SFT gives exactly the loss of the sequences taken
-one by one (attention never crosses a packed boundary), and the cache key ignores build speed."""
+one by one (attention never crosses a packed boundary), the cache key ignores build speed, and
+the warm-start demonstrations cover every harness and mix oracle and naive targets as asked."""
 from __future__ import annotations
 
 import pytest
@@ -94,3 +95,33 @@ def test_demonstrations_cover_every_harness_and_stop_at_dead_ends(task_name):
     assert {p.rsplit("\n", 1)[-1] for p, _ in pairs} == {cue(r) for h in hs for r in h.roles}
     parsers = {cue(r): r.parse for h in hs for r in h.roles}
     assert all(parsers[p.rsplit("\n", 1)[-1]](t).ok for p, t in pairs)
+
+
+def test_demonstrations_mix_oracle_and_naive_targets_in_proportion():
+    """oracle_frac=1 gives only oracle targets; 0 only naive ones; 0.5 about half of each where
+    the two differ."""
+    import envs
+    from roles import make_harness
+
+    task = envs.make("planpath")
+    hs = [make_harness(task, "mas"), make_harness(task, "single")]
+
+    def shares(frac):
+        oracle = naive = 0
+        by_prompt = {}
+        for h in hs:
+            for i in range(40):  # replay each harness's demonstrations to classify targets
+                state = h.reset(h.task.instance("train", i))
+                for name in h.role_names:
+                    by_prompt[h.prompt(state, name)] = (h.role(name).demo(state), h.role(name).naive(state))
+        for p, r in demonstrations(hs, range(40), 0.0, 0, oracle_frac=frac):
+            if p in by_prompt and by_prompt[p][0] != by_prompt[p][1]:
+                oracle += r == by_prompt[p][0]
+                naive += r == by_prompt[p][1]
+        return oracle, naive
+
+    o1, n1 = shares(1.0)
+    o0, n0 = shares(0.0)
+    oh, nh = shares(0.5)
+    assert n1 == 0 and o1 > 20 and o0 == 0 and n0 > 20
+    assert 0.3 < oh / (oh + nh) < 0.7

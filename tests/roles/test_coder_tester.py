@@ -9,7 +9,7 @@ import roles
 from envs.code import apply, program_text
 from roles.code import VALID_AND_RIGHT, format_tests, parse_tests
 from sandbox.attacks import ATTACKS
-from pooled import PooledEngine, scripted_rollout
+from fake_engine import FakeEngine, pooled, rollout_once
 
 TASK = envs.make("code")
 
@@ -113,9 +113,9 @@ def test_parse_tests_reads_empty_lists_example_references_and_caps_the_count():
 
 
 def _rollout(h, p, programs, tests, k):
-    engine = PooledEngine({"coder": programs, "tester": tests},
-                            lambda prompt: "tester" if prompt.endswith("tests:") else "coder")
-    return scripted_rollout(h, p, engine, k)
+    engine = FakeEngine(pooled({"coder": programs, "tester": tests},
+                               lambda prompt: "tester" if prompt.endswith("tests:") else "coder"))
+    return rollout_once(h, p, engine, k)
 
 
 def test_the_testers_k_candidates_are_scored_on_their_own_copies():

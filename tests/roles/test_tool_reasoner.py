@@ -7,7 +7,7 @@ import pytest
 import envs
 import roles
 from roles.maths import REASONER_RIGHT, TOOL_RIGHT, ArithDemos
-from pooled import PooledEngine, scripted_rollout
+from fake_engine import FakeEngine, pooled, rollout_once
 
 TASK = envs.make("math")
 DEMOS = ArithDemos(TASK)
@@ -99,9 +99,9 @@ def test_a_failing_program_is_shown_as_no_answer():
 
 
 def _rollout(h, p, programs, answers, k):
-    engine = PooledEngine({"tool": programs, "reasoner": answers},
-                            lambda prompt: "reasoner" if prompt.endswith("answer:") else "tool")
-    return scripted_rollout(h, p, engine, k)
+    engine = FakeEngine(pooled({"tool": programs, "reasoner": answers},
+                               lambda prompt: "reasoner" if prompt.endswith("answer:") else "tool"))
+    return rollout_once(h, p, engine, k)
 
 
 def test_the_reasoners_k_candidates_are_scored_on_their_own_copies():

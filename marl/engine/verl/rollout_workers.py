@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import ray
 from omegaconf import OmegaConf
 
+from marl.engine import PolicyClients
 from marl.engine.tokens import encode_prompt, load_tokenizer
 from marl.engine.verl.client import GenerateStats, VerlClient
 
@@ -29,8 +30,8 @@ class Endpoint:
     max_new_tokens: int
 
 
-class RolloutSide:
-    """The rollout half of the engine interface (`encode`, `client`) inside a worker."""
+class RolloutSide(PolicyClients):
+    """What `marl.rollout` needs of the engine (`PolicyClients`: `encode`, `client`) inside a worker."""
 
     def __init__(self, endpoints: dict[str, Endpoint], stats: GenerateStats):
         from verl.workers.rollout.llm_server import LLMServerClient

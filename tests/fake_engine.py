@@ -1,5 +1,15 @@
-"""A scripted engine for rollout tests: no model, one policy "p" whose client answers from the
-prompt text (the oracle's answer or a plausible wrong one), so rollouts run in milliseconds."""
+"""The tests' one fake engine: the rollout side of `marl.engine` (`RolloutEngine`) without a model,
+so rollouts run in milliseconds. Prompts travel as their text (`Codec`: one id per distinct
+prompt), and the client answers each request from that text:
+
+- `script(prompt, n)`, when given, is the text of the n-th request for this prompt (`pooled`
+  builds one that hands each role the texts of its pool in turn);
+- otherwise the Plan-Path oracle's answer with probability `p_good`, else a plausible wrong one.
+
+Imported as `fake_engine`: pytest's default import mode puts tests/ on sys.path (tests/conftest.py
+lives there), and no other module of that name exists there or in the environment
+(tests/marl/test_local_engine.py checks both), so no test folder's helper can shadow it.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,10 +18,14 @@ import re
 from collections import defaultdict
 
 from envs.planpath import Grid, bfs_path
-from marl.types import Completion
+from marl.engine import RolloutEngine
+from marl.rollout import RolloutJob, RolloutSpec
+from marl.routing import Routing
+from marl.types import Completion, Episode
+
 
 class Codec:
-    """encode: prompt text -> [id]; the client decodes it back to read the grid."""
+    """encode: prompt text -> [id]; the client decodes it back to read the prompt."""
 
     def __init__(self):
         self.ids: dict[str, int] = {}
@@ -29,7 +43,7 @@ class Codec:
 
 
 def read_prompt(prompt: str):
-    """(role, grid, pos, tool output) from a rendered Plan-Path prompt."""
+    """(role, grid, pos, goal, tool output) from a rendered Plan-Path prompt."""
     lines = prompt.splitlines()
     role = {"goal:": "tool", "plan:": "plan"}[lines[-1]]
     rows = [re.sub(r"^\d", "", ln) for ln in lines if re.fullmatch(r"\d?[#.@G]+", ln)]  # coords: "3#.@G."
@@ -45,11 +59,13 @@ def read_prompt(prompt: str):
 
 
 def good(prompt: str) -> str:
+    """The Plan-Path oracle's answer to `prompt`."""
     role, grid, pos, goal, _ = read_prompt(prompt)
     return f"{goal[0]} {goal[1]}" if role == "tool" else " ".join(bfs_path(grid, pos, goal))
 
 
 def bad(prompt: str, rng: random.Random) -> str:
+    """A plausible wrong Plan-Path answer: unparsable, a wrong cell, a trusted tool or a random walk."""
     role, grid, pos, goal, tool = read_prompt(prompt)
     kind = rng.randrange(3)
     if kind == 0:
@@ -63,12 +79,23 @@ def bad(prompt: str, rng: random.Random) -> str:
     return " ".join(rng.choice("UDLR") for _ in range(rng.randint(1, 3)))
 
 
-class ScriptedClient:
-    """`async generate(prompt_ids, temperature) -> Completion`.
+def pooled(pools: dict[str, list[str]], role_of):
+    """A script under which each role's n-th request gets the n-th text of its pool (cycling);
+    `role_of(prompt)` tells whose request it is."""
+    served = {role: 0 for role in pools}
 
-    Either `script(prompt, n)` decides the text of the n-th request for a prompt, or each
-    response is the oracle's with probability `p_good` (else a plausible wrong one). Random
-    awaits interleave concurrent rollouts."""
+    def script(prompt: str, n: int) -> str:
+        role = role_of(prompt)
+        pool = pools[role]
+        text = pool[served[role] % len(pool)]
+        served[role] += 1
+        return text
+    return script
+
+
+class FakeClient:
+    """`async generate(prompt_ids, temperature) -> Completion` from the prompt text (module
+    docstring). Random awaits interleave concurrent rollouts."""
 
     def __init__(self, codec: Codec, seed: int = 0, p_good: float = 0.5, script=None):
         self.codec, self.rng, self.p_good, self.script = codec, random.Random(seed), p_good, script
@@ -90,27 +117,37 @@ class ScriptedClient:
         return Completion(ids, [-0.1 * (i + 1) for i in range(len(ids))], text)
 
 
+class FakeEngine(RolloutEngine):
+    """`RolloutEngine` over one `FakeClient` that every policy shares; `gather` is the protocol's
+    own (the rollouts concurrently in this event loop). No learner side: no test needs one."""
 
-class ScriptedEngine:
-    """The rollout side of the Engine interface (client, encode, gather, stats) over one scripted
-    client; rollout tests need nothing else, so it has no update, save or load."""
+    def __init__(self, script=None, seed: int = 0, p_good: float = 0.5, policy_ids=("p",)):
+        self.codec = Codec()
+        self._client = FakeClient(self.codec, seed, p_good, script)
+        self._policy_ids = tuple(policy_ids)
 
-    def __init__(self, client: ScriptedClient, codec: Codec, policy_ids=("p",)):
-        self._client, self.codec, self.policy_ids = client, codec, tuple(policy_ids)
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        return self._policy_ids
 
-    def client(self, policy_id):
+    def client(self, policy_id: str) -> FakeClient:
         if policy_id not in self.policy_ids:
             raise ValueError(f"no policy {policy_id!r}; policies: {list(self.policy_ids)}")
         return self._client
 
-    def encode(self, policy_id, prompt):
+    def encode(self, policy_id: str, prompt: str) -> list[int]:
         return self.codec.encode(prompt)
 
-    async def gather(self, jobs):
-        return list(await asyncio.gather(*[job.run(self) for job in jobs]))
-
-    def stats(self):
+    def stats(self) -> dict[str, float]:
         return {"calls": float(self._client.calls)}
 
-    def reset_stats(self):
+    def reset_stats(self) -> None:
         self._client.calls = 0
+
+
+def rollout_once(h, problem, engine: FakeEngine, k: int) -> Episode:
+    """One AT-GRPO rollout tree (K candidates per turn and role) of harness `h` on `problem`,
+    every role played by policy "p"."""
+    job = RolloutJob(h, problem, "train:0", Routing({r: "p" for r in h.role_names}), RolloutSpec(k, 1.0, 1.0),
+                     random.Random(0))
+    return asyncio.run(job.run(engine))

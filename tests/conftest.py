@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 # A minute-sized tiny model and run: enough for every output to exist, far too small to learn.
@@ -32,3 +33,22 @@ def mismatch_experiment(tmp_path_factory):
     proc = run_mismatch(out, cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, cache, proc
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """trained_run(cfg) -> the directory of `marl.train` run on `cfg`, trained once per test session
+    for each distinct config and shared by every test that asks for that config (the output,
+    evaluate, resume and analysis tests on the small planning run). Read it; copy it before
+    writing to it (`shutil.copytree`), so tests run in any order."""
+    from marl import train
+    runs: dict[str, Path] = {}
+
+    def get(cfg) -> Path:
+        key = OmegaConf.to_yaml(cfg)
+        if key not in runs:
+            run_dir = tmp_path_factory.mktemp("trained") / "run"
+            train.run(cfg, run_dir)
+            runs[key] = run_dir
+        return runs[key]
+    return get

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,7 @@ def text_and_images(nb) -> tuple[str, int]:
     return "\n".join(text), images
 
 
+@pytest.mark.e2e
 def test_analysis_notebook_runs_top_to_bottom(mismatch_experiment, monkeypatch):
     out, _, _ = mismatch_experiment
     monkeypatch.setenv("MARL_RUNS", str(out))

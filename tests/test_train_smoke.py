@@ -1,8 +1,11 @@
 """End-to-end smoke runs of marl.train on a minute-sized tiny model: assert on the outputs they
-produce (metrics, traces, eval.json, checkpoints), resume, and config errors."""
+produce (metrics, traces, eval.json, checkpoints), resume, and config errors. The default suite
+trains one small planning run (conftest's `trained_run`) and shares it; the tests that train runs
+of their own or build other tasks' tiny models are in the e2e tier (`python -m pytest -m e2e`)."""
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,13 +41,13 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("overrides", [[], ["policy=per_role", "harness=single", "algo=grpo", "eval.val_samples=2",
-                                              "eval.val_temperature=1.0"]],
+@pytest.mark.parametrize("overrides", [[], pytest.param(["policy=per_role", "harness=single", "algo=grpo",
+                                                           "eval.val_samples=2", "eval.val_temperature=1.0"],
+                                                          marks=pytest.mark.e2e)],
                          ids=["mas-shared-at_grpo", "single-per_role-grpo-sampled_val"])
-def test_train_writes_outputs(tmp_path, overrides):
-    run_dir = tmp_path / "run"
+def test_train_writes_outputs(tmp_path, overrides, trained_run):
     cfg = cfg_for(tmp_path, *overrides)
-    train.run(cfg, run_dir)
+    run_dir = trained_run(cfg)
 
     metrics = rows(run_dir)
     steps = [r["step"] for r in metrics]
@@ -86,6 +89,7 @@ def test_train_writes_outputs(tmp_path, overrides):
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("exp", [e for e in EXPS if e != "planning"])
 def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
     """`+exp=<task>` builds that task's tiny model and trains and evaluates both harnesses."""
@@ -127,9 +131,9 @@ def test_every_exp_composes_into_a_valid_config_with_every_model(exp):
                 make_harness(task, h, **h_kw)  # every harness builds
 
 
-def test_resume_continues_from_checkpoint(tmp_path):
+def test_resume_continues_from_checkpoint(tmp_path, trained_run):
     run_dir = tmp_path / "run"
-    train.run(cfg_for(tmp_path), run_dir)
+    shutil.copytree(trained_run(cfg_for(tmp_path)), run_dir)
     n_before = len(rows(run_dir))
     before = (run_dir / "metrics.jsonl").read_text()
     with pytest.raises(ValueError, match="already holds a run; continue it with resume="):
@@ -146,6 +150,7 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert not (run_dir / "checkpoints" / "step_000002").exists()  # only the newest step is kept
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("policy", ["shared", "lora"])
 def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch, policy):
     """Killed during step 2 (after step 1's checkpoint), then resumed: the same metrics, traces
@@ -177,6 +182,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch, policy):
         assert (tmp_path / "whole" / f).read_text() == (tmp_path / "killed" / f).read_text(), f
 
 
+@pytest.mark.e2e
 def test_first_run_equals_cached_run(tmp_path):
     """The run that builds the tiny model and the one that loads it from the cache are the same."""
     own_cache = [f"cache_dir={tmp_path / 'own_cache'}", "eval.warm_start=false", "train.eval_every=10"]
@@ -267,12 +273,12 @@ def test_check_config_names_the_bad_value_and_what_is_allowed(override, msg):
         train.check_config(cfg)
 
 
-@pytest.mark.parametrize("policy", ["per_role", "lora"])
-def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path, policy):
+@pytest.mark.parametrize("policy", ["per_role", pytest.param("lora", marks=pytest.mark.e2e)])
+def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path, policy, trained_run):
     from marl import evaluate
 
     run_dir = tmp_path / "run"
-    train.run(cfg_for(tmp_path, f"policy={policy}", "train.steps=1"), run_dir)
+    shutil.copytree(trained_run(cfg_for(tmp_path, f"policy={policy}", "train.steps=1")), run_dir)
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=4", "samples=2", "temperature=1.0",
                                              "swap_roles=true", "splits=[val,test]", "threads=1"])
@@ -289,17 +295,25 @@ def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path, policy):
         assert r["pass@1"] == pytest.approx(r["success"]) and r["pass@1"] <= r["pass@2"] <= 1.0
 
 
-def test_evaluate_rejects_unknown_roles_and_greedy_resampling(tmp_path):
+def test_evaluate_rejects_unknown_roles_and_greedy_resampling(tmp_path, trained_run):
     from marl import evaluate
 
-    run_dir = tmp_path / "run"
-    train.run(cfg_for(tmp_path, "train.steps=1", "eval.warm_start=false"), run_dir)
+    run_dir = trained_run(cfg_for(tmp_path))  # refused before anything is written
     for overrides, msg in [(["+roles.coder=shared"], "no such role"), (["samples=3"], "temperature"),
                            (["harnesses=[chess]"], "unknown harness")]:
         with initialize_config_dir(config_dir=CONF, version_base=None):
             cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=2", "threads=1", *overrides])
         with pytest.raises(ValueError, match=msg):
             evaluate.run(cfg)
+
+
+def test_team_failures_reads_a_trained_run(tmp_path, trained_run):
+    """experiments.team_failures on the shared planning run: every validation problem counted once
+    in the first-turn breakdown and once among the solved/unsolved."""
+    first_turn, solved = team_failures.main(trained_run(cfg_for(tmp_path)), "best", n=4)
+    assert sum(first_turn.values()) == sum(solved.values()) == 4
+    assert {k[2] for k in first_turn} <= {"copy", "naive", "other"}
+    assert {k[0] for k in first_turn} <= {"tool right", "tool wrong"} and {k[0] for k in solved} <= {"short", "long"}
 
 
 @pytest.mark.parametrize("max_moves", [6, None])
@@ -335,6 +349,7 @@ class _AttackClient:
         return Completion(ids, [0.0] * len(ids), text)  # old log-probs: recomputed on-policy by the update
 
 
+@pytest.mark.e2e
 def test_a_training_step_with_attack_programs_among_the_candidates_completes(tmp_path, monkeypatch):
     """Every attack of sandbox/attacks.py among the coder's first candidates of a real training
     step (rollout, advantages, update, validation, checkpoint): the step completes, each attack is

@@ -14,6 +14,7 @@ from pathlib import Path
 from experiments.mismatch import aggregate as agg
 
 
+@pytest.mark.e2e
 def test_every_cell_and_deploy_setting_is_reported(mismatch_experiment):
     out, _, _ = mismatch_experiment
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -30,6 +31,7 @@ def test_every_cell_and_deploy_setting_is_reported(mismatch_experiment):
     assert swapped["roles"] == {"tool": "plan", "plan": "tool"}  # each role played by the other's policy
 
 
+@pytest.mark.e2e
 def test_rerun_skips_finished_cells(mismatch_experiment, mismatch_cmd):
     out, cache, _ = mismatch_experiment
     stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/cell.json")}
@@ -39,6 +41,7 @@ def test_rerun_skips_finished_cells(mismatch_experiment, mismatch_cmd):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/cell.json")} == stamp
 
 
+@pytest.mark.e2e
 def test_a_cell_trained_otherwise_is_not_overwritten(mismatch_experiment, mismatch_cmd):
     out, cache, _ = mismatch_experiment
     proc = mismatch_cmd(out, cache, "arch=single", "algo.alpha=0.5")
@@ -55,6 +58,7 @@ def test_summary_statistics():
     assert (one["ci_lo"], one["ci_hi"]) == pytest.approx((0.404, 0.596), abs=1e-3)  # Wilson
 
 
+@pytest.mark.e2e
 def test_a_killed_cell_resumes_from_its_checkpoint(mismatch_experiment, mismatch_cmd):
     """A cell killed after training but before its evaluations (no cell.json, eval.json without
     the final figures) resumes from its last checkpoint instead of training again."""

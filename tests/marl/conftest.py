@@ -13,15 +13,16 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def task():
     import envs
     return envs.make("planpath")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(task, tmp_path_factory):
-    """A tiny random Qwen3 (test_engine.tiny_model) with a tokenizer of the task's text, on disk."""
+    """A tiny random Qwen3 (test_engine.tiny_model) with a tokenizer of the task's text, on disk:
+    built once per session and only read (engines load it; checkpoints go to each test's tmp_path)."""
     import roles
     from marl.tiny import build_tokenizer, demonstrations
     from test_engine import tiny_model

@@ -98,6 +98,7 @@ def test_client_refuses_empty_aborted_or_logprob_less_output():
             asyncio.run(VerlClient(Stub(out), None, 4).generate([1, 2], 1.0, request_id="train:0"))
 
 
+@pytest.mark.e2e
 def test_client_keeps_server_output_verbatim_and_sticks_to_one_replica(servers, model_dir):
     """K concurrent calls of one problem through verl's client and router: all reach one
     replica (sticky on the request id), with marl's sampling parameters, and each completion is
@@ -125,6 +126,7 @@ def test_client_keeps_server_output_verbatim_and_sticks_to_one_replica(servers, 
     assert len(ray.get(two[hit[0]].calls.remote())) == before[hit[0]] + 6
 
 
+@pytest.mark.e2e
 def test_greedy_through_verl_client_equals_local_engine(servers, model_dir):
     _, lb = servers["two"]
     client = verl_client(lb, model_dir)
@@ -153,6 +155,7 @@ def jobs_for(h, routing, n, k, temperature, split="train"):
                        random.Random(i)) for i in range(n)]
 
 
+@pytest.mark.e2e
 def test_same_greedy_rollout_through_ray_workers_and_local_engine(workers, model_dir):
     """marl.rollout in Ray actors over verl's client gives the local engine's episodes."""
     h = roles.make_harness(envs.make("planpath"), "mas")
@@ -172,6 +175,7 @@ def test_same_greedy_rollout_through_ray_workers_and_local_engine(workers, model
             assert x.logprobs == pytest.approx(y.logprobs, abs=1e-5)
 
 
+@pytest.mark.e2e
 def test_rollouts_over_several_workers_route_each_role_to_its_policy(servers, workers):
     """per_role over two workers: every problem rolled out once and in order, groups intact
     (K members, one prompt), each role's requests only on its own policy's replicas."""
@@ -205,6 +209,7 @@ def host_proc(namespace: str, parent: int | None = None):
                              "--namespace", namespace, "--parent", str(parent or os.getpid())])
 
 
+@pytest.mark.e2e
 def test_each_policy_stack_is_its_own_ray_job_and_dies_with_the_trainer(cluster, tmp_path):
     """verl 0.9.1's replica server actors have fixed names, so each policy's stack lives in its
     own Ray job and namespace (marl.engine.verl.policy): two hosts under one actor name coexist,
@@ -280,6 +285,7 @@ def driver(model_dir, workers, policy_ids=("tool", "plan"), dp=4, mini_batch=6):
     return e
 
 
+@pytest.mark.e2e
 def test_driver_pads_to_whole_mini_batches_of_dp_rows_and_checks_its_inputs(workers, model_dir):
     from marl.engine import UpdateSpec as U
     from marl.types import TrainSample
@@ -306,6 +312,7 @@ def test_driver_pads_to_whole_mini_batches_of_dp_rows_and_checks_its_inputs(work
     assert [c[1] for c in e.hosts["plan"].calls if c[0] == "sync"] == [(1,), (2,)]
 
 
+@pytest.mark.e2e
 def test_driver_checkpoints_one_directory_per_policy(workers, model_dir, tmp_path):
     e = driver(model_dir, workers)
     e.save(tmp_path)

@@ -27,6 +27,7 @@ def probe():
     close_probe(p)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(BY_NAME))
 def test_attack_is_contained(name, probe):
     r, why, seconds = run_attack(BY_NAME[name], probe)
@@ -42,6 +43,7 @@ def _unsandboxed(code: str, stdin: str, out: Path) -> Result:
     return Result("ok" if p.returncode == 0 else "error", out.read_text())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["write outside the work directory", "read a canary file outside it",
                                   "connect to a loopback listener", "read the trainer's environment",
                                   "a setsid() child outliving the timeout"])
@@ -58,6 +60,7 @@ def test_checks_detect_an_escape(name, probe, tmp_path):
         subprocess.run(["pkill", "-9", "-x", comm], check=False)
 
 
+@pytest.mark.e2e
 def test_fork_bomb_does_not_starve_a_concurrent_program():
     """Each concurrent sandbox has its own process budget (its own uid as root; its own user
     namespace otherwise), so the K candidates of a step cannot sink each other."""
@@ -103,6 +106,7 @@ def test_a_broken_bwrap_is_refused_too(monkeypatch, tmp_path):
 NOBODY_PY = "/usr/bin/python3.{}".format(sys.version_info.minor)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.path.exists(NOBODY_PY),
                     reason="needs root (to become an ordinary user) and a system python of this version")
 def test_attacks_contained_as_an_ordinary_user(tmp_path):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from sandbox.humaneval import passes, perturbed, problems
 
 
+@pytest.mark.e2e
 def test_canonical_solutions_pass_and_perturbed_ones_fail():
     ps = problems()
     assert len(ps) == 164

@@ -63,7 +63,10 @@ def trl_steps(cfg, task, harness, model, tokenizer, problems: list[list[int]]) -
     rows = [{"prompt": harness.prompt(harness.reset(task.instance("train", i)), "plan") + "\n", "idx": i}
             for step in problems for i in step]  # "\n" ends a prompt in the tiny format (marl.tiny.encode_pair)
 
+    seen = []  # per reward call (one per step): the problems TRL rolled out, in order
+
     def reward(prompts, completions, idx, **_):
+        seen.append(list(dict.fromkeys(idx)))
         out = []
         for text, i in zip(completions, idx):
             o = harness.act_sync(harness.reset(task.instance("train", i)), "plan", text)
@@ -97,6 +100,8 @@ def trl_steps(cfg, task, harness, model, tokenizer, problems: list[list[int]]) -
                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                               callbacks=[timer])
         trainer.train()
+    if seen != problems:
+        raise RuntimeError(f"TRL rolled out {seen}, not marl's problems {problems}")
     return timer.times
 
 

@@ -106,11 +106,23 @@ def saved_default(overrides: list[str]) -> tuple[str, object]:
     return f"model.path={tmp.name}", tmp
 
 
-def train_metrics(overrides: list[str], steps: int) -> list[dict]:
-    """Run `marl.train` for `steps` steps in this process and return its metrics rows."""
+@contextlib.contextmanager
+def trained(overrides: list[str], steps: int) -> Iterator[Path]:
+    """Run `marl.train` for `steps` steps in this process; yields its run directory (temporary:
+    read what you need inside the `with`)."""
     from marl.train import run
     cfg = config(overrides)
     cfg.train.steps = steps
     with tempfile.TemporaryDirectory() as d:
         run(cfg, Path(d))
-        return [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+        yield Path(d)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def train_metrics(overrides: list[str], steps: int) -> list[dict]:
+    """Run `marl.train` for `steps` steps in this process and return its metrics rows."""
+    with trained(overrides, steps) as d:
+        return read_jsonl(d / "metrics.jsonl")

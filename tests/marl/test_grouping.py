@@ -185,7 +185,7 @@ def test_concurrent_problems_keep_separate_groups():
         assert s.group_id == at_grpo_key(s.problem_id, s.turn, s.role)
     assert all(len(p) == 1 for p in by_group.values())
     expected = {(s.problem_id, s.turn, s.role) for s in samples}
-    assert stats["adv/n_groups"] == len(expected) == len(by_group)
+    assert stats["adv/n_groups"] == len(expected) == len(by_group) and stats["adv/group_size"] == k
     assert {s.problem_id for s in samples} == {f"train:{i}" for i in range(n)}
     for i, ep in enumerate(episodes):
         assert ep.problem_id == f"train:{i}" and {s.problem_id for s in ep.samples} == {ep.problem_id}
@@ -333,9 +333,12 @@ def test_regroup_by_problem_uses_episode_returns():
     for ep in episodes:
         assert ep.return_ == pytest.approx(sum(o.local + ALPHA * o.team for o in [
             h.act_sync(st_, s.role, s.response) for st_, s in _states(h, ep)]))
-    check_groups(samples, k, per="trajectory")
+    stats = check_groups(samples, k, per="grpo")
+    assert stats == {"adv/n_groups": len(problems), "adv/group_size": len(samples) / len(problems)}
     with pytest.raises(AssertionError, match="episodes"):
-        check_groups(samples, k + 1, per="trajectory")
+        check_groups(samples, k + 1, per="grpo")
+    with pytest.raises(ValueError, match="allowed: at_grpo, grpo"):
+        check_groups(samples, k, per="trajectory")
     # every sample of an episode gets the same (episode-level) advantage under verl's grpo
     adv, _ = group_advantages(torch.tensor([s.reward for s in samples]), [s.group_id for s in samples], "grpo")
     by_ep = defaultdict(set)

@@ -142,12 +142,18 @@ def run_settings(cfg) -> RunSettings:
     return _from_dict(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True))
 
 
-def load_run_settings(run_dir) -> RunSettings:
-    """The settings of the run in `run_dir`, from the config.yaml marl.train wrote there."""
+def saved_config(run_dir) -> dict:
+    """The resolved config marl.train wrote into `run_dir` (config.yaml), unchecked: for reading a
+    finished run's labels on another machine (marl.analysis)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
-    return run_settings(OmegaConf.load(path))
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def load_run_settings(run_dir) -> RunSettings:
+    """The settings of the run in `run_dir`, from the config.yaml marl.train wrote there."""
+    return run_settings(saved_config(run_dir))
 
 
 def save_run_settings(s: RunSettings, run_dir: Path) -> None:

@@ -355,3 +355,34 @@ def _states(h, ep):
         out.append((state, s))
         state = h.act_sync(state, s.role, s.response).state
     return out
+
+
+# --- the algorithms as strategies (marl.algos) ----------------------------------------------
+
+def test_each_algorithm_makes_its_jobs_groups_and_names_its_estimator():
+    """at_grpo: one K-candidate tree per problem, grouped per (problem, turn, role); grpo: K
+    one-candidate episodes, each seeded from the problem's rng in episode order, grouped by problem."""
+    from marl import advantage, algos
+
+    codec, h, k = Codec(), harness(max_turns=2), 3
+    engine = ScriptedEngine(ScriptedClient(codec, seed=4, p_good=0.5), codec)
+    spec = RolloutSpec(k, 1.0, ALPHA)
+    for name, per_problem in (("at_grpo", 1), ("grpo", k)):
+        algo = algos.get(name)
+        assert algo.name == name and algo.estimator in advantage.ESTIMATORS
+        rng = random.Random(5)
+        jobs = algo.jobs(h, h.task.instance("train", 0), "train:0", ROUTING, spec, rng)
+        assert len(jobs) == per_problem
+        if name == "grpo":
+            seeds = random.Random(5)
+            assert [j.episode for j in jobs] == list(range(k)) and all(j.spec.k == 1 for j in jobs)
+            assert [j.rng.random() for j in jobs] == [random.Random(seeds.random()).random() for _ in range(k)]
+        else:
+            assert jobs[0].rng is rng and jobs[0].spec == spec
+        jobs = algo.jobs(h, h.task.instance("train", 0), "train:0", ROUTING, spec, random.Random(5))
+        samples = algo.regroup(asyncio.run(engine.gather(jobs)))
+        stats = algo.check(samples, k)
+        assert stats["adv/n_groups"] == len({s.group_id for s in samples})
+        assert (name == "grpo") == all(s.group_id == "train:0" for s in samples)
+    with pytest.raises(ValueError, match="unknown algo 'ppo'; allowed: at_grpo, grpo"):
+        algos.get("ppo")

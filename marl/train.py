@@ -86,7 +86,7 @@ class Best:
 class Run:
     """Everything one training run holds; the helpers below read and advance it."""
 
-    s: RunSettings
+    s: RunSettings  # the run's settings (marl.config)
     run_dir: Path
     built: BuiltRun
     harnesses: dict[str, Harness]  # every evaluation harness by name; the training harness among them

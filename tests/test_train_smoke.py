@@ -376,3 +376,15 @@ def test_a_training_step_with_attack_programs_among_the_candidates_completes(tmp
         assert gone(comm) is not None
     finally:
         close_probe(probe)
+
+
+def test_the_checkpoints_trainer_state_keeps_its_format():
+    """`best` is saved as the plain dict checkpoints held before `Best` existed, so old
+    checkpoints resume and new ones load in older code."""
+    import random
+    from types import SimpleNamespace
+
+    r = SimpleNamespace(best=train.Best(0.5, 3), rng=random.Random(0))
+    state = train.trainer_state(r)
+    assert state["best"] == {"score": 0.5, "step": 3} and state["trainer_rng"] is r.rng
+    assert train.Best(**state["best"]) == r.best

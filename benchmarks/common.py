@@ -1,5 +1,5 @@
-"""Shared set-up for the benchmarks: the run's config (Hydra overrides, as on the `marl.train`
-command line), the task, its harnesses and the engine holding the policies (the cached tiny
+"""Shared set-up for the benchmarks: the run's settings (Hydra overrides, as on the `marl.train`
+command line, made into `marl.config.RunSettings`), the task, its harnesses and the engine holding the policies (the cached tiny
 model), built exactly as a training run builds them, so a benchmark measures the code a run
 executes. Benchmarks may reach into the local engine's objects (`engine.policies[pid].module`,
 `engine.tokenizer`, `engine.clients[pid].runner`); the trainer never does."""
@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from marl.build import BuiltRun, build_run
+from marl.config import RunSettings, run_settings
 from marl.io import set_threads, write_json
 from roles import harness_names, make_harness
 
@@ -27,12 +28,12 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def config(overrides: list[str]):
+def config(overrides: list[str]) -> RunSettings:
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose("config", overrides=["+exp=planning", "logger=none", *overrides])
+        return run_settings(compose("config", overrides=["+exp=planning", "logger=none", *overrides]))
 
 
-def build(cfg) -> tuple[BuiltRun, dict]:
+def build(cfg: RunSettings) -> tuple[BuiltRun, dict]:
     """(BuiltRun, {harness name: Harness} for every harness of the task) as `marl.train` builds
     them: torch's threads set, the run built, the global RNGs seeded after the build."""
     set_threads(cfg.threads)
@@ -45,7 +46,7 @@ def build(cfg) -> tuple[BuiltRun, dict]:
 
 
 @contextlib.contextmanager
-def train_run(cfg) -> Iterator:
+def train_run(cfg: RunSettings) -> Iterator:
     """`marl.train`'s own `Run` for `cfg` (`marl.train.build`: threads, engine, seeding, the
     trainer's RNG), in a temporary run directory; for benchmarks that call the trainer's step
     functions (`collect`, ...)."""
@@ -111,8 +112,7 @@ def trained(overrides: list[str], steps: int) -> Iterator[Path]:
     """Run `marl.train` for `steps` steps in this process; yields its run directory (temporary:
     read what you need inside the `with`)."""
     from marl.train import run
-    cfg = config(overrides)
-    cfg.train.steps = steps
+    cfg = config(overrides).with_steps(steps)
     with tempfile.TemporaryDirectory() as d:
         run(cfg, Path(d))
         yield Path(d)

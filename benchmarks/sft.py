@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import config, median, save, table  # noqa: E402
@@ -59,33 +58,33 @@ def main():
     ap.add_argument("--width", type=int, default=128)
     args, overrides = ap.parse_known_args()
     cfg = config(overrides)
-    set_threads(cfg.model.sft.threads)  # as the build runs (marl.tiny.ensure_built)
+    set_threads(cfg.model.sft["threads"])  # as the build runs (marl.tiny.ensure_built)
     task, _, h_kw = task_settings(cfg)
     hs = [make_harness(task, n, **h_kw) for n in harness_names(task.name)]
     sft = cfg.model.sft
-    pairs = list(demonstrations(hs, range(sft.instances), sft.noise, 0, OmegaConf.to_container(sft).get("oracle_frac", 1.0)))
+    pairs = list(demonstrations(hs, range(sft["instances"]), sft["noise"], 0, sft.get("oracle_frac", 1.0)))
     tok = build_tokenizer([p + "\n" + r for p, r in pairs])
     data = [encode_pair(tok, p, r) for p, r in pairs]
     torch.manual_seed(0)
-    model = new_model(tok, OmegaConf.to_container(cfg.model.arch))
-    opt = torch.optim.AdamW(model.parameters(), lr=sft.lr)
+    model = new_model(tok, cfg.model.arch)
+    opt = torch.optim.AdamW(model.parameters(), lr=sft["lr"])
     g = torch.Generator().manual_seed(0)
     times = {"padded": [], "packed": []}
     cells = {"padded": [], "packed": []}
     for rep in range(args.reps + 2):  # the first two warm up the allocator and kernels
-        batch = [data[i] for i in torch.randint(len(data), (sft.batch,), generator=g).tolist()]
+        batch = [data[i] for i in torch.randint(len(data), (sft["batch"],), generator=g).tolist()]
         for name in ("padded", "packed") if rep % 2 == 0 else ("packed", "padded"):
             inputs, labels = padded(batch, tok.pad_token_id) if name == "padded" else packed(batch, tok.pad_token_id, args.width)
             dt = step(model, opt, inputs, labels)
             if rep >= 2:
                 times[name].append(dt)
                 cells[name].append(inputs["input_ids"].numel())
-    rows = [[n, median(times[n]), median(cells[n]), sft.steps * median(times[n])] for n in ("padded", "packed")]
+    rows = [[n, median(times[n]), median(cells[n]), sft["steps"] * median(times[n])] for n in ("padded", "packed")]
     ratio = median(times["padded"]) / median(times["packed"])
-    print(table(rows, ["method", "s/step (median)", "token cells/step", f"SFT of {sft.steps} steps (s)"]))
-    print(f"packed is {ratio:.2f}x faster per step ({args.reps} reps, batch {sft.batch}, width {args.width}, "
+    print(table(rows, ["method", "s/step (median)", "token cells/step", f"SFT of {sft['steps']} steps (s)"]))
+    print(f"packed is {ratio:.2f}x faster per step ({args.reps} reps, batch {sft['batch']}, width {args.width}, "
           f"{torch.get_num_threads()} threads)")
-    print(f"wrote {save('sft', {'times': times, 'cells': cells, 'ratio': ratio, 'batch': sft.batch, 'width': args.width})}")
+    print(f"wrote {save('sft', {'times': times, 'cells': cells, 'ratio': ratio, 'batch': sft['batch'], 'width': args.width})}")
 
 
 if __name__ == "__main__":

@@ -89,8 +89,8 @@ def trl_steps(cfg, task, harness, model, tokenizer, problems: list[list[int]]) -
             output_dir=d, use_cpu=True, max_steps=len(problems), per_device_train_batch_size=B * k,
             num_generations=k, max_completion_length=cfg.model.max_new_tokens, temperature=cfg.train.temperature,
             top_k=0, top_p=1.0, learning_rate=cfg.train.lr, lr_scheduler_type="constant", warmup_steps=0,
-            adam_beta1=0.9, adam_beta2=0.99, weight_decay=cfg.train.weight_decay, max_grad_norm=cfg.train.grad_clip,
-            beta=0.0, epsilon=cfg.algo.clip, loss_type="dapo", num_iterations=1, steps_per_generation=1,
+            adam_beta1=0.9, adam_beta2=0.99, weight_decay=cfg.train.weight_decay, max_grad_norm=cfg.update.grad_clip,
+            beta=0.0, epsilon=cfg.update.clip, loss_type="dapo", num_iterations=1, steps_per_generation=1,
             gradient_accumulation_steps=1, logging_steps=1, report_to="none", save_strategy="no",
             dataloader_num_workers=0, seed=cfg.seed, disable_tqdm=True,
             # marl's terms: fp32 without checkpointing (GRPOConfig's defaults are bf16 autocast and

@@ -46,8 +46,8 @@ def main():
         policy.module.train()
         times = {"full": [], "shared_prefix": []}
         for _ in range(args.reps):
-            times["full"].append(fwd_bwd(policy, samples, cfg.train.micro_batch, share=False))
-            times["shared_prefix"].append(fwd_bwd(policy, samples, cfg.train.micro_batch, share=True))
+            times["full"].append(fwd_bwd(policy, samples, cfg.update.micro_batch, share=False))
+            times["shared_prefix"].append(fwd_bwd(policy, samples, cfg.update.micro_batch, share=True))
     med = {k: median(v) for k, v in times.items()}
     n_prompts = len({tuple(s.prompt_ids) for s in samples})
     print(f"{len(samples)} samples, {n_prompts} distinct prompts, K={cfg.algo.k}, reps={args.reps}")

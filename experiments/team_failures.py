@@ -13,10 +13,9 @@ import collections
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from marl import checkpoint
 from marl.build import build_run
+from marl.config import load_run_settings
 from marl.episodes import play
 from marl.io import set_threads
 from roles import make_harness
@@ -24,8 +23,7 @@ from roles import make_harness
 
 def main(run: Path, which: str = "best", n: int = 200):
     """Print and return (first-turn counts, solved counts), keyed as printed."""
-    rc = OmegaConf.load(run / "config.yaml")
-    built = build_run(rc)
+    built = build_run(load_run_settings(run))
     task = built.task
     if which != "warm":
         checkpoint.load(checkpoint.resolve(run, which), built.engine, weights_only=True)

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from marl.config import saved_config
 
 
 @dataclass
@@ -44,10 +44,10 @@ def find_runs(root: str | Path) -> list[Run]:
         d = cfg_path.parent
         if not (d / "metrics.jsonl").exists():
             continue
-        cfg = OmegaConf.load(cfg_path)
+        c = saved_config(d)
         metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
         ev = json.loads((d / "eval.json").read_text()) if (d / "eval.json").exists() else {}
-        runs.append(Run(d, cfg.harness.name, cfg.policy.name, cfg.algo.name, int(cfg.seed), metrics, ev))
+        runs.append(Run(d, c["harness"]["name"], c["policy"]["name"], c["algo"]["name"], int(c["seed"]), metrics, ev))
     return runs
 
 

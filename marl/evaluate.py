@@ -4,7 +4,7 @@
         [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
 
 The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and
-policies; the checkpoint's weights are loaded into them. Which policy plays which role
+policies (`marl.config.evaluate_settings` reads both configs once and checks them); the checkpoint's weights are loaded into them. Which policy plays which role
 (`marl.routing.Routing`):
 - default: the run's routing (a shared policy plays every role; per-role and LoRA policies play
   their own role, and a role the training harness lacks is played by its last role's policy);
@@ -23,14 +23,15 @@ from contextlib import closing
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from marl import checkpoint
 from marl.build import BuiltRun, build_run
+from marl.config import EvaluateSettings, evaluate_settings
 from marl.episodes import play, summarize
 from marl.io import set_threads, write_json
 from marl.routing import Routing
-from roles import harness_names, make_harness
+from roles import make_harness
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -89,39 +90,28 @@ def routings(built: BuiltRun, harnesses: dict, swap: bool, explicit: dict) -> di
     return out
 
 
-def run(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.run)
-    if not (run_dir / "config.yaml").exists():
-        raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
-    if cfg.samples > 1 and cfg.temperature <= 0:
-        raise ValueError(f"samples={cfg.samples} with temperature=0 repeats one greedy episode; set temperature > 0")
-    rc = OmegaConf.load(run_dir / "config.yaml")
-    set_threads(cfg.threads or rc.get("threads"))
-    known = harness_names(rc.env.name)
-    for h in cfg.harnesses:
-        if h not in known:
-            raise ValueError(f"unknown harness {h!r} for task {rc.env.name}; allowed: {', '.join(known)}")
-    path = checkpoint.resolve(run_dir, cfg.checkpoint)
-    built = build_run(rc)
+def run(e: EvaluateSettings) -> dict:
+    set_threads(e.threads)
+    path = checkpoint.resolve(e.run_dir, e.checkpoint)
+    built = build_run(e.trained)
     with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
         state = checkpoint.load(path, built.engine, weights_only=True)
-        results: dict = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"]}
-        hs = {name: make_harness(built.task, name, **built.h_kw) for name in cfg.harnesses}
-        routes = routings(built, hs, cfg.swap_roles, OmegaConf.to_container(cfg.roles) if cfg.roles else {})
+        results: dict = {"run": str(e.run_dir), "checkpoint": str(path), "step": state["step"]}
+        hs = {name: make_harness(built.task, name, **built.h_kw) for name in e.harnesses}
+        routes = routings(built, hs, e.swap_roles, e.roles)
         for name, h in hs.items():
-            results[name] = {split: evaluate_split(h, split, cfg.n, cfg.samples, cfg.temperature, built.engine,
-                                                   routes[name], rc.algo.alpha, cfg.seed, loop)
-                             for split in cfg.splits}
-    out = Path(cfg.out) if cfg.out else run_dir / "evaluate.json"
-    write_json(out, results)
-    print_table(results, cfg)
-    print(f"wrote {out}")
+            results[name] = {split: evaluate_split(h, split, e.n, e.samples, e.temperature, built.engine,
+                                                   routes[name], e.trained.algo.alpha, e.seed, loop)
+                             for split in e.splits}
+    write_json(e.out, results)
+    print_table(results, e.harnesses)
+    print(f"wrote {e.out}")
     return results
 
 
-def print_table(results: dict, cfg) -> None:
+def print_table(results: dict, harnesses) -> None:
     print(f"\n{'harness':<8} {'split':<5} {'success':>8} {'95% CI':>13} {'turns':>6} {'parse fail':>10}  roles")
-    for h in cfg.harnesses:
+    for h in harnesses:
         for split, r in results[h].items():
             lo, hi = r["ci95"]
             roles = ", ".join(f"{k}<-{v}" for k, v in r["roles"].items())
@@ -131,7 +121,7 @@ def print_table(results: dict, cfg) -> None:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run(evaluate_settings(cfg))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Group keys: explicit strings that travel with every sample.
 
-AT-GRPO normalises within (problem, turn, role); trajectory GRPO within the problem. The key is
-built from the fields themselves, never from a position or an index arithmetic (the reference
-code divided a problem index by K and merged K problems into one group).
+AT-GRPO (`at_grpo`) normalises within (problem, turn, role); trajectory GRPO (`grpo`) within the
+problem. The key is built from the fields themselves, never from a position or an index
+arithmetic (the reference code divided a problem index by K and merged K problems into one group).
 """
 from __future__ import annotations
 
@@ -32,10 +32,13 @@ def regroup_by_problem(samples: list[Sample], returns: dict[tuple[str, int], flo
 
 
 def check_groups(samples: list[Sample], k: int, per: str = "at_grpo") -> dict[str, float]:
-    """Assert the grouping invariants; returns group statistics.
+    """Assert the grouping invariants; returns group statistics (adv/n_groups, adv/group_size:
+    the mean samples per group).
 
     at_grpo: every group has exactly K members sharing one (problem, turn, role) and one prompt.
-    trajectory: every group holds one problem and K episodes."""
+    grpo (trajectory): every group holds one problem and K episodes."""
+    if per not in ("at_grpo", "grpo"):
+        raise ValueError(f"unknown grouping {per!r}; allowed: at_grpo, grpo")
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         groups[s.group_id].append(s)
@@ -49,4 +52,4 @@ def check_groups(samples: list[Sample], k: int, per: str = "at_grpo") -> dict[st
                 raise AssertionError(f"group {gid} mixes turns, roles or prompts")
         elif len({m.episode for m in members}) != k:
             raise AssertionError(f"group {gid} has {len({m.episode for m in members})} episodes, expected {k}")
-    return {"adv/n_groups": float(len(groups))}
+    return {"adv/n_groups": float(len(groups)), "adv/group_size": len(samples) / max(len(groups), 1)}

@@ -6,8 +6,18 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Protocol
 
+from marl.config import LoggerSettings
 from marl.io import atomic_write_text
+
+
+class Logger(Protocol):
+    def log(self, metrics: dict, step: int) -> None: ...
+
+    def rewind(self, step: int) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class NullLogger:
@@ -48,13 +58,12 @@ class JsonlLogger:
 
 
 class WandbLogger:
-    def __init__(self, cfg, run_dir: Path, config: dict):
+    def __init__(self, s: LoggerSettings, run_dir: Path, config: dict):
         import wandb  # imported here: runs with logger=none never pay for it
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(project=cfg.project, entity=cfg.get("entity"), group=cfg.get("group"),
-                              mode=cfg.mode, dir=str(run_dir), config=config, name=cfg.get("name"),
-                              resume="allow", id=cfg.get("id"))
+        self.run = wandb.init(project=s.project, entity=s.entity, group=s.group, mode=s.mode, dir=str(run_dir),
+                              config=config, name=s.run_name, resume="allow", id=s.id)
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
@@ -83,13 +92,10 @@ class MultiLogger:
             lg.finish()
 
 
-def make_logger(cfg, run_dir: Path, config: dict):
+def make_logger(s: LoggerSettings, run_dir: Path, config: dict) -> Logger:
+    """metrics.jsonl, and W&B when `s.name` is wandb (marl.config refuses other names)."""
     jsonl = JsonlLogger(Path(run_dir) / "metrics.jsonl")
-    if cfg.name == "none":
-        return MultiLogger(jsonl, NullLogger())
-    if cfg.name == "wandb":
-        return MultiLogger(jsonl, WandbLogger(cfg, run_dir, config))
-    raise ValueError(f"unknown logger {cfg.name!r}; allowed: wandb, none")
+    return MultiLogger(jsonl, WandbLogger(s, run_dir, config) if s.name == "wandb" else NullLogger())
 
 
 def _clean(v):

@@ -176,19 +176,19 @@ def ensure_built(harnesses: list[Harness], spec: dict, cache_dir: str, log=print
     if (path / "done.json").exists():
         return path
     t0 = time.time()
-    sft_cfg, seed = spec["sft"], spec["seed"]
-    pairs = list(demonstrations(harnesses, range(sft_cfg["instances"]), sft_cfg["noise"], seed,
-                                 sft_cfg.get("oracle_frac", 1.0)))
+    sft_spec, seed = spec["sft"], spec["seed"]
+    pairs = list(demonstrations(harnesses, range(sft_spec["instances"]), sft_spec["noise"], seed,
+                                 sft_spec.get("oracle_frac", 1.0)))
     tok = build_tokenizer([p + "\n" + r for p, r in pairs])
     torch.manual_seed(seed)
     model = new_model(tok, spec["model"])
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[tiny] building: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {len(pairs)} demonstrations")
     run_threads = torch.get_num_threads()
-    set_threads(sft_cfg.get("threads"))  # one large job: every core unless told otherwise
+    set_threads(sft_spec.get("threads"))  # one large job: every core unless told otherwise
     try:
-        stats = sft(model, tok, pairs, sft_cfg["steps"], sft_cfg["batch"], sft_cfg["lr"], seed,
-                    log=lambda s, l: log(f"[tiny] sft step {s}/{sft_cfg['steps']} loss {l:.3f}"))
+        stats = sft(model, tok, pairs, sft_spec["steps"], sft_spec["batch"], sft_spec["lr"], seed,
+                    log=lambda s, l: log(f"[tiny] sft step {s}/{sft_spec['steps']} loss {l:.3f}"))
     finally:
         torch.set_num_threads(run_threads)
     with atomic_dir(path, overwrite=False) as tmp:  # another process that finished first wins

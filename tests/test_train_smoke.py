@@ -18,6 +18,7 @@ from hydra.errors import MissingConfigException
 from experiments import team_failures
 from marl import train
 from marl.build import task_settings
+from marl.config import evaluate_settings, run_settings
 from roles import make_harness
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -32,9 +33,10 @@ EXPS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
 
 
 def cfg_for(tmp_path, *overrides, exp="planning"):
+    """The run's settings, as `python -m marl.train +exp=<exp> <SMALL> <overrides>` makes them."""
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        return compose("config", overrides=[f"+exp={exp}", f"cache_dir={tmp_path.parent / 'cache'}",
-                                            *SMALL, *overrides])
+        return run_settings(compose("config", overrides=[f"+exp={exp}", f"cache_dir={tmp_path.parent / 'cache'}",
+                                                         *SMALL, *overrides]))
 
 
 def rows(run_dir):
@@ -54,7 +56,7 @@ def test_train_writes_outputs(tmp_path, overrides, trained_run):
     assert steps[0] == 0 and 2 in steps
     step2 = [r for r in metrics if r["step"] == 2 and "train/success" in r][0]
     for key in ("train/reward", "train/success", "adv/zero_std_frac", "timing/rollout", "timing/update",
-                "timing/generate", "timing/old_logprob", "timing/log", "system/peak_rss_mb", f"eval/{cfg.harness.name}/val/success", "eval/single/val/success",
+                "timing/generate", "timing/old_logprob", "timing/log", "system/peak_rss_mb", f"eval/{cfg.task.harness}/val/success", "eval/single/val/success",
                 "eval/mas/val/success"):
         assert key in step2 and math.isfinite(step2[key]), key
     assert 0.0 <= step2["adv/zero_std_frac"] <= 1.0
@@ -64,7 +66,7 @@ def test_train_writes_outputs(tmp_path, overrides, trained_run):
     traces = [json.loads(x) for x in (run_dir / "traces" / "step_000002.jsonl").read_text().splitlines()]
     assert traces and all(TRACE_KEYS <= set(t) for t in traces)
     assert all(math.isfinite(t["reward"]) and math.isfinite(t["advantage"]) for t in traces)
-    assert {t["role"] for t in traces} == set(cfg.harness.name == "mas" and ["tool", "plan"] or ["plan"])
+    assert {t["role"] for t in traces} == set(cfg.task.harness == "mas" and ["tool", "plan"] or ["plan"])
 
     ev = json.loads((run_dir / "eval.json").read_text())
     for h in ("single", "mas"):
@@ -73,7 +75,7 @@ def test_train_writes_outputs(tmp_path, overrides, trained_run):
             assert ev[h][split]["n"] == ev["warm_start"][split][h]["n"] == n and 0.0 <= ev[h][split]["success"] <= 1.0
             assert 0.0 <= ev["warm_start"][split][h]["success"] <= 1.0
     # selection: the first step with the highest validation success, the warm start (step 0) included
-    name = cfg.harness.name
+    name = cfg.task.harness
     val = {r["step"]: r[f"eval/{name}/val/success"] for r in metrics if f"eval/{name}/val/success" in r}
     assert sorted(val) == [0, 1, 2]
     best = max(val.values())
@@ -95,7 +97,6 @@ def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
     """`+exp=<task>` builds that task's tiny model and trains and evaluates both harnesses."""
     run_dir = tmp_path / "run"
     cfg = cfg_for(tmp_path, exp=exp)
-    train.check_config(cfg)
     train.run(cfg, run_dir)
     traces = [json.loads(x) for x in (run_dir / "traces" / "step_000002.jsonl").read_text().splitlines()]
     if exp == "code":
@@ -106,7 +107,7 @@ def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
     else:
         assert {t["role"] for t in traces} == {"tool", "plan"}
         tool_prompts = [t["prompt"] for t in traces if t["role"] == "tool"]
-        assert all(p.endswith(f"{cfg.harness.tool}:") for p in tool_prompts)
+        assert all(p.endswith(f"{cfg.task.harness_kw['tool']}:") for p in tool_prompts)
     ev = json.loads((run_dir / "eval.json").read_text())
     for h in ("single", "mas"):
         assert ev[h]["test"]["n"] == 4 and 0.0 <= ev[h]["test"]["success"] <= 1.0
@@ -123,10 +124,9 @@ def test_every_task_trains_its_team_end_to_end(tmp_path, exp):
 def test_every_exp_composes_into_a_valid_config_with_every_model(exp):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         for model in ("tiny", "qwen3_1.7b"):
-            cfg = compose("config", overrides=[f"+exp={exp}", f"model={model}", "harness=single"])
-            train.check_config(cfg)
-            task, _, h_kw = task_settings(cfg)
-            assert task.name == cfg.env.name
+            s = run_settings(compose("config", overrides=[f"+exp={exp}", f"model={model}", "harness=single"]))
+            task, _, h_kw = task_settings(s)
+            assert task.name == s.task.env
             for h in ("single", "mas"):
                 make_harness(task, h, **h_kw)  # every harness builds
 
@@ -217,6 +217,11 @@ def test_a_models_training_budget_is_not_overridden(model):
         assert (maths.val_temperature, maths.val_samples, maths.temperature) == (0.6, 5, 0.0)
         tiny_maths = compose("config", overrides=["+exp=math"])  # the tiny model keeps greedy validation
         assert (tiny_maths.train.temperature, tiny_maths.eval.val_samples) == (1.0, 1)
+        # an experiment's per-model settings (per_model.<model>) give way to the command line
+        tiny_code = compose("config", overrides=["+exp=code"])
+        assert (tiny_code.train.lr, tiny_code.train.steps, tiny_code.model.max_new_tokens) == (1e-4, 100, 64)
+        assert compose("config", overrides=["+exp=code", "train.lr=5e-4"]).train.lr == 5e-4
+        assert compose("config", overrides=["+exp=math", f"model={model}", "eval.val_samples=3"]).eval.val_samples == 3
 
 
 def test_unknown_config_name_lists_choices(tmp_path):
@@ -257,20 +262,21 @@ def test_bad_model_path_and_device_are_refused_before_anything_is_built(tmp_path
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=["+exp=planning", *overrides])
     with pytest.raises(ValueError, match=msg):
-        train.check_config(cfg)
-    with pytest.raises(ValueError, match=msg):
-        train.run(cfg, tmp_path / "run")
+        train.run(run_settings(cfg), tmp_path / "run")  # refused as the settings are made, once
     assert not built and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("override, msg", [("train.old_logprob=never", "allowed: auto, recompute"),
                                            ("algo.k=1", "algo.k must be >= 2"),
-                                           ("eval.harnesses=[single,chess]", "unknown harness 'chess'")])
-def test_check_config_names_the_bad_value_and_what_is_allowed(override, msg):
+                                           ("eval.harnesses=[single,chess]", "unknown harness 'chess'"),
+                                           ("algo.name=ppo", "unknown algo 'ppo'; allowed: at_grpo, grpo$"),
+                                           ("logger.name=tb", "unknown logger 'tb'; allowed: wandb, none$"),
+                                           ("policy.name=moe", "unknown policy 'moe'; allowed: shared, per_role, lora$")])
+def test_settings_name_the_bad_value_and_what_is_allowed(override, msg):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=["+exp=planning", override])
     with pytest.raises(ValueError, match=msg):
-        train.check_config(cfg)
+        run_settings(cfg)
 
 
 @pytest.mark.parametrize("policy", ["per_role", pytest.param("lora", marks=pytest.mark.e2e)])
@@ -282,7 +288,7 @@ def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path, policy, t
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=4", "samples=2", "temperature=1.0",
                                              "swap_roles=true", "splits=[val,test]", "threads=1"])
-    res = evaluate.run(cfg)
+    res = evaluate.run(evaluate_settings(cfg))
     saved = json.loads((run_dir / "evaluate.json").read_text())
     assert saved == json.loads(json.dumps(res))
     team = saved["mas"]["test"]
@@ -304,7 +310,7 @@ def test_evaluate_rejects_unknown_roles_and_greedy_resampling(tmp_path, trained_
         with initialize_config_dir(config_dir=CONF, version_base=None):
             cfg = compose("evaluate", overrides=[f"run={run_dir}", "n=2", "threads=1", *overrides])
         with pytest.raises(ValueError, match=msg):
-            evaluate.run(cfg)
+            evaluate.run(evaluate_settings(cfg))
 
 
 def test_team_failures_reads_a_trained_run(tmp_path, trained_run):
@@ -321,7 +327,7 @@ def test_sokoban_tool_field_follows_the_longest_solution(max_moves):
     """+exp=sokoban sizes the tool's answer field by env.max_moves; unbounded = no field."""
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=["+exp=sokoban", f"env.max_moves={'null' if max_moves is None else max_moves}"])
-    task, _, h_kw = task_settings(cfg)
+    task, _, h_kw = task_settings(run_settings(cfg))
     assert h_kw["field"] == max_moves
     h = make_harness(task, "mas", **h_kw)
     for i in range(10):
@@ -385,3 +391,15 @@ def test_a_training_step_with_attack_programs_among_the_candidates_completes(tmp
         assert gone(comm) is not None
     finally:
         close_probe(probe)
+
+
+def test_the_checkpoints_trainer_state_keeps_its_format():
+    """`best` is saved as the plain dict checkpoints held before `Best` existed, so old
+    checkpoints resume and new ones load in older code."""
+    import random
+    from types import SimpleNamespace
+
+    r = SimpleNamespace(best=train.Best(0.5, 3), rng=random.Random(0))
+    state = train.trainer_state(r)
+    assert state["best"] == {"score": 0.5, "step": 3} and state["trainer_rng"] is r.rng
+    assert train.Best(**state["best"]) == r.best

@@ -16,24 +16,40 @@ the job stops with the keys that differ.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from marl import checkpoint
 from marl import evaluate as marl_evaluate
 from marl import train as marl_train
+from marl.config import RunSettings, evaluate_settings, run_settings, saved_config
 from marl.io import write_json
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-IGNORED = {"resume", "threads", "mismatch"}  # keys that may differ between a cell's runs
+# keys that may differ between a cell's runs: run-only settings, and an experiment's per-model
+# settings (their values are in the model and train sections; cells trained before per_model
+# existed held them as globals)
+IGNORED = {"resume", "threads", "mismatch", "per_model", "tiny_lr", "tiny_steps", "tiny_sft_steps",
+           "tiny_max_new_tokens", "tiny_oracle_frac", "qwen_temperature", "qwen_val_temperature", "qwen_val_samples"}
 
 
-def train_config(cfg: DictConfig) -> dict:
-    """The part of the job's config that decides the trained policies."""
-    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in IGNORED}
+@dataclass(frozen=True)
+class MismatchSettings:
+    """The `mismatch` section (conf/mismatch.yaml)."""
+
+    out: str
+    deploy: tuple[str, ...]
+    swap_roles: bool
+    n: int
+
+
+def train_config(config: dict) -> dict:
+    """The part of a run's resolved config that decides the trained policies."""
+    return {k: v for k, v in config.items() if k not in IGNORED}
 
 
 def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -47,49 +63,48 @@ def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_same_config(cell: Path, cfg: DictConfig) -> None:
-    saved = cell / "config.yaml"
-    if not saved.exists():
+def check_same_config(cell: Path, s: RunSettings) -> None:
+    if not (cell / "config.yaml").exists():
         return
-    old = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(saved), resolve=True).items() if k not in IGNORED}
-    diff = differing_keys(old, train_config(cfg))
+    diff = differing_keys(train_config(saved_config(cell)), train_config(s.config))
     if diff:
         raise ValueError(f"{cell} holds a cell trained with another config (differs in: {', '.join(diff)}); "
                          "set mismatch.out to another directory or remove that one")
 
 
-def deploy_settings(cfg: DictConfig) -> list[tuple[bool, list[str]]]:
+def mismatch_settings(cfg: DictConfig) -> tuple[RunSettings, MismatchSettings]:
+    """The cell's training settings and the experiment's own, from the job's config, once."""
+    m = OmegaConf.to_container(cfg.mismatch, resolve=True)
+    return run_settings(cfg), MismatchSettings(m["out"], tuple(m["deploy"]), m["swap_roles"], m["n"])
+
+
+def deploy_settings(s: RunSettings, m: MismatchSettings) -> list[tuple[bool, list[str]]]:
     """(swap_roles, harnesses) for each marl.evaluate call of the cell: one call per mapping, so
     the run is rebuilt once for all harnesses played with it."""
-    out = [(False, list(cfg.mismatch.deploy))]
-    team = [h for h in cfg.mismatch.deploy if h != "single"]
-    if cfg.mismatch.swap_roles and cfg.policy.name in ("per_role", "lora") and team:
+    out = [(False, list(m.deploy))]
+    team = [h for h in m.deploy if h != "single"]
+    if m.swap_roles and s.policy.name in ("per_role", "lora") and team:
         out.append((True, team))
     return out
 
 
-def run_cell(cfg: DictConfig, cell: Path) -> dict:
-    arch = HydraConfig.get().runtime.choices.get("arch", "custom") if HydraConfig.initialized() else "custom"
-    check_same_config(cell, cfg)
+def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custom") -> dict:
+    check_same_config(cell, s)
     if (cell / "cell.json").exists():
         print(f"[mismatch] {cell}: finished before, skipped")
         return json.loads((cell / "cell.json").read_text())
     eval_json = cell / "eval.json"
     if not (eval_json.exists() and "final" in json.loads(eval_json.read_text())):
-        if checkpoint.latest(cell) is not None:
-            with open_dict(cfg):
-                cfg.resume = str(cell)
-        marl_train.run(cfg, cell)
+        marl_train.run(s.resumed(cell) if checkpoint.latest(cell) is not None else s, cell)
     warm = json.loads(eval_json.read_text()).get("warm_start", {}).get("test", {})
-    result = {"arch": arch, "seed": cfg.seed, "harness": cfg.harness.name, "policy": cfg.policy.name,
-              "warm_start": {h: warm[h]["success"] for h in warm}, "n": cfg.mismatch.n, "deploy": {}}
-    base = OmegaConf.load(CONF / "evaluate.yaml")
-    for swap, harnesses in deploy_settings(cfg):
+    result = {"arch": arch, "seed": s.seed, "harness": s.task.harness, "policy": s.policy.name,
+              "warm_start": {h: warm[h]["success"] for h in warm}, "n": m.n, "deploy": {}}
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "evaluate.yaml"))
+    for swap, harnesses in deploy_settings(s, m):
         suffix = "_swapped" if swap else ""
-        ecfg = OmegaConf.merge(base, {"run": str(cell), "harnesses": harnesses, "splits": ["test"],
-                                      "n": cfg.mismatch.n, "swap_roles": swap, "threads": cfg.threads,
-                                      "out": str(cell / f"evaluate{suffix}.json")})
-        results = marl_evaluate.run(ecfg)
+        results = marl_evaluate.run(evaluate_settings({
+            **base, "run": str(cell), "harnesses": harnesses, "splits": ["test"], "n": m.n, "swap_roles": swap,
+            "threads": s.threads, "out": str(cell / f"evaluate{suffix}.json")}))
         for h in harnesses:
             r = results[h]["test"]
             result["deploy"][h + suffix] = {k: r[k] for k in ("success", "ci95", "mean_turns", "parse_fail_rate", "roles")}
@@ -99,7 +114,8 @@ def run_cell(cfg: DictConfig, cell: Path) -> dict:
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="mismatch")
 def main(cfg: DictConfig) -> None:
-    run_cell(cfg, Path(HydraConfig.get().runtime.output_dir))
+    arch = HydraConfig.get().runtime.choices.get("arch", "custom")
+    run_cell(*mismatch_settings(cfg), Path(HydraConfig.get().runtime.output_dir), arch)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Typed settings that cross the trainer/engine boundary, each built once from the run config.
-An engine reads these, never a Hydra section."""
+"""Typed settings that cross the trainer/engine boundary, each built once from the run's settings
+(marl.config, which reads Hydra at the entry points). An engine reads these, never a Hydra section."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,13 +30,6 @@ class UpdateSpec:
         if min(self.ppo_epochs, self.mini_batch, self.micro_batch) < 1:
             raise ValueError(f"train.ppo_epochs, mini_batch and micro_batch must be >= 1; got "
                              f"{self.ppo_epochs}, {self.mini_batch}, {self.micro_batch}")
-
-    @classmethod
-    def from_config(cls, cfg) -> "UpdateSpec":
-        t, a = cfg.train, cfg.algo
-        return cls(clip=a.clip, ppo_epochs=t.ppo_epochs, mini_batch=t.mini_batch, micro_batch=t.micro_batch,
-                   grad_clip=t.grad_clip, old_logprob=t.old_logprob, entropy_coef=a.entropy_coef,
-                   kl_coef=a.kl_coef, kl_type=a.kl_type)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def test_agreement_is_with_the_tool_of_the_same_turn():
 def test_the_longest_program_fits_the_generation_budget():
     progs = ["print((99 + 98) * 9)"] + [DEMOS.oracle_program(MathState(p)) for p in instances(200)]
     tok = build_tokenizer(progs)
-    assert max(len(tok.encode(x)) for x in progs) + 1 <= 32  # conf/exp/math.yaml tiny_max_new_tokens
+    assert max(len(tok.encode(x)) for x in progs) + 1 <= 32  # conf/exp/math.yaml per_model.tiny.max_new_tokens
 
 
 def test_bad_settings_are_refused():

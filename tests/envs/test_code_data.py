@@ -163,15 +163,15 @@ def test_the_code_team_runs_on_a_benchmark_with_block_tests(apps_dir):
     assert t.parse_ok and t.local == 1.0 and "expected:\n7" in h.prompt(t.state, "coder")
 
 
-def test_paper_config_composes_and_passes_check_config(apps_dir):
+def test_paper_config_composes_into_valid_settings(apps_dir):
     from marl.build import task_settings
-    from marl.train import check_config
+    from marl.config import run_settings
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose("config", overrides=["+exp=code", "model=qwen3_1.7b", "env=apps", f"env.data_dir={apps_dir}",
                                            f"env.eval_sets={{more:{{source:apps,data_dir:{apps_dir}}}}}"])
-    check_config(cfg)
+    s = run_settings(cfg)
     assert cfg.env.eval_sets.more.source == "apps"  # a dict on the command line, not only +env.eval_sets.<name>
-    task, _, h_kw = task_settings(cfg)
+    task, _, h_kw = task_settings(s)
     assert cfg.model.max_new_tokens == 1024 and roles.make_harness(task, cfg.harness.name, **h_kw).role_names == \
         ["coder", "tester"]
 

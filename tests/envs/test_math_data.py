@@ -101,7 +101,7 @@ def test_clean_answer():
     assert clean_answer(" 7 ") == "7"
 
 
-def test_paper_config_composes_and_passes_check_config(data):
+def test_paper_config_composes_into_valid_settings(data):
     """`+exp=math model=qwen3_1.7b env=polaris env.data_dir=... env.test_sets=...` is a valid
     training config with the paper's maths settings, and its task holds the files' problems."""
     from pathlib import Path
@@ -109,16 +109,16 @@ def test_paper_config_composes_and_passes_check_config(data):
     from hydra import compose, initialize_config_dir
 
     from marl.build import task_settings
-    from marl.train import check_config
+    from marl.config import run_settings
     conf = str(Path(__file__).resolve().parents[2] / "conf")
     sets = f"{{aime24:{{data_dir:{data / 'aime24'}}},aime25:{{data_dir:{data / 'aime25'}}}}}"
     with initialize_config_dir(config_dir=conf, version_base=None):
         cfg = compose("config", overrides=["+exp=math", "model=qwen3_1.7b", "env=polaris",
                                            f"env.data_dir={data / 'polaris'}", f"env.test_sets={sets}"])
-    check_config(cfg)
+    s = run_settings(cfg)
     assert (cfg.train.temperature, cfg.eval.val_temperature, cfg.eval.val_samples) == (1.0, 0.6, 5)
     assert cfg.harness.max_turns == 4 and cfg.model.max_new_tokens == 1024 and cfg.eval.temperature == 0.0
-    task, _, h_kw = task_settings(cfg)
+    task, _, h_kw = task_settings(s)
     assert make_harness(task, cfg.harness.name, **h_kw).role_names == ["tool", "reasoner"]
     assert len(task.problems("test")) == 3 and task.problems("train")
 

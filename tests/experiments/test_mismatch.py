@@ -83,14 +83,14 @@ def test_the_papers_setting_composes(tmp_path, monkeypatch):
     import torch
     from hydra import compose, initialize_config_dir
 
-    from marl.train import check_config
+    from marl.config import run_settings
     (tmp_path / "config.json").write_text("{}")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
         for arch in ("single", "mas_shared", "mas_per_role", "mas_lora"):
             cfg = compose("mismatch", overrides=[f"arch={arch}", "model=qwen3_1.7b", f"model.path={tmp_path}",
                                                  "device=cuda"])
-            check_config(cfg)
+            run_settings(cfg)
             assert cfg.model.name == "qwen3_1.7b" and cfg.harness.tool == "program"
             # the model's own budget, not the tiny one nor the base config's (a regression:
             # both used to override it silently)
@@ -101,14 +101,14 @@ def test_every_task_composes_as_the_experiment_task():
     """`python -m experiments.mismatch exp=<task>` keeps the task's own settings in every arch."""
     from hydra import compose, initialize_config_dir
 
-    from marl.train import check_config
+    from marl.config import run_settings
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         for exp in sorted(p.stem for p in (conf / "exp").glob("*.yaml")):
             plain = compose("config", overrides=[f"+exp={exp}"])
             for arch in ("single", "mas_shared", "mas_per_role", "mas_lora"):
                 cfg = compose("mismatch", overrides=[f"exp={exp}", f"arch={arch}"])
-                check_config(cfg)
+                run_settings(cfg)
                 assert cfg.env == plain.env and cfg.model == plain.model  # the plain command's cached warm start
                 assert {k: v for k, v in cfg.harness.items() if k != "name"} == \
                     {k: v for k, v in plain.harness.items() if k != "name"}
@@ -118,9 +118,9 @@ def test_every_task_composes_as_the_experiment_task():
 def test_per_role_and_lora_cells_are_also_deployed_with_roles_swapped():
     from hydra import compose, initialize_config_dir
 
-    from experiments.mismatch.__main__ import deploy_settings
+    from experiments.mismatch.__main__ import deploy_settings, mismatch_settings
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
-        got = {arch: deploy_settings(compose("mismatch", overrides=[f"arch={arch}"]))
+        got = {arch: deploy_settings(*mismatch_settings(compose("mismatch", overrides=[f"arch={arch}"])))
                for arch in ("single", "mas_shared", "mas_per_role", "mas_lora")}
     assert got["single"] == got["mas_shared"] == [(False, ["single", "mas"])]
     assert got["mas_per_role"] == got["mas_lora"] == [(False, ["single", "mas"]), (True, ["mas"])]

@@ -10,7 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from experiments import sweeps
-from marl.train import check_config
+from marl.config import run_settings
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -33,7 +33,7 @@ def test_every_grid_point_composes_into_a_valid_config(name):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         for overrides in points:
             cfg = compose("config", overrides=overrides)
-            check_config(cfg)
+            run_settings(cfg)
             assert cfg.logger.group == f"sweep-{name}"  # one W&B group per sweep
             for o in overrides:
                 key, value = o.split("=", 1)

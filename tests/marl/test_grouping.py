@@ -181,7 +181,7 @@ def test_concurrent_problems_keep_separate_groups():
         assert s.group_id == at_grpo_key(s.problem_id, s.turn, s.role)
     assert all(len(p) == 1 for p in by_group.values())
     expected = {(s.problem_id, s.turn, s.role) for s in samples}
-    assert stats["adv/n_groups"] == len(expected) == len(by_group)
+    assert stats["adv/n_groups"] == len(expected) == len(by_group) and stats["adv/group_size"] == k
     assert {s.problem_id for s in samples} == {f"train:{i}" for i in range(n)}
     for i, ep in enumerate(episodes):
         assert ep.problem_id == f"train:{i}" and {s.problem_id for s in ep.samples} == {ep.problem_id}
@@ -324,9 +324,12 @@ def test_regroup_by_problem_uses_episode_returns():
     for ep in episodes:
         assert ep.return_ == pytest.approx(sum(o.local + ALPHA * o.team for o in [
             h.act_sync(st_, s.role, s.response) for st_, s in _states(h, ep)]))
-    check_groups(samples, k, per="trajectory")
+    stats = check_groups(samples, k, per="grpo")
+    assert stats == {"adv/n_groups": len(problems), "adv/group_size": len(samples) / len(problems)}
     with pytest.raises(AssertionError, match="episodes"):
-        check_groups(samples, k + 1, per="trajectory")
+        check_groups(samples, k + 1, per="grpo")
+    with pytest.raises(ValueError, match="allowed: at_grpo, grpo"):
+        check_groups(samples, k, per="trajectory")
     # every sample of an episode gets the same (episode-level) advantage under verl's grpo
     adv, _ = group_advantages(torch.tensor([s.reward for s in samples]), [s.group_id for s in samples], "grpo")
     by_ep = defaultdict(set)
@@ -343,3 +346,34 @@ def _states(h, ep):
         out.append((state, s))
         state = h.act_sync(state, s.role, s.response).state
     return out
+
+
+# --- the algorithms as strategies (marl.algos) ----------------------------------------------
+
+def test_each_algorithm_makes_its_jobs_groups_and_names_its_estimator():
+    """at_grpo: one K-candidate tree per problem, grouped per (problem, turn, role); grpo: K
+    one-candidate episodes, each seeded from the problem's rng in episode order, grouped by problem."""
+    from marl import advantage, algos
+
+    codec, h, k = Codec(), harness(max_turns=2), 3
+    engine = ScriptedEngine(ScriptedClient(codec, seed=4, p_good=0.5), codec)
+    spec = RolloutSpec(k, 1.0, ALPHA)
+    for name, per_problem in (("at_grpo", 1), ("grpo", k)):
+        algo = algos.get(name)
+        assert algo.name == name and algo.estimator in advantage.ESTIMATORS
+        rng = random.Random(5)
+        jobs = algo.jobs(h, h.task.instance("train", 0), "train:0", ROUTING, spec, rng)
+        assert len(jobs) == per_problem
+        if name == "grpo":
+            seeds = random.Random(5)
+            assert [j.episode for j in jobs] == list(range(k)) and all(j.spec.k == 1 for j in jobs)
+            assert [j.rng.random() for j in jobs] == [random.Random(seeds.random()).random() for _ in range(k)]
+        else:
+            assert jobs[0].rng is rng and jobs[0].spec == spec
+        jobs = algo.jobs(h, h.task.instance("train", 0), "train:0", ROUTING, spec, random.Random(5))
+        samples = algo.regroup(asyncio.run(engine.gather(jobs)))
+        stats = algo.check(samples, k)
+        assert stats["adv/n_groups"] == len({s.group_id for s in samples})
+        assert (name == "grpo") == all(s.group_id == "train:0" for s in samples)
+    with pytest.raises(ValueError, match="unknown algo 'ppo'; allowed: at_grpo, grpo"):
+        algos.get("ppo")

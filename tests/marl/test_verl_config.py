@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from marl.build import check_engine
+from marl.config import run_settings
 from marl.engine import EngineSpec, LoraSpec, OptimSpec, UpdateSpec, engine_class
 from marl.engine.verl.config import verl_config
 from marl.engine.verl.settings import VerlSettings
@@ -128,12 +129,12 @@ def test_refused_without_gpus_before_anything_is_built(tmp_path, monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"engine=verl needs NVIDIA GPUs.*this machine has none.*engine=local"):
-        check_engine(run_config(), 1)
+        check_engine(run_settings(run_config()), 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match="asks for 8 GPUs; this machine has 2"):
-        check_engine(run_config(), 1)
-    check_engine(run_config("engine.n_gpus_per_node=2"), 2)  # fits: nothing raised
+        check_engine(run_settings(run_config()), 1)
+    check_engine(run_settings(run_config("engine.n_gpus_per_node=2")), 2)  # fits: nothing raised
 
 
 def test_train_command_refuses_engine_verl_without_gpus(tmp_path):

@@ -1,0 +1,292 @@
+"""Typed run settings, built once from the Hydra config at the entry points (marl.train,
+marl.evaluate, the experiments, the benchmarks). Every check a run would otherwise only trip over
+later runs here, once, naming what is allowed; the modules below read these frozen dataclasses,
+never a Hydra section.
+
+    s = run_settings(cfg)              # a composed training config (conf/config.yaml)
+    s = load_run_settings(run_dir)     # the config.yaml marl.train wrote into a run directory
+    e = evaluate_settings(cfg)         # marl.evaluate's config (conf/evaluate.yaml)
+
+The env and harness options stay dicts: `envs.make` and `roles.make_harness` validate them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from marl.engine.spec import POLICY_KINDS, LoraSpec, UpdateSpec
+
+LOGGERS = ("wandb", "none")
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The task (`env` group) and the harness settings (`harness` group), less their names."""
+
+    env: str
+    env_kw: dict
+    harness: str  # the training harness
+    harness_kw: dict
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model the policies start from: `path` (a local HF directory or hub id), or the tiny
+    model built from `arch` and warm-started by `sft` (marl/tiny.py; both part of its cache key)."""
+
+    name: str
+    path: str | None
+    dtype: str
+    max_new_tokens: int
+    seed: int = 0
+    arch: dict = field(default_factory=dict)
+    sft: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    name: str                   # shared | per_role | lora
+    lr: float | None = None     # a LoRA adapter's own learning rate (None: train.lr)
+    lora: LoraSpec | None = None
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    name: str          # the engine registry's key
+    max_batch: int     # most sequences in one generate call (0: the engine's default)
+    options: object    # the engine's own typed settings (Engine.read_settings; None for `local`)
+
+
+@dataclass(frozen=True)
+class AlgoSettings:
+    name: str          # at_grpo | grpo (marl.algos)
+    k: int             # candidates per group
+    alpha: float       # reward = local + alpha * team
+    select: str        # which candidate the episode continues from
+    eps: float
+    norm_by_std: bool
+    kl_coef: float     # > 0 keeps a KL reference policy (the loss terms are in UpdateSpec)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    problems_per_step: int
+    temperature: float
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: int
+    eval_every: int
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation during training: validation selects the checkpoint, test reports it."""
+
+    harnesses: tuple[str, ...]
+    n_val: int
+    n_test: int
+    temperature: float
+    val_temperature: float
+    val_samples: int
+    warm_start: bool
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    name: str                 # wandb | none (metrics.jsonl is always written)
+    project: str = "marl"
+    mode: str = "offline"
+    entity: str | None = None
+    group: str | None = None
+    run_name: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One training run; `config` is the resolved Hydra config it was built from, written to the
+    run directory (config.yaml) and given to W&B."""
+
+    seed: int
+    device: str
+    threads: int
+    resume: str | None
+    cache_dir: str
+    task: TaskSettings
+    model: ModelSettings
+    policy: PolicySettings
+    engine: EngineSettings
+    algo: AlgoSettings
+    train: TrainSettings
+    eval: EvalSettings
+    update: UpdateSpec
+    logger: LoggerSettings
+    config: dict
+
+    def resumed(self, run_dir) -> "RunSettings":
+        """The same run, continued from the latest checkpoint under `run_dir`."""
+        return replace(self, resume=str(run_dir), config={**self.config, "resume": str(run_dir)})
+
+    def with_steps(self, steps: int) -> "RunSettings":
+        c = {**self.config, "train": {**self.config["train"], "steps": steps}}
+        return replace(self, train=replace(self.train, steps=steps), config=c)
+
+
+def run_settings(cfg) -> RunSettings:
+    """A composed training config (DictConfig or its resolved dict), checked."""
+    return _from_dict(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True))
+
+
+def saved_config(run_dir) -> dict:
+    """The resolved config marl.train wrote into `run_dir` (config.yaml), unchecked: for reading a
+    finished run's labels on another machine (marl.analysis)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def load_run_settings(run_dir) -> RunSettings:
+    """The settings of the run in `run_dir`, from the config.yaml marl.train wrote there."""
+    return run_settings(saved_config(run_dir))
+
+
+def save_run_settings(s: RunSettings, run_dir: Path) -> None:
+    OmegaConf.save(OmegaConf.create(s.config), Path(run_dir) / "config.yaml")
+
+
+def _from_dict(c: dict) -> RunSettings:
+    from marl import algos
+    from marl.engine import engine_class, engine_names
+    from roles import harness_names
+
+    a, t, e, pol, h, env = c["algo"], c["train"], c["eval"], c["policy"], c["harness"], c["env"]
+    algos.get(a["name"])  # refuses an unknown algorithm, naming the allowed ones
+    if a["k"] < 2:
+        raise ValueError(f"algo.k must be >= 2 to form groups, got {a['k']}")
+    if pol["name"] not in POLICY_KINDS:
+        raise ValueError(f"unknown policy {pol['name']!r}; allowed: {', '.join(POLICY_KINDS)}")
+    if c["engine"]["name"] not in engine_names():
+        raise ValueError(f"unknown engine {c['engine']['name']!r}; registered: {', '.join(engine_names())}")
+    for name in [h["name"], *e["harnesses"]]:
+        if name not in harness_names(env["name"]):
+            raise ValueError(f"unknown harness {name!r} for env {env['name']}; allowed: "
+                             f"{', '.join(harness_names(env['name']))}")
+    update = UpdateSpec(clip=a["clip"], ppo_epochs=t["ppo_epochs"], mini_batch=t["mini_batch"],
+                        micro_batch=t["micro_batch"], grad_clip=t["grad_clip"], old_logprob=t["old_logprob"],
+                        entropy_coef=a["entropy_coef"], kl_coef=a["kl_coef"], kl_type=a["kl_type"])
+    if h["max_turns"] < 1 or t["temperature"] <= 0 or t["steps"] < 1:
+        raise ValueError("harness.max_turns and train.steps must be >= 1 and train.temperature > 0; got "
+                         f"{h['max_turns']}, {t['steps']}, {t['temperature']}")
+    if e["val_samples"] < 1 or (e["val_samples"] > 1 and e["val_temperature"] <= 0):
+        raise ValueError(f"eval.val_samples must be >= 1, and > 1 only with eval.val_temperature > 0 (greedy "
+                         f"episodes repeat); got val_samples={e['val_samples']}, val_temperature={e['val_temperature']}")
+    model = _model(c["model"])
+    check_device(str(c["device"]))
+    eng = c["engine"]
+    options = engine_class(eng["name"]).read_settings(eng)
+    return RunSettings(
+        seed=c["seed"], device=str(c["device"]), threads=c["threads"], resume=c.get("resume"),
+        cache_dir=c["cache_dir"],
+        task=TaskSettings(env["name"], _less_name(env), h["name"], _less_name(h)),
+        model=model, policy=_policy(pol), engine=EngineSettings(eng["name"], eng.get("max_batch", 0), options),
+        algo=AlgoSettings(a["name"], a["k"], a["alpha"], a["select"], a["eps"], a["norm_by_std"], a["kl_coef"]),
+        train=TrainSettings(t["steps"], t["problems_per_step"], t["temperature"], t["lr"], t["weight_decay"],
+                            t["schedule"], t["warmup_steps"], t["eval_every"], t["checkpoint_every"]),
+        eval=EvalSettings(tuple(e["harnesses"]), e["n_val"], e["n_test"], e["temperature"], e["val_temperature"],
+                          e["val_samples"], e["warm_start"]),
+        update=update, logger=_logger(c["logger"]), config=c)
+
+
+def _less_name(group: dict) -> dict:
+    return {k: v for k, v in group.items() if k != "name"}
+
+
+def _model(m: dict) -> ModelSettings:
+    """Refuses a model path that would only fail deep inside transformers."""
+    path = m.get("path")
+    if path:
+        p = Path(path).expanduser()
+        local = p.is_absolute() or str(path).startswith((".", "~")) or p.exists()
+        if local and not (p / "config.json").exists():
+            what = "does not exist" if not p.exists() else "holds no config.json"
+            raise ValueError(f"model.path={path}: {what}. Pass a local Hugging Face model directory "
+                             "(config.json, weights and tokenizer files, e.g. from `huggingface-cli download`), "
+                             "a hub id already in the local cache (e.g. Qwen/Qwen3-1.7B), or model=tiny")
+    elif m["name"] != "tiny":
+        raise ValueError(f"model={m['name']} needs model.path (a local HF directory or hub id)")
+    return ModelSettings(m["name"], str(path) if path else None, m.get("dtype", "float32"), m["max_new_tokens"],
+                         m.get("seed", 0), m.get("arch") or {}, m.get("sft") or {})
+
+
+def check_device(dev: str) -> None:
+    """Refuses a device that would only fail deep inside torch."""
+    import torch
+
+    if dev != "cpu" and not dev.startswith("cuda"):
+        raise ValueError(f"device={dev!r}; allowed: cpu, cuda, cuda:<index>")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={dev}, but torch {torch.__version__} sees no CUDA GPU "
+                         f"(built with CUDA: {torch.version.cuda or 'no'}). Run with device=cpu, or on a "
+                         "machine with an NVIDIA GPU and a CUDA build of torch")
+
+
+def _policy(p: dict) -> PolicySettings:
+    lora = None
+    if p["name"] == "lora":
+        lora = LoraSpec(rank=p["rank"], alpha=p["alpha"], dropout=p["dropout"],
+                        target_modules=tuple(p["target_modules"]))
+    return PolicySettings(p["name"], p.get("lr"), lora)
+
+
+def _logger(lg: dict) -> LoggerSettings:
+    if lg["name"] not in LOGGERS:
+        raise ValueError(f"unknown logger {lg['name']!r}; allowed: {', '.join(LOGGERS)}")
+    # W&B's run name is the logger group's `name` (as before: wandb), unless the group names another
+    return LoggerSettings(lg["name"], lg.get("project", "marl"), lg.get("mode", "offline"), lg.get("entity"),
+                          lg.get("group"), lg.get("name"), lg.get("id"))
+
+
+# ---- marl.evaluate -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """marl.evaluate's settings (conf/evaluate.yaml) and those of the run it evaluates."""
+
+    run_dir: Path
+    trained: RunSettings
+    checkpoint: str
+    harnesses: tuple[str, ...]
+    splits: tuple[str, ...]
+    n: int
+    samples: int
+    temperature: float
+    swap_roles: bool
+    roles: dict          # explicit role -> policy, applied last
+    seed: int
+    threads: int
+    out: Path
+
+
+def evaluate_settings(cfg) -> EvaluateSettings:
+    from roles import harness_names
+
+    c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    run_dir = Path(c["run"])
+    if not (run_dir / "config.yaml").exists():
+        raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
+    if c["samples"] > 1 and c["temperature"] <= 0:
+        raise ValueError(f"samples={c['samples']} with temperature=0 repeats one greedy episode; set temperature > 0")
+    rs = load_run_settings(run_dir)
+    known = harness_names(rs.task.env)
+    for h in c["harnesses"]:
+        if h not in known:
+            raise ValueError(f"unknown harness {h!r} for task {rs.task.env}; allowed: {', '.join(known)}")
+    return EvaluateSettings(run_dir, rs, str(c["checkpoint"]), tuple(c["harnesses"]), tuple(c["splits"]), c["n"],
+                            c["samples"], c["temperature"], c["swap_roles"], dict(c.get("roles") or {}), c["seed"],
+                            c["threads"] or rs.threads, Path(c["out"]) if c["out"] else run_dir / "evaluate.json")

@@ -30,6 +30,12 @@ class TaskSettings:
     harness: str  # the training harness
     harness_kw: dict
 
+    @classmethod
+    def of(cls, c: dict) -> "TaskSettings":
+        """From a resolved run config: its `env` and `harness` groups (unchecked: the task and
+        harness registries refuse unknown names and options when they are used)."""
+        return cls(c["env"]["name"], _less_name(c["env"]), c["harness"]["name"], _less_name(c["harness"]))
+
 
 @dataclass(frozen=True)
 class ModelSettings:
@@ -193,7 +199,7 @@ def _from_dict(c: dict) -> RunSettings:
     return RunSettings(
         seed=c["seed"], device=str(c["device"]), threads=c["threads"], resume=c.get("resume"),
         cache_dir=c["cache_dir"],
-        task=TaskSettings(env["name"], _less_name(env), h["name"], _less_name(h)),
+        task=TaskSettings.of(c),
         model=model, policy=_policy(pol), engine=EngineSettings(eng["name"], eng.get("max_batch", 0), options),
         algo=AlgoSettings(a["name"], a["k"], a["alpha"], a["select"], a["eps"], a["norm_by_std"], a["kl_coef"]),
         train=TrainSettings(t["steps"], t["problems_per_step"], t["temperature"], t["lr"], t["weight_decay"],

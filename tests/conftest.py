@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 # A minute-sized tiny model and run: enough for every output to exist, far too small to learn.
@@ -45,7 +44,7 @@ def trained_run(tmp_path_factory):
     runs: dict[str, Path] = {}
 
     def get(cfg) -> Path:
-        key = OmegaConf.to_yaml(cfg)
+        key = repr(cfg)  # RunSettings: frozen dataclasses, so equal settings give equal reprs
         if key not in runs:
             run_dir = tmp_path_factory.mktemp("trained") / "run"
             train.run(cfg, run_dir)

@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from marl import train
+from marl.config import run_settings
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -21,7 +22,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 def default_run(tmp_path: Path, exp: str) -> dict:
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=[f"+exp={exp}", "logger=none"])
-    train.run(cfg, tmp_path / "run")
+    train.run(run_settings(cfg), tmp_path / "run")
     return json.loads((tmp_path / "run" / "eval.json").read_text())
 
 
@@ -52,6 +53,6 @@ def test_default_team_gains_20_points_and_beats_the_single_agent(tmp_path, exp, 
     assert after - warm >= 0.20, f"{exp}: team test {warm:.0%} -> {after:.0%} (goal: +20 points)"
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=[f"+exp={exp}", "harness.name=single", "logger=none"])
-    train.run(cfg, tmp_path / "single")
+    train.run(run_settings(cfg), tmp_path / "single")
     single = json.loads((tmp_path / "single" / "eval.json").read_text())["single"]["test"]["success"]
     assert after > single, f"{exp}: the team after RL {after:.0%} does not beat the single {alone} after RL {single:.0%}"

@@ -355,8 +355,8 @@ def test_each_algorithm_makes_its_jobs_groups_and_names_its_estimator():
     one-candidate episodes, each seeded from the problem's rng in episode order, grouped by problem."""
     from marl import advantage, algos
 
-    codec, h, k = Codec(), harness(max_turns=2), 3
-    engine = ScriptedEngine(ScriptedClient(codec, seed=4, p_good=0.5), codec)
+    h, k = harness(max_turns=2), 3
+    engine = FakeEngine(seed=4, p_good=0.5)
     spec = RolloutSpec(k, 1.0, ALPHA)
     for name, per_problem in (("at_grpo", 1), ("grpo", k)):
         algo = algos.get(name)

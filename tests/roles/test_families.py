@@ -15,12 +15,20 @@ from envs.code import Code
 from envs.codebench import CodeBench
 from envs.arith import Arith
 from envs.mathbench import MathBench
-from marl.build import task_settings
+from omegaconf import OmegaConf
+
+from marl.config import TaskSettings
 from roles.base import COMMON_OPTIONS, harness_family, teams
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 EXPS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
 FAMILY = {"planning": "planning", "sokoban": "planning", "sudoku": "planning", "code": "code", "math": "maths"}
+
+
+def task_settings(cfg):
+    """(task, env kwargs, harness kwargs) of a composed config, as marl.build.task_settings gives them."""
+    t = TaskSettings.of(OmegaConf.to_container(cfg, resolve=True))
+    return envs.make(t.env, **t.env_kw), t.env_kw, t.harness_kw
 
 
 def compose_run(exp: str, *overrides: str, config: str = "config"):

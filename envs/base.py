@@ -21,6 +21,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from envs.data_files import Tally
+
 SPLITS = ("train", "val", "test")
 # Share of the content-hash space owned by each split, in percent: 80 / 10 / 10.
 _SPLIT_BUCKETS = {"train": range(0, 80), "val": range(80, 90), "test": range(90, 100)}
@@ -63,23 +65,37 @@ def training_order(problems: list, stream: str) -> list:
 
 
 class FileSplits(ABC):
-    """The splits of a task read from files (envs/codebench.py, envs/mathbench.py): `_read(split)`
-    returns a split's problems, deduplicated; each split is read once. The training split is walked
-    cyclically in a seeded order (any index); validation and test as they are (an index past the
-    end is an error). Needs `name`, `seed`, `data_dir` and `_splits = {}`."""
+    """The splits of a task read from files (envs/codebench.py, envs/mathbench.py): `_read(split,
+    tally)` returns a split's problems, deduplicated, and counts in `tally` (envs/data_files.Tally)
+    the files and rows it read and what it dropped; each split is read once. The training split is
+    walked cyclically in a seeded order (any index); validation and test as they are (an index past
+    the end is an error). Needs `name`, `seed`, `data_dir`, `_splits = {}` and `tallies = {}`."""
 
     @abstractmethod
-    def _read(self, split: str) -> list:
+    def _read(self, split: str, tally: Tally) -> list:
         """The problems of `split` as read from the files, deduplicated against evaluation data."""
 
     def problems(self, split: str) -> list:
         check_split(split)
         if split not in self._splits:
-            got = self._read(split)
+            self.tallies[split] = tally = Tally()
+            got = self._read(split, tally)
             if not got:
-                raise ValueError(f"{self.name} has no usable {split} problems in {self.data_dir}")
+                raise ValueError(f"{self.name} has no usable {split} problems: {tally.describe()}")
             self._splits[split] = training_order(got, f"{self.name}/{self.seed}") if split == "train" else got
         return self._splits[split]
+
+    def check_sizes(self, need: dict[str, int], settings: dict[str, str] | None = None) -> None:
+        """Read every split in `need` and refuse one with fewer problems than `need[split]` (a
+        split asked for 0 is not read), before any work: `settings` names the setting that asked
+        for each (default eval.n_val, eval.n_test)."""
+        settings = {"val": "eval.n_val", "test": "eval.n_test", **(settings or {})}
+        for split, n in need.items():
+            if n > 0 and len(self.problems(split)) < n:
+                got = len(self.problems(split))
+                raise ValueError(f"{settings.get(split, split)}={n} but the {split} split of {self.name} has {got} "
+                                 f"problems ({self.tallies[split].where()}); set {settings.get(split, split)} to "
+                                 f"at most {got}")
 
     def instance(self, split: str, index: int) -> Any:
         problems = self.problems(split)

@@ -18,7 +18,11 @@ import sandbox
 from envs.base import FileSplits, StepResult, register
 from envs.code import CodeRewards, CodeState
 from envs.code_data import SOURCES, CodeProblem, deduplicate, load
+from envs.data_files import Tally
 from sandbox.judge import read_value, same_stdout
+
+
+_EVAL_SET_KEYS = {"source", "data_dir", "release", "start", "end"}  # load's arguments
 
 
 def _same_value(got, expected) -> bool:
@@ -55,24 +59,37 @@ class CodeBench(FileSplits):
             raise ValueError(f"env.data_dir is required for {name}: the directory a hub download of it left")
         self.name, self.data_dir, self.seed = name, data_dir, seed
         self.window = {"release": release, "start": start, "end": end}
-        self.eval_sets = dict(eval_sets or {})
+        self.eval_sets = {k: dict(v) for k, v in (eval_sets or {}).items()}
+        for k, spec in self.eval_sets.items():
+            if not spec.get("data_dir"):
+                raise ValueError(f"env.eval_sets.{k} needs a data_dir (and a source, default {k!r})")
+            if set(spec) - _EVAL_SET_KEYS:
+                raise ValueError(f"env.eval_sets.{k}: unknown keys {sorted(set(spec) - _EVAL_SET_KEYS)}; allowed: "
+                                 f"{', '.join(sorted(_EVAL_SET_KEYS))}")
+            if spec.get("source", k) not in SOURCES:
+                raise ValueError(f"env.eval_sets.{k}.source {spec.get('source', k)!r} is not a code benchmark; "
+                                 f"allowed: {', '.join(SOURCES)}")
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
         self.rewards = CodeRewards.from_config(rewards)
         self._splits: dict[str, list[CodeProblem]] = {}
+        self.tallies: dict[str, Tally] = {}  # per split: the files and rows read, what was dropped and why
         self.dropped: dict[str, int] = {}  # per split: problems dropped as duplicates of evaluation ones
 
     def _evaluation(self) -> list[list[CodeProblem]]:
         evals = [load(self.name, self.data_dir, "test", **(self.window if self.name == "livecodebench" else {}))]
         for name, spec in self.eval_sets.items():
             spec = dict(spec)
-            evals.append(load(spec.pop("source", name), spec.pop("data_dir"), "test", **spec))
+            evals.append(load(spec.pop("source", name), spec.pop("data_dir"), "test", setting=f"env.eval_sets.{name}",
+                              **spec))
         return evals
 
-    def _read(self, split: str) -> list[CodeProblem]:
+    def _read(self, split: str, tally: Tally) -> list[CodeProblem]:
         kw = self.window if self.name == "livecodebench" else {}
-        got = load(self.name, self.data_dir, split, **kw)
+        got = load(self.name, self.data_dir, split, **kw, tally=tally)
         if split != "test":
             got, self.dropped[split] = deduplicate(got, *self._evaluation())
+            if self.dropped[split]:
+                tally.skipped["duplicates of an evaluation problem or of an earlier row"] += self.dropped[split]
         return got
 
     def initial_state(self, problem: CodeProblem) -> CodeState:

@@ -19,11 +19,12 @@ deduplicated against every evaluation set by it (some public AIME collections ho
 from __future__ import annotations
 
 import glob
-import json
+import itertools
 import os
 from dataclasses import dataclass
 
 from envs.code_data import deduplicate, statement_key  # noqa: F401 (deduplicate: works on any problem with a .key)
+from envs.data_files import Row, Skip, Tally, need_dir, parse, read_rows
 
 SOURCES = ("polaris", "aime24", "aime25", "olympiadbench")
 TRAIN_SOURCES = ("polaris",)
@@ -48,25 +49,20 @@ class MathProblem:
         return statement_key(self.statement)
 
 
-def _rows(data_dir: str, must_name: str | None = None) -> list[dict]:
-    if not data_dir or not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"env.data_dir {data_dir!r} is not a directory: it must hold the data set as a hub "
-                                "download lays it out (see envs/math_data.py)")
+_SEE = "envs/math_data.py"
+_EXPECTS = (f"with a statement ({', '.join(_STATEMENT)}) and an answer ({', '.join(_ANSWER)})")
+
+
+def _rows(data_dir: str, setting: str, tally: Tally, must_name: str | None = None) -> list[Row]:
+    need_dir(data_dir, setting, _SEE)
     files = sorted(f for ext in ("jsonl", "parquet")
                    for f in glob.glob(os.path.join(data_dir, "**", f"*.{ext}"), recursive=True)
                    if must_name is None or must_name in f)
     if not files:
         raise FileNotFoundError(f"no .jsonl or .parquet file{' naming ' + must_name if must_name else ''} under "
-                                f"{data_dir} (see envs/math_data.py)")
-    rows = []
-    for f in files:
-        if f.endswith(".jsonl"):
-            with open(f) as fh:
-                rows += [json.loads(line) for line in fh if line.strip()]
-        else:
-            import pyarrow.parquet as pq
-            rows += pq.read_table(f).to_pylist()
-    return rows
+                                f"{setting}={data_dir} (see {_SEE})")
+    source = tally.source(setting, data_dir)
+    return [r for f in files for r in read_rows(f, _EXPECTS, source)]
 
 
 def _field(row: dict, names: tuple[str, ...]):
@@ -83,11 +79,13 @@ def clean_answer(a) -> str:
     return s
 
 
-def problem(source: str, row: dict, index: int) -> MathProblem | None:
-    """One row of `source`; None where it lacks a statement or an answer."""
+def problem(source: str, row: dict, index: int) -> MathProblem:
+    """One row of `source`; `Skip` where it lacks a statement or an answer."""
     statement, answer = _field(row, _STATEMENT), _field(row, _ANSWER)
-    if statement is None or answer is None or not clean_answer(answer):
-        return None
+    if statement is None:
+        raise Skip(f"without a statement ({', '.join(_STATEMENT)})")
+    if answer is None or not clean_answer(answer):
+        raise Skip(f"without an answer ({', '.join(_ANSWER)})")
     rid = _field(row, _ID)
     return MathProblem(f"{source}/{rid if rid is not None else index}", source, str(statement).strip(),
                        clean_answer(answer))
@@ -98,8 +96,10 @@ def _val_bucket(key: str) -> bool:
     return int(key, 16) % 100 < VAL_PERCENT
 
 
-def load(source: str, data_dir: str, split: str) -> list[MathProblem]:
-    """The problems of one split of one source (see the module docstring)."""
+def load(source: str, data_dir: str, split: str, setting: str = "env",
+         tally: Tally | None = None) -> list[MathProblem]:
+    """The problems of one split of one source (see the module docstring). `setting`: the group
+    `data_dir` came from (env, env.test_sets.aime24), for errors; `tally` counts what was read."""
     if source not in SOURCES:
         raise ValueError(f"unknown maths source {source!r}; allowed: {', '.join(SOURCES)}")
     if split not in ("train", "val", "test"):
@@ -110,8 +110,14 @@ def load(source: str, data_dir: str, split: str) -> list[MathProblem]:
                              "sets, env.test_sets)")
     elif split != "test":
         raise ValueError(f"{source} is an evaluation set: it has a test split only")
-    rows = _rows(data_dir, OLYMPIAD_SUBSET if source == "olympiadbench" else None)
-    out = [p for i, r in enumerate(rows) if (p := problem(source, r, i)) is not None]
+    tally = tally if tally is not None else Tally()
+    rows = _rows(data_dir, f"{setting}.data_dir", tally, OLYMPIAD_SUBSET if source == "olympiadbench" else None)
+    position = itertools.count()  # a row's id where it has none: its place among the files' rows (parse is in order)
+    out = parse(rows, lambda r: problem(source, r, next(position)), tally)
     if source in TRAIN_SOURCES:
-        out = [p for p in out if _val_bucket(p.key) == (split == "val")]
+        kept = [p for p in out if _val_bucket(p.key) == (split == "val")]
+        if len(kept) < len(out):
+            other = "train" if split == "val" else "val"
+            tally.skipped[f"in the {other} split ({VAL_PERCENT}% of statements are val)"] += len(out) - len(kept)
+        out = kept
     return out

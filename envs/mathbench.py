@@ -12,6 +12,7 @@ from __future__ import annotations
 from envs.answers import check
 from envs.arith import MathRewards, MathState, answer_step
 from envs.base import FileSplits, StepResult, register
+from envs.data_files import Tally
 from envs.math_data import SOURCES, TRAIN_SOURCES, MathProblem, deduplicate, load
 
 
@@ -25,26 +26,36 @@ class MathBench(FileSplits):
         self.name, self.data_dir, self.seed = name, data_dir, seed
         self.test_sets = {k: dict(v) for k, v in (test_sets or {}).items()}
         for k, spec in self.test_sets.items():
-            if "data_dir" not in spec:
+            if not spec.get("data_dir"):
                 raise ValueError(f"env.test_sets.{k} needs a data_dir (and a source, default {k!r})")
+            if set(spec) - {"source", "data_dir"}:
+                raise ValueError(f"env.test_sets.{k}: unknown keys {sorted(set(spec) - {'source', 'data_dir'})}; "
+                                 "allowed: source, data_dir")
+            if spec.get("source", k) not in set(SOURCES) - set(TRAIN_SOURCES):
+                raise ValueError(f"env.test_sets.{k}.source {spec.get('source', k)!r} is not an evaluation set; "
+                                 f"allowed: {', '.join(s for s in SOURCES if s not in TRAIN_SOURCES)}")
         self.rewards = MathRewards.from_config(rewards)
         self._splits: dict[str, list[MathProblem]] = {}
+        self.tallies: dict[str, Tally] = {}  # per split: the files and rows read, what was dropped and why
         self.dropped: dict[str, int] = {}  # per split: problems dropped as duplicates of test ones
 
-    def _tests(self) -> list[MathProblem]:
+    def _tests(self, tally: Tally | None = None) -> list[MathProblem]:
         if self.name not in TRAIN_SOURCES:
-            return load(self.name, self.data_dir, "test")
+            return load(self.name, self.data_dir, "test", tally=tally)
         if not self.test_sets:
             raise ValueError(f"{self.name} is training data: its test split is env.test_sets "
                              "({name: {source, data_dir}}, e.g. aime24, aime25, olympiadbench)")
-        return [p for k, spec in self.test_sets.items() for p in load(spec.get("source", k), spec["data_dir"], "test")]
+        return [p for k, spec in self.test_sets.items()
+                for p in load(spec.get("source", k), spec["data_dir"], "test", f"env.test_sets.{k}", tally)]
 
-    def _read(self, split: str) -> list[MathProblem]:
+    def _read(self, split: str, tally: Tally) -> list[MathProblem]:
         if split == "test":
-            return self._tests()
+            return self._tests(tally)
         if self.name not in TRAIN_SOURCES:
             raise ValueError(f"{self.name} is an evaluation set: it has a test split only (train on polaris)")
-        got, self.dropped[split] = deduplicate(load(self.name, self.data_dir, split), self._tests())
+        got, self.dropped[split] = deduplicate(load(self.name, self.data_dir, split, tally=tally), self._tests())
+        if self.dropped[split]:
+            tally.skipped["duplicates of a test problem or of an earlier row"] += self.dropped[split]
         return got
 
     def initial_state(self, problem: MathProblem) -> MathState:

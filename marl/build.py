@@ -64,10 +64,25 @@ class BuiltRun:
         return Routing.default(self.engine.spec.kind, self.train_roles, role_names)
 
 
-def build_run(s: RunSettings, log=print) -> BuiltRun:
+def check_data(task, need: dict[str, int], settings: dict[str, str] | None = None) -> None:
+    """A task read from files: every split the run uses opened, parsed and sized before the
+    model loads (a generated task has nothing to check)."""
+    from envs.base import FileSplits
+
+    if isinstance(task, FileSplits):
+        task.check_sizes(need, settings)
+
+
+def build_run(s: RunSettings, log=print, need: dict[str, int] | None = None,
+              need_settings: dict[str, str] | None = None) -> BuiltRun:
+    """`need`: problems per split the caller will use, checked before the model loads (default, a
+    training run's: train non-empty, eval.n_val validation and eval.n_test test problems);
+    `need_settings`: the setting that asks for each split's, for the error (default eval.n_val ...)."""
     from roles import make_harness
 
     task, env_kw, h_kw = task_settings(s)
+    check_data(task, need if need is not None else {"train": 1, "val": s.eval.n_val, "test": s.eval.n_test},
+               need_settings)
     train_roles = make_harness(task, s.task.harness, **h_kw).role_names
     check_engine(s, len(policy_ids(s.policy.name, train_roles)))
     path = model_path(s, task, h_kw, env_kw, log=log)

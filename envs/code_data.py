@@ -19,7 +19,9 @@ success. Splits: APPS train/test, CodeContests train/valid/test, LiveCodeBench t
 source has no validation split (APPS) it is carved from training problems by a hash of their
 statement (so copies of a problem fall on one side).
 Training problems are deduplicated against every evaluation set by a hash of the normalised
-statement (`statement_key`).
+statement (`statement_key`). A row without usable tests or with an empty statement is skipped and
+counted; one that does not hold what its source's rows hold is an error naming the file, the row
+and the field (envs/data_files.py).
 """
 from __future__ import annotations
 
@@ -92,9 +94,18 @@ def _text(x) -> str:
     return "\n".join(x) if isinstance(x, list) else str(x)
 
 
+def _statement(row: dict, name: str) -> str:
+    """Every row of a source has the field (its absence: an error); an empty one is skipped."""
+    if name not in row:
+        raise FieldError(name, "is missing; expected the statement")
+    if not row[name]:
+        raise Skip(f"with an empty statement ({name})")
+    return row[name]
+
+
 def apps_problem(row: dict) -> CodeProblem:
     """One APPS row; `Skip` where it has no usable tests."""
-    pid, question = required(row, "problem_id", "the problem's id"), required(row, "question", "the statement")
+    pid, question = required(row, "problem_id", "the problem's id"), _statement(row, "question")
     try:
         io_ = json.loads(row["input_output"]) if row.get("input_output") else {}
     except ValueError:
@@ -118,11 +129,12 @@ def codecontests_problem(row: dict) -> CodeProblem:
         t = row.get(name)
         if not t:
             return ()
-        if not isinstance(t, dict) or len(list(t.get("input", []))) != len(list(t.get("output", []))):
+        ins, outs = (list(t.get(k) or []) for k in ("input", "output")) if isinstance(t, dict) else (None, None)
+        if ins is None or len(ins) != len(outs):
             raise FieldError(name, "is not {input: [...], output: [...]} with one output per input")
-        return tuple(zip(list(t["input"]), list(t["output"])))
+        return tuple(zip(ins, outs))
 
-    name, description = required(row, "name", "the problem's name"), required(row, "description", "the statement")
+    name, description = required(row, "name", "the problem's name"), _statement(row, "description")
     public = pairs("public_tests")
     private = pairs("private_tests") + pairs("generated_tests")
     if not private:
@@ -157,7 +169,7 @@ def _private(row: dict) -> list:
 
 
 def livecodebench_problem(row: dict) -> CodeProblem:
-    qid, content = required(row, "question_id", "the problem's id"), required(row, "question_content", "the statement")
+    qid, content = required(row, "question_id", "the problem's id"), _statement(row, "question_content")
     public, private = json_field(row, "public_test_cases", _TESTS, list), _private(row)
     for name, raw in (("public_test_cases", public), ("private_test_cases", private)):
         if not all(isinstance(t, dict) for t in raw):

@@ -15,6 +15,8 @@ usual layouts all work:
 
 A statement's key is a hash of it normalised (envs/code_data.statement_key); training problems are
 deduplicated against every evaluation set by it (some public AIME collections hold AIME 2024).
+A row without a statement or an answer is skipped and counted (public dumps hold such rows); a line
+that is not a JSON object is an error naming the file and the line (envs/data_files.py).
 """
 from __future__ import annotations
 

@@ -23,16 +23,42 @@ def task_settings(s: RunSettings):
 def model_path(s: RunSettings, task, h_kw: dict, env_kw: dict, log=print) -> str:
     """The directory the policies start from: `model.path`, or the tiny model built (or loaded
     from `cache_dir`) for this task. The tiny model learns every harness format of the task,
-    whatever the run evaluates, so one cached warm start serves all runs on the task."""
+    whatever the run evaluates, and is built from the settings that shape it, with the RL-time
+    ones (rewards, harness.max_turns, limits) at their defaults (`marl.tiny.build_settings`), so
+    one cached warm start serves every run on the task that differs only in those."""
     if s.model.path:
         return s.model.path
-    from marl.tiny import ensure_built
+    import envs
+    from marl.tiny import build_settings, ensure_built
     from roles import harness_names, make_harness
 
-    spec = {"task": {"env": env_kw, "harness": h_kw}, "harnesses": harness_names(task.name),
-            "seed": s.model.seed, "model": s.model.arch, "sft": s.model.sft}
-    harnesses = [make_harness(task, n, **h_kw) for n in harness_names(task.name)]
+    env_b, h_b = build_settings(s.task.env, env_kw, h_kw)
+    spec = warm_start_spec(s, env_b, h_b)
+    _note_older_warm_start(s, spec, warm_start_spec(s, env_kw, h_kw), log)
+    built_task = task if env_b == env_kw else envs.make(s.task.env, **env_b)
+    harnesses = [make_harness(built_task, n, **h_b) for n in harness_names(task.name)]
     return str(ensure_built(harnesses, spec, s.cache_dir, log=log))
+
+
+def warm_start_spec(s: RunSettings, env_kw: dict, h_kw: dict) -> dict:
+    """The tiny model's spec (marl.tiny.ensure_built; its cache key) from the env and harness
+    settings it is built with."""
+    from roles import harness_names
+
+    return {"task": {"env": env_kw, "harness": h_kw}, "harnesses": harness_names(s.task.env),
+            "seed": s.model.seed, "model": s.model.arch, "sft": s.model.sft}
+
+
+def _note_older_warm_start(s: RunSettings, spec: dict, as_set: dict, log) -> None:
+    """Before the RL-time settings were left out of the build, a run with non-default ones was
+    warm-started from a model of its own: say where it is, for evaluating or resuming such runs."""
+    from marl.tiny import cache_key
+
+    older = Path(s.cache_dir).expanduser() / f"tiny-{cache_key(as_set)}"
+    if as_set != spec and (older / "done.json").exists():
+        log(f"[tiny] this run starts from the warm start of its build-time settings; runs with its RL-time "
+            f"settings made before they were left out of the build started from {older}: evaluate or resume "
+            f"those with model.path={older}")
 
 
 def check_engine(s: RunSettings, n_policies: int) -> None:

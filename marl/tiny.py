@@ -2,10 +2,15 @@
 word-level tokenizer trained on the task's own text, and a warm start by supervised fine-tuning
 on oracle demonstrations in every harness format.
 
-Both are cached under `<cache_dir>/tiny-<hash>/`, the hash covering everything that shapes them
-(task, harnesses, model config, SFT settings, seed), so a second run loads them at once. The
-directory is written under a temporary name and renamed into place, so a killed build never
-leaves a half-written cache behind.
+Both are cached under `<cache_dir>/tiny-<hash>/`, the hash covering exactly what shapes them
+(the task's instances and the harnesses' formats, model config, SFT settings, seed), so a second
+run loads them at once. The settings a run reads only while it trains and evaluates (RL-time:
+rewards, the number of turns, time and memory limits; `RL_TIME_ENV`, `RL_TIME_HARNESS`) do not
+enter it: a warm start is built with them at their defaults (`build_settings`), whatever the run
+sets, so every arm of a sweep over one of them (experiments/sweeps/turns.yaml: harness.max_turns)
+starts from the same model, and the comparison is of the setting alone. The directory is written
+under a temporary name and renamed into place, so a killed build never leaves a half-written
+cache behind.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
@@ -29,6 +35,47 @@ from roles.base import Harness
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
 VERSION = 5  # bump when the build recipe changes, to invalidate old caches
+CONF = Path(__file__).resolve().parents[1] / "conf"  # the defaults of the env and harness settings
+
+# RL-time settings, per task (envs/) and per harness family (roles/): read only by the runs' rewards
+# and limits, never by the build's demonstrations (oracle and naive text, whatever they score),
+# tokenizer or SFT. Every other env and harness setting is build-time: it shapes the instances, the
+# prompts or the answers' format. A task or family not listed here has none (nothing is shared).
+# - rewards, parse_penalty: score actions;
+# - max_turns: caps an episode, so the demonstration episodes too: built at the family's default;
+# - tool_timeout_s, timeout_s, memory_mb: a program's limits (the demonstrators' programs run well
+#   inside the defaults the build uses).
+_CODEBENCH = ("rewards", "timeout_s", "memory_mb")
+RL_TIME_ENV: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("planpath", "sokoban", "sudoku", "code", "math", "polaris", "aime24", "aime25",
+                     "olympiadbench"), ("rewards",)),
+    **dict.fromkeys(("apps", "codecontests", "livecodebench"), _CODEBENCH),
+}
+RL_TIME_HARNESS: dict[str, tuple[str, tuple[str, ...]]] = {  # family -> (its conf/family/ file, settings)
+    "planning": ("planning", ("max_turns", "parse_penalty", "tool_timeout_s")),
+    "code": ("code", ("max_turns", "parse_penalty")),
+    "maths": ("math", ("max_turns", "parse_penalty")),
+}
+
+
+def build_settings(task_name: str, env_kw: dict, h_kw: dict) -> tuple[dict, dict]:
+    """(env kwargs, harness kwargs) that the warm start of a run with these settings is built from,
+    and keyed by: the run's build-time settings, and its RL-time settings at their defaults
+    (conf/env/<task>.yaml, conf/family/<family>.yaml; one with no default on file is left out, so
+    the task's or family's own default applies). The default settings give back exactly the run's."""
+    from roles import harness_family
+
+    family = harness_family(task_name)
+    conf, h_rl = RL_TIME_HARNESS.get(family.name if family else "", ("", ()))
+    return (_at_defaults(env_kw, RL_TIME_ENV.get(task_name, ()), CONF / "env" / f"{task_name}.yaml"),
+            _at_defaults(h_kw, h_rl, CONF / "family" / f"{conf}.yaml"))
+
+
+def _at_defaults(kw: dict, rl_time: tuple[str, ...], defaults_file: Path) -> dict:
+    if not rl_time:
+        return dict(kw)
+    defaults = OmegaConf.to_container(OmegaConf.load(defaults_file)) if defaults_file.is_file() else {}
+    return {k: defaults[k] if k in rl_time else v for k, v in kw.items() if k not in rl_time or k in defaults}
 
 
 def demonstrations(harnesses: list[Harness], split_index: range, noise: float, seed: int,

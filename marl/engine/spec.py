@@ -69,7 +69,7 @@ class EngineSpec:
     dtype: str
     device: str
     max_new_tokens: int
-    max_batch: int
+    max_batch: int                # most sequences in one generate call; 0: the engine's default
     optim: OptimSpec
     reference: bool               # keep a KL reference (algo.kl_coef > 0)
     seed: int                     # draws an engine makes at build time (LoRA initialisation)
@@ -82,3 +82,6 @@ class EngineSpec:
             raise ValueError(f"unknown policy {self.kind!r}; allowed: {', '.join(POLICY_KINDS)}")
         if (self.kind == "lora") != (self.lora is not None):
             raise ValueError("policy=lora needs its LoRA settings (conf/policy/lora.yaml), and only it has them")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 0:
+            raise ValueError(f"engine.max_batch must be an integer >= 1, or 0 for the engine's default; "
+                             f"got {self.max_batch!r}")

@@ -57,3 +57,21 @@ def test_offline_multirun_is_the_same_grid(name):
 def test_unknown_sweep_names_the_allowed_ones():
     with pytest.raises(ValueError, match="allowed: .*k"):
         sweeps.load("nope")
+
+
+@pytest.mark.parametrize("name", sweeps.names())
+def test_every_arm_of_a_sweep_starts_from_one_warm_start(name, monkeypatch):
+    """No sweep's axis shapes the tiny model's build (marl.tiny: harness.max_turns is RL-time, the
+    harness and policy are not part of it), so the sweep compares the setting, not warm starts.
+    Before: the arms of `turns` had a warm start each."""
+    from marl import tiny
+    from marl.build import model_path, task_settings
+
+    monkeypatch.setattr(tiny, "ensure_built", lambda harnesses, spec, cache_dir, log: tiny.cache_key(spec))
+    keys = set()
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        for overrides in sweeps.grid(sweeps.load(name)):
+            s = run_settings(compose("config", overrides=[*overrides, "cache_dir=/nonexistent/cache"]))
+            task, env_kw, h_kw = task_settings(s)
+            keys.add(model_path(s, task, h_kw, env_kw, log=lambda *a: None))
+    assert len(keys) == 1, keys

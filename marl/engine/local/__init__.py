@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from marl.engine import Engine, EngineSpec, UpdateSpec
 from marl.engine.local.batching import Batcher, BatchingClient
-from marl.engine.local.decode import Runner
+from marl.engine.local.decode import DEFAULT_MAX_BATCH, Runner
 from marl.engine.local.policies import FullPolicy, LoraPolicy, add_adapters
 from marl.engine.local.update import update_policy
 from marl.engine.tokens import encode_prompt, load_tokenizer
@@ -38,12 +38,13 @@ class LocalEngine(Engine):
         model, self.tokenizer, self.chat = load_model(spec.model_path, spec.dtype)
         model = model.to(spec.device)
         pad = self.tokenizer.pad_token_id
+        max_batch = spec.max_batch or DEFAULT_MAX_BATCH  # engine.max_batch=0: the engine's default
         self.batcher = Batcher()
         self.policies: dict = {}
         self.clients: dict[str, BatchingClient] = {}
         if spec.kind == "lora":
             base = add_adapters(model, spec.policy_ids, spec.lora, spec.seed)
-            runner = Runner(base, self.tokenizer, spec.max_new_tokens, spec.max_batch)
+            runner = Runner(base, self.tokenizer, spec.max_new_tokens, max_batch)
             self.runners = [runner]
             for n in spec.policy_ids:
                 self.policies[n] = LoraPolicy(n, base, pad, spec.optim, spec.reference)
@@ -53,7 +54,7 @@ class LocalEngine(Engine):
             for i, n in enumerate(spec.policy_ids):  # per_role: independent copies of one warm start
                 m = model if i == 0 else copy.deepcopy(model)
                 self.policies[n] = FullPolicy(n, m, pad, spec.optim, spec.reference)
-                self.runners.append(Runner(m, self.tokenizer, spec.max_new_tokens, spec.max_batch))
+                self.runners.append(Runner(m, self.tokenizer, spec.max_new_tokens, max_batch))
                 self.clients[n] = BatchingClient(self.runners[-1], self.batcher)
 
     def client(self, policy_id: str) -> BatchingClient:

@@ -73,22 +73,36 @@ class Batcher:
             asyncio.get_running_loop().call_soon(self._check)
 
     def _check(self) -> None:
+        """Runs as an event-loop callback, where an exception would only be logged and the
+        requests it left waiting would wait for ever: any exception here (or a request the
+        serving left unanswered) fails every waiting request with it instead, so the rollouts
+        awaiting them, and the run, end with it."""
         self._scheduled = False
-        if not self._pending:
-            return
-        if self._live and len({r.order[0] for r in self._pending}) < self._live:
-            return  # a rollout is still busy (a tool call): its finish or next request kicks again
-        if len(self._pending) != self._seen:  # requests already scheduled (the rest of a group's
-            self._seen = len(self._pending)   # K) arrive within a pass of the loop: wait one
-            self._kick()
-            return
-        batch, self._pending, self._seen = sorted(self._pending, key=lambda r: r.order), [], -1
-        self._serve(batch)
+        batch: list[_Request] = []
+        try:
+            if not self._pending:
+                return
+            if self._live and len({r.order[0] for r in self._pending}) < self._live:
+                return  # a rollout is still busy (a tool call): its finish or next request kicks again
+            if len(self._pending) != self._seen:  # requests already scheduled (the rest of a group's
+                self._seen = len(self._pending)   # K) arrive within a pass of the loop: wait one
+                self._kick()
+                return
+            batch, self._pending, self._seen = sorted(self._pending, key=lambda r: r.order), [], -1
+            self._serve(batch)
+            unserved = sum(not r.future.done() for r in batch)
+            if unserved:
+                raise RuntimeError(f"the batcher served {len(batch) - unserved} of {len(batch)} generate requests "
+                                   f"and left {unserved} unanswered")
+        except Exception as e:
+            waiting, self._pending, self._seen = batch + self._pending, [], -1
+            _fail(waiting, e)
 
     @staticmethod
     def _serve(batch: list[_Request]) -> None:
         """One decoding call per (model, temperature) and chunk of at most max_batch rows; rows
-        of different LoRA adapters on one model share a call."""
+        of different LoRA adapters on one model share a call. A failed call fails its own rows
+        (other calls of the batch still run)."""
         calls: dict[tuple[int, float], list[_Request]] = {}
         for r in batch:
             calls.setdefault((id(r.client.runner), r.temperature), []).append(r)
@@ -96,15 +110,24 @@ class Batcher:
             runner = reqs[0].client.runner
             for i in range(0, len(reqs), runner.max_batch):
                 chunk = reqs[i:i + runner.max_batch]
-                adapters = None if chunk[0].client.adapter is None else [r.client.adapter for r in chunk]
                 try:
+                    adapters = None if chunk[0].client.adapter is None else [r.client.adapter for r in chunk]
                     outs = runner.generate_batch([r.prompt_ids for r in chunk], temp, adapters)
+                    if len(outs) != len(chunk):
+                        raise RuntimeError(f"a decoding call of {len(chunk)} prompts returned {len(outs)} completions")
                 except Exception as e:  # surface the error in every waiting rollout
-                    for r in chunk:
-                        r.future.set_exception(e)
+                    _fail(chunk, e)
                     continue
                 for r, out in zip(chunk, outs):
-                    r.future.set_result(out)
+                    if not r.future.done():  # a cancelled caller (its rollout was cancelled) takes nothing
+                        r.future.set_result(out)
+
+
+def _fail(requests: list[_Request], error: Exception) -> None:
+    """Every request still waiting gets `error` (one exception object, raised in each caller)."""
+    for r in requests:
+        if not r.future.done():
+            r.future.set_exception(error)
 
 
 class BatchingClient:

@@ -15,12 +15,19 @@ import torch.nn.functional as F
 
 from marl.types import Completion
 
+DEFAULT_MAX_BATCH = 512  # most rows in one decoding call where engine.max_batch=0 leaves it to the engine
+
 
 class Runner:
     """Decoding calls on one model. With several LoRA adapters on the model, each row of a call
     can name its own (`adapters`), so every role's requests share one call."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int, max_batch: int = 512, share_prefix: bool = True):
+    def __init__(self, model, tokenizer, max_new_tokens: int, max_batch: int = DEFAULT_MAX_BATCH,
+                 share_prefix: bool = True):
+        # refused here, not at the first batch: a batch of 0 rows per call never serves a request
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"Runner max_batch (the most sequences in one decoding call) must be an integer >= 1, "
+                             f"got {max_batch!r}; engine.max_batch=0 asks for the engine's default, {DEFAULT_MAX_BATCH}")
         self.model, self.tok, self.share_prefix = model, tokenizer, share_prefix
         self.max_new_tokens, self.max_batch = max_new_tokens, max_batch
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id

@@ -109,11 +109,11 @@ class Section:
 
 
 def _tiny(c: dict) -> bool:
-    return _get(c, "model").get("name") == "tiny"
+    return section(c, "model").get("name") == "tiny"
 
 
 def _lora(c: dict) -> bool:
-    return _get(c, "policy").get("name") == "lora"
+    return section(c, "policy").get("name") == "lora"
 
 
 def _arch_keys() -> list[str]:
@@ -157,7 +157,7 @@ SECTIONS = (
 )
 
 
-def _get(c: dict, path: str) -> dict:
+def section(c: dict, path: str) -> dict:
     """The section at a dotted path ({} where there is none, or where it is not a section)."""
     for part in path.split(".") if path else []:
         c = c.get(part) if isinstance(c, dict) else None
@@ -177,7 +177,7 @@ def check_keys(c: dict, open_paths: tuple[str, ...] = ()) -> None:
         if not active or path in open_paths or any(s.open for s in active):
             continue
         known = [k for s in active for k in s.rules]
-        unknown = [k for k in _get(c, path) if k not in known]
+        unknown = [k for k in section(c, path) if k not in known]
         more = [s for s in active if s.more]
         if unknown and more:
             extra = {k for s in more for k in s.more()}
@@ -211,6 +211,6 @@ def _settings(c: dict):
     for s in SECTIONS:
         if not s.when(c):
             continue
-        section = _get(c, s.path)
+        values = section(c, s.path)
         for key, rule in s.rules.items():
-            yield s.path, key, rule, section.get(key), key in section
+            yield s.path, key, rule, values.get(key), key in values

@@ -7,7 +7,9 @@ never a Hydra section.
     s = load_run_settings(run_dir)     # the config.yaml marl.train wrote into a run directory
     e = evaluate_settings(cfg)         # marl.evaluate's config (conf/evaluate.yaml)
 
-The env and harness options stay dicts: `envs.make` and `roles.make_harness` validate them.
+The env and harness options stay dicts: their names are checked here (envs.check_options, the
+harness family's check_options), their values by `envs.make` and `roles.make_harness`. The values
+and keys of every other section are checked by marl/checks.py's table.
 """
 from __future__ import annotations
 
@@ -176,7 +178,7 @@ def _from_dict(c: dict, saved: bool = False) -> RunSettings:
     from roles import harness_family, harness_names
 
     if not saved:
-        checks.check_keys(c, open_paths=("engine",) if _reads_own_settings(c["engine"].get("name")) else ())
+        checks.check_keys(c, open_paths=("engine",) if _reads_own_settings(checks.section(c, "engine").get("name")) else ())
     checks.check_types(c)
     a, t, e, pol, h, env = c["algo"], c["train"], c["eval"], c["policy"], c["harness"], c["env"]
     algos.get(a["name"])  # refuses an unknown algorithm, naming the allowed ones

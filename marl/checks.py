@@ -46,8 +46,8 @@ class Rule:
 
     def allowed(self) -> str:
         text = ", ".join(self.choices) if self.choices else KINDS[self.kind]
-        bounds = [f"{op} {v}" for op, v in ((">" if self.lo_open else ">=", self.lo), ("<" if self.hi_open else "<=", self.hi))
-                  if v is not None]
+        ends = ((">" if self.lo_open else ">=", self.lo), ("<" if self.hi_open else "<=", self.hi))
+        bounds = [f"{op} {v}" for op, v in ends if v is not None]
         text = " ".join([text, " and ".join(bounds)]) if bounds else text
         if self.per_role:
             text += ", or {role: such a number}"
@@ -124,9 +124,9 @@ def _arch_keys() -> list[str]:
 
 
 SECTIONS = (
-    Section("", {"seed": Int(0, SEED_MAX), "device": TEXT, "threads": Int(0), "resume": Rule(str, null=True, **OPTIONAL),
-                 "cache_dir": TEXT, "env": SECTION, "harness": SECTION, "policy": SECTION, "model": SECTION,
-                 "algo": SECTION, "engine": SECTION, "logger": SECTION, "train": SECTION, "eval": SECTION,
+    Section("", {"seed": Int(0, SEED_MAX), "device": TEXT, "threads": Int(0),
+                 "resume": Rule(str, null=True, **OPTIONAL), "cache_dir": TEXT,
+                 **{g: SECTION for g in ("env", "harness", "policy", "model", "algo", "engine", "logger", "train", "eval")},
                  "per_model": Rule(dict, **OPTIONAL), "mismatch": Rule(dict, **OPTIONAL)}),
     Section("train", {"steps": Int(1), "problems_per_step": Int(1), "temperature": POSITIVE, "lr": POSITIVE,
                       "weight_decay": Num(0), "schedule": OneOf(*SCHEDULES), "warmup_steps": Int(0),

@@ -178,7 +178,8 @@ def _from_dict(c: dict, saved: bool = False) -> RunSettings:
     from roles import harness_family, harness_names
 
     if not saved:
-        checks.check_keys(c, open_paths=("engine",) if _reads_own_settings(checks.section(c, "engine").get("name")) else ())
+        own = _reads_own_settings(checks.section(c, "engine").get("name"))
+        checks.check_keys(c, open_paths=("engine",) if own else ())
     checks.check_types(c)
     a, t, e, pol, h, env = c["algo"], c["train"], c["eval"], c["policy"], c["harness"], c["env"]
     algos.get(a["name"])  # refuses an unknown algorithm, naming the allowed ones

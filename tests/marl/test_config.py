@@ -93,7 +93,8 @@ def test_the_lora_settings_are_checked(overrides, msg):
     ("+eval.n=3", "eval.n", "eval holds: harnesses, n_val, n_test,"),
     ("+model.temperature=1", "model.temperature", "model holds: name, path, dtype, max_new_tokens, seed, arch, sft"),
     ("+model.sft.step=3", "model.sft.step", "model.sft holds: instances, noise, steps,"),
-    ("+model.arch.hidden=3", "model.arch.hidden", "model.arch holds: hidden_size, .*, and Qwen3Config's other arguments"),
+    ("+model.arch.hidden=3", "model.arch.hidden",
+     "model.arch holds: hidden_size, .*, and Qwen3Config's other arguments"),
     ("+policy.rank=8", "policy.rank", "policy holds: name, lr$"),  # only policy=lora reads it
     ("+logger.projet=x", "logger.projet", "logger holds: name, project, mode, entity, group, id$"),
     ("+engine.max_batchs=8", "engine.max_batchs", "engine holds: name, max_batch$"),
@@ -106,7 +107,8 @@ def test_a_key_no_code_reads_is_refused_naming_the_known_ones(override, key, sec
 
 
 @pytest.mark.parametrize("overrides, msg", [
-    (["+env.foo=1"], r"unknown env option\(s\) env.foo for env=planpath; allowed: size, wall_frac, min_dist, seed, rewards$"),
+    (["+env.foo=1"],
+     r"unknown env option\(s\) env.foo for env=planpath; allowed: size, wall_frac, min_dist, seed, rewards$"),
     (["+harness.foo=1"], r"unknown planning harness option\(s\) \['foo'\]; allowed: max_turns, instructions,"),
     (["env=aime24", "env.data_dir=/nowhere", "+env.foo=1"],  # a task read from files: no file is read to say it
      r"unknown env option\(s\) env.foo for env=aime24; allowed: data_dir, test_sets, seed, rewards$"),
@@ -182,8 +184,8 @@ def test_a_cache_dir_that_cannot_be_written_is_refused_before_the_build(tmp_path
     monkeypatch.setattr(tiny, "demonstrations", lambda *a, **k: pytest.fail("the build started"))
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match=rf"cache_dir={tmp_path}/file/sub: cannot write there \(Not a directory\); "
-                                         r"the tiny model this run starts from is not built there yet \(tiny-[0-9a-f]+\)"
-                                         r".*Point cache_dir= at a writable directory"):
+                                         r"the tiny model this run starts from is not built there yet "
+                                         r"\(tiny-[0-9a-f]+\).*Point cache_dir= at a writable directory"):
         tiny.ensure_built([], {"seed": 0, "sft": {}}, str(tmp_path / "file" / "sub"))
 
 

@@ -126,7 +126,8 @@ def _arch_keys() -> list[str]:
 SECTIONS = (
     Section("", {"seed": Int(0, SEED_MAX), "device": TEXT, "threads": Int(0),
                  "resume": Rule(str, null=True, **OPTIONAL), "cache_dir": TEXT,
-                 **{g: SECTION for g in ("env", "harness", "policy", "model", "algo", "engine", "logger", "train", "eval")},
+                 **dict.fromkeys(("env", "harness", "policy", "model", "algo", "engine", "logger", "train", "eval"),
+                                 SECTION),
                  "per_model": Rule(dict, **OPTIONAL), "mismatch": Rule(dict, **OPTIONAL)}),
     Section("train", {"steps": Int(1), "problems_per_step": Int(1), "temperature": POSITIVE, "lr": POSITIVE,
                       "weight_decay": Num(0), "schedule": OneOf(*SCHEDULES), "warmup_steps": Int(0),

@@ -43,8 +43,11 @@ class Rule:
     null: bool = False        # null allowed
     required: bool = True     # False: the code reads it with a default
     per_role: bool = False    # {role: value} allowed too (model.sft.oracle_frac)
+    text: str = ""            # what is allowed, where the code that reads it checks more than its type
 
     def allowed(self) -> str:
+        if self.text:
+            return self.text
         text = ", ".join(self.choices) if self.choices else KINDS[self.kind]
         ends = ((">" if self.lo_open else ">=", self.lo), ("<" if self.hi_open else "<=", self.hi))
         bounds = [f"{op} {v}" for op, v in ends if v is not None]
@@ -124,7 +127,7 @@ def _arch_keys() -> list[str]:
 
 
 SECTIONS = (
-    Section("", {"seed": Int(0, SEED_MAX), "device": TEXT, "threads": Int(0),
+    Section("", {"seed": Int(0, SEED_MAX), "device": Rule(str, text="cpu, cuda, cuda:<index>"), "threads": Int(0),
                  "resume": Rule(str, null=True, **OPTIONAL), "cache_dir": TEXT,
                  **dict.fromkeys(("env", "harness", "policy", "model", "algo", "engine", "logger", "train", "eval"),
                                  SECTION),

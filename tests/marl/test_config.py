@@ -39,6 +39,7 @@ def model_dir(tmp_path):
     ("algo.k=true", "algo.k=True; allowed: an integer >= 2$"),                # nor is a bool
     ("algo.norm_by_std=1", "algo.norm_by_std=1; allowed: true or false$"),
     ("eval.warm_start=yes", "eval.warm_start='yes'; allowed: true or false$"),
+    ("device=1", "device=1; allowed: cpu, cuda, cuda:<index>$"),
     ("eval.harnesses=[]", r"eval.harnesses=\[\]; allowed: a non-empty list of names$"),
     # finiteness
     ("algo.alpha=nan", "algo.alpha=nan; allowed: a finite number >= 0$"),

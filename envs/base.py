@@ -16,6 +16,7 @@ Invariants every task keeps (checked for every registered task by tests/envs/tes
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -167,9 +168,22 @@ def register(name: str, factory: Callable[..., Task], from_files: bool = False) 
 
 
 def make(name: str, **kwargs: Any) -> Task:
+    check_options(name, kwargs)
+    return _REGISTRY[name](**kwargs)
+
+
+def check_options(name: str, kwargs: dict) -> None:
+    """Refuse an unknown task, or an option its factory does not take (`env.<option>`, e.g. one
+    added with `+`), naming the allowed ones; nothing is built or read."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
+    params = inspect.signature(_REGISTRY[name]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # a factory that forwards its options: the task checks them itself
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"unknown env option(s) {', '.join(f'env.{k}' for k in unknown)} for env={name}; "
+                         f"allowed: {', '.join(params)}")
 
 
 def registered(from_files: bool = False) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import sandbox
 from envs.base import FileSplits, StepResult, register
@@ -130,4 +130,4 @@ class CodeBench(FileSplits):
 
 
 for _name in SOURCES:
-    register(_name, lambda _n=_name, **kw: CodeBench(_n, **kw), from_files=True)
+    register(_name, partial(CodeBench, _name), from_files=True)  # its options: CodeBench's, less the name

@@ -9,6 +9,8 @@ tasks and the tiny one alike (each is a `envs.base.MathTask`); answers are check
 """
 from __future__ import annotations
 
+from functools import partial
+
 from envs.answers import check
 from envs.arith import MathRewards, MathState, answer_step
 from envs.base import FileSplits, StepResult, register
@@ -78,4 +80,4 @@ class MathBench(FileSplits):
 
 
 for _name in SOURCES:
-    register(_name, lambda _n=_name, **kw: MathBench(_n, **kw), from_files=True)
+    register(_name, partial(MathBench, _name), from_files=True)  # its options: MathBench's, less the name

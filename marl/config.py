@@ -7,7 +7,9 @@ never a Hydra section.
     s = load_run_settings(run_dir)     # the config.yaml marl.train wrote into a run directory
     e = evaluate_settings(cfg)         # marl.evaluate's config (conf/evaluate.yaml)
 
-The env and harness options stay dicts: `envs.make` and `roles.make_harness` validate them.
+The env and harness options stay dicts: their names are checked here (envs.check_options, the
+harness family's check_options), their values by `envs.make` and `roles.make_harness`. The values
+and keys of every other section are checked by marl/checks.py's table.
 """
 from __future__ import annotations
 
@@ -144,7 +146,8 @@ class RunSettings:
 
 
 def run_settings(cfg) -> RunSettings:
-    """A composed training config (DictConfig or its resolved dict), checked."""
+    """A composed training config (DictConfig or its resolved dict), checked: every key is one
+    some code reads, and every value is of its type and in its range (marl.checks)."""
     return _from_dict(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True))
 
 
@@ -158,19 +161,26 @@ def saved_config(run_dir) -> dict:
 
 
 def load_run_settings(run_dir) -> RunSettings:
-    """The settings of the run in `run_dir`, from the config.yaml marl.train wrote there."""
-    return run_settings(saved_config(run_dir))
+    """The settings of the run in `run_dir`, from the config.yaml marl.train wrote there. Its
+    values are checked again; keys this version no longer reads are not refused (the run was
+    trained with them: older runs held e.g. `tiny_lr` at the top level)."""
+    return _from_dict(saved_config(run_dir), saved=True)
 
 
 def save_run_settings(s: RunSettings, run_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(s.config), Path(run_dir) / "config.yaml")
 
 
-def _from_dict(c: dict) -> RunSettings:
-    from marl import algos
+def _from_dict(c: dict, saved: bool = False) -> RunSettings:
+    import envs
+    from marl import algos, checks
     from marl.engine import engine_class, engine_names
-    from roles import harness_names
+    from roles import harness_family, harness_names
 
+    if not saved:
+        own = _reads_own_settings(checks.section(c, "engine").get("name"))
+        checks.check_keys(c, open_paths=("engine",) if own else ())
+    checks.check_types(c)
     a, t, e, pol, h, env = c["algo"], c["train"], c["eval"], c["policy"], c["harness"], c["env"]
     algos.get(a["name"])  # refuses an unknown algorithm, naming the allowed ones
     if a["k"] < 2:
@@ -196,6 +206,10 @@ def _from_dict(c: dict) -> RunSettings:
     check_device(str(c["device"]))
     eng = c["engine"]
     options = engine_class(eng["name"]).read_settings(eng)
+    checks.check_values(c)
+    envs.check_options(env["name"], _less_name(env))  # reads no data: the task's own checks come when it is made
+    if harness_family(env["name"]):
+        harness_family(env["name"]).check_options(_less_name(h))
     return RunSettings(
         seed=c["seed"], device=str(c["device"]), threads=c["threads"], resume=c.get("resume"),
         cache_dir=c["cache_dir"],
@@ -207,6 +221,14 @@ def _from_dict(c: dict) -> RunSettings:
         eval=EvalSettings(tuple(e["harnesses"]), e["n_val"], e["n_test"], e["temperature"], e["val_temperature"],
                           e["val_samples"], e["warm_start"]),
         update=update, logger=_logger(c["logger"]), config=c)
+
+
+def _reads_own_settings(engine: str | None) -> bool:
+    """Whether the engine checks its config group itself (engine=verl: VerlSettings); any other
+    holds only `name` and `max_batch`."""
+    from marl.engine import Engine, engine_class, engine_names
+
+    return engine in engine_names() and engine_class(engine).read_settings.__func__ is not Engine.read_settings.__func__
 
 
 def _less_name(group: dict) -> dict:
@@ -224,10 +246,30 @@ def _model(m: dict) -> ModelSettings:
             raise ValueError(f"model.path={path}: {what}. Pass a local Hugging Face model directory "
                              "(config.json, weights and tokenizer files, e.g. from `huggingface-cli download`), "
                              "a hub id already in the local cache (e.g. Qwen/Qwen3-1.7B), or model=tiny")
+        if not local:
+            _check_hub_cache(str(path))
     elif m["name"] != "tiny":
         raise ValueError(f"model={m['name']} needs model.path (a local HF directory or hub id)")
     return ModelSettings(m["name"], str(path) if path else None, m.get("dtype", "float32"), m["max_new_tokens"],
                          m.get("seed", 0), m.get("arch") or {}, m.get("sft") or {})
+
+
+def _check_hub_cache(repo_id: str) -> None:
+    """Refuses a hub id whose model is not in the local Hugging Face cache: marl downloads nothing
+    at run time (a download would only start, and fail or stall, once the policies load)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except HFValidationError:
+        raise ValueError(f"model.path={repo_id}: neither a local directory nor a Hugging Face hub id (Org/Name). "
+                         "Pass a local model directory, a hub id already in the local cache, or model=tiny") from None
+    if not isinstance(cached, str):
+        raise ValueError(f"model.path={repo_id}: not a local directory, and that hub id is not in the local Hugging "
+                         f"Face cache ({constants.HF_HUB_CACHE}); marl downloads nothing at run time. Download it "
+                         f"first (`huggingface-cli download {repo_id}`, or `hf download {repo_id}`; HF_HUB_CACHE "
+                         "or HF_HOME choose the cache), or pass model.path=<a local model directory>")
 
 
 def check_device(dev: str) -> None:

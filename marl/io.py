@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -49,6 +50,19 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     except OSError:  # a concurrent writer put its copy in place between our check and rename
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(directory: Path, setting: str, why: str) -> None:
+    """Refuse, naming `setting`, a directory that cannot be created or written: a file is
+    created in it and removed (permission bits alone do not say it: root writes anyway, and a
+    read-only file system ignores them)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise ValueError(f"{setting}={directory}: cannot write there ({e.strerror or e}); {why}") from None
 
 
 def set_threads(n: int | None) -> int:

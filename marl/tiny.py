@@ -28,7 +28,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from marl.engine.tokens import encode_pair
-from marl.io import atomic_dir, set_threads
+from marl.io import atomic_dir, check_writable, set_threads
 from marl.packing import first_fit
 
 from roles.base import Harness
@@ -221,7 +221,9 @@ def ensure_built(harnesses: list[Harness], spec: dict, cache_dir: str, log=print
     faster at 2 threads than 1 on an idle 2-core machine); the run's own setting is restored after."""
     path = Path(os.path.expanduser(cache_dir)) / f"tiny-{cache_key(spec)}"
     if (path / "done.json").exists():
-        return path
+        return path  # a read-only cache holding it serves
+    check_writable(path.parent, "cache_dir", f"the tiny model this run starts from is not built there yet "
+                   f"({path.name}), and its build (minutes) is cached there. Point cache_dir= at a writable directory")
     t0 = time.time()
     sft_spec, seed = spec["sft"], spec["seed"]
     pairs = list(demonstrations(harnesses, range(sft_spec["instances"]), sft_spec["noise"], seed,

@@ -161,6 +161,13 @@ class Family:
     options: tuple[str, ...]  # the family's own options
     max_turns: int = 4       # the family's default
 
+    def check_options(self, kwargs: dict) -> None:
+        """Refuse an option this family does not read, naming the allowed ones."""
+        allowed = COMMON_OPTIONS + self.options
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {self.name} harness option(s) {unknown}; allowed: {', '.join(allowed)}")
+
 
 _FAMILIES: dict[str, Family] = {}
 
@@ -190,10 +197,7 @@ def make_harness(task: Any, name: str, **kwargs: Any) -> Harness:
     family = _FAMILIES.get(task.name)
     if family is None or name not in family.teams:
         raise ValueError(f"unknown harness {name!r} for task {task.name!r}; available: {harness_names(task.name)}")
-    allowed = COMMON_OPTIONS + family.options
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown {family.name} harness option(s) {unknown}; allowed: {', '.join(allowed)}")
+    family.check_options(kwargs)
     options = {k: v for k, v in kwargs.items() if k in family.options}
     roles, stop = family.teams[name](task, kwargs.get("instructions", False), **options)
     return Harness(name, task, roles, kwargs.get("max_turns", family.max_turns), kwargs.get("parse_penalty", -0.5),

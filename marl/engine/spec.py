@@ -7,6 +7,9 @@ from dataclasses import dataclass
 OLD_LOGPROB_MODES = ("auto", "recompute")  # see marl.engine.local.update.update_policy
 SCHEDULES = ("cosine", "constant")
 POLICY_KINDS = ("shared", "per_role", "lora")
+# algo.kl_type: verl's KL estimators (core_algos.kl_penalty; "full" is not implemented there), each
+# also with a "+" (its k2 gradient by a straight-through estimator)
+KL_TYPES = tuple(t + plus for plus in ("", "+") for t in ("low_var_kl", "k3", "kl", "k1", "abs", "mse", "k2"))
 
 
 @dataclass(frozen=True)

@@ -163,11 +163,12 @@ def test_the_code_team_runs_on_a_benchmark_with_block_tests(apps_dir):
     assert t.parse_ok and t.local == 1.0 and "expected:\n7" in h.prompt(t.state, "coder")
 
 
-def test_paper_config_composes_into_valid_settings(apps_dir):
+def test_paper_config_composes_into_valid_settings(apps_dir, tmp_path):
     from marl.build import task_settings
     from marl.config import run_settings
+    (tmp_path / "config.json").write_text("{}")  # the weights stood in for (a hub id must be in the local cache)
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose("config", overrides=["+exp=code", "model=qwen3_1.7b", "env=apps", f"env.data_dir={apps_dir}",
+        cfg = compose("config", overrides=["+exp=code", "model=qwen3_1.7b", f"model.path={tmp_path}", "env=apps", f"env.data_dir={apps_dir}",
                                            f"env.eval_sets={{more:{{source:apps,data_dir:{apps_dir}}}}}"])
     s = run_settings(cfg)
     assert cfg.env.eval_sets.more.source == "apps"  # a dict on the command line, not only +env.eval_sets.<name>

@@ -101,7 +101,7 @@ def test_clean_answer():
     assert clean_answer(" 7 ") == "7"
 
 
-def test_paper_config_composes_into_valid_settings(data):
+def test_paper_config_composes_into_valid_settings(data, tmp_path):
     """`+exp=math model=qwen3_1.7b env=polaris env.data_dir=... env.test_sets=...` is a valid
     training config with the paper's maths settings, and its task holds the files' problems."""
     from pathlib import Path
@@ -112,8 +112,9 @@ def test_paper_config_composes_into_valid_settings(data):
     from marl.config import run_settings
     conf = str(Path(__file__).resolve().parents[2] / "conf")
     sets = f"{{aime24:{{data_dir:{data / 'aime24'}}},aime25:{{data_dir:{data / 'aime25'}}}}}"
+    (tmp_path / "config.json").write_text("{}")  # the weights stood in for (a hub id must be in the local cache)
     with initialize_config_dir(config_dir=conf, version_base=None):
-        cfg = compose("config", overrides=["+exp=math", "model=qwen3_1.7b", "env=polaris",
+        cfg = compose("config", overrides=["+exp=math", "model=qwen3_1.7b", f"model.path={tmp_path}", "env=polaris",
                                            f"env.data_dir={data / 'polaris'}", f"env.test_sets={sets}"])
     s = run_settings(cfg)
     assert (cfg.train.temperature, cfg.eval.val_temperature, cfg.eval.val_samples) == (1.0, 0.6, 5)

@@ -56,7 +56,12 @@ def test_yaml_is_the_typed_settings_and_unknown_keys_are_refused():
     with pytest.raises(ValueError, match=r"unknown engine=verl settings \['gpu_count'\]; allowed: .*n_gpus_per_node"):
         VerlSettings.from_section({"name": "verl", "gpu_count": 8})
     for bad, msg in [({"rollout_backend": "trt"}, "allowed: vllm, sglang"), ({"tensor_parallel": 0}, ">= 1"),
-                     ({"gpu_memory_utilization": 1.5}, r"\(0, 1\]"), ({"placement": "colocate"}, "allowed: split")]:
+                     ({"gpu_memory_utilization": 1.5}, r"\(0, 1\]"), ({"placement": "colocate"}, "allowed: split"),
+                     # types, before verl would trip over them
+                     ({"nnodes": "abc"}, "engine.nnodes='abc'; allowed: an integer$"),
+                     ({"param_offload": 1}, "engine.param_offload=1; allowed: true or false$"),
+                     ({"gpu_memory_utilization": float("nan")}, "allowed: a finite number$"),
+                     ({"ray_address": 5}, "engine.ray_address=5; allowed: a string, or null$")]:
         with pytest.raises(ValueError, match=msg):
             VerlSettings(**bad)
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from marl.checks import Rule
+
 BACKENDS = ("vllm", "sglang")
 PLACEMENTS = ("split",)
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
+# each field's annotation -> the check of its type (marl.checks.Rule)
+TYPES = {"int": Rule(int), "float": Rule(float), "bool": Rule(bool), "str": Rule(str), "str | None": Rule(str, null=True)}
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class VerlSettings:
     rollout_workers: int = 4
 
     def __post_init__(self):
+        for f in fields(self):  # types first: a string where a number belongs fails only deep inside verl
+            rule, value = TYPES[f.type], getattr(self, f.name)
+            if not rule.type_ok(value):
+                raise ValueError(f"engine.{f.name}={value!r}; allowed: {rule.allowed()}")
         for name, allowed in (("rollout_backend", BACKENDS), ("placement", PLACEMENTS),
                               ("attn_implementation", ATTENTION)):
             if getattr(self, name) not in allowed:

@@ -112,6 +112,20 @@ def maths_files(d: Path, n: int = 2) -> Path:
     return d
 
 
+def lcb_files(d: Path) -> Path:
+    """A LiveCodeBench-shaped data set (release files test.jsonl .. test6.jsonl) of two stdin problems."""
+    d.mkdir(parents=True, exist_ok=True)
+    tests = [{"input": "3 4\n", "output": "7\n", "testtype": "stdin"}]
+    rows = [{"question_title": q, "question_content": f"Read two integers and print their sum ({q}).",
+             "platform": "atcoder", "question_id": q, "contest_id": "c", "contest_date": "2024-06-01T00:00:00",
+             "starter_code": "", "difficulty": "easy", "public_test_cases": json.dumps(tests),
+             "private_test_cases": json.dumps(tests), "metadata": "{}"} for q in ("a", "b")]
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i in range(2, 7):
+        (d / f"test{i}.jsonl").write_text("")
+    return d
+
+
 @pytest.mark.parametrize("override, msg", [
     ("n=-3", r"n=-3: must be an integer >= 1 or null"), ("n=0", "n=0: must be an integer >= 1"),
     ("n=abc", "n='abc': must be an integer"), ("samples=0", "samples=0: must be an integer >= 1"),
@@ -184,3 +198,55 @@ def test_a_polaris_run_evaluates_on_its_own_test_sets(tmp_path):
     assert evaluate.evaluated_task(settings(run_dir))[2] == {"test": 4}
     with pytest.raises(ValueError, match="n=100, but the test split of polaris holds 4 problems"):
         evaluate.run(settings(run_dir, "n=100"))
+
+
+def test_a_raw_load_of_the_evaluate_config_still_reads(tmp_path):
+    """experiments.mismatch reads conf/evaluate.yaml as a file (its `defaults` and `hydra`
+    sections included) and overrides the run: those are Hydra's keys, no unknown settings."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.to_container(OmegaConf.load(Path(CONF) / "evaluate.yaml"))
+    e = evaluate_settings({**base, "run": str(saved_run(tmp_path)), "n": 4})
+    assert (e.n, e.env, e.splits) == (4, None, ("test",))
+
+
+def test_a_planning_run_evaluates_on_another_board(tmp_path, trained_run):
+    """The shared small planning run (tests/test_train_smoke.py) on Sokoban, in the documented form:
+    its harness settings and policies kept, the env recorded in the JSON."""
+    from test_train_smoke import cfg_for
+
+    run_dir, out = trained_run(cfg_for(tmp_path)), tmp_path / "sokoban.json"
+    proc = cli(tmp_path, f"run={run_dir}", "env=sokoban", "env.max_moves=6", "n=2", "harnesses=[mas]", "threads=1",
+               f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    assert saved["env"]["name"] == "sokoban" and saved["env"]["max_moves"] == 6
+    assert saved["mas"]["test"]["n"] == 2 and 0.0 <= saved["mas"]["test"]["success"] <= 1.0
+    assert "env sokoban" in proc.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("exp, env, make_data", [("math", "aime24", "maths"), ("code", "livecodebench", "lcb")])
+def test_a_trained_run_evaluates_on_a_benchmarks_test_set(tmp_path, trained_run, exp, env, make_data):
+    """`marl.evaluate run=<run> env=<benchmark> env.data_dir=<dir>` on a small trained maths or code
+    run: the tiny tokenizer knows little of the benchmark's text (and a long statement runs past the
+    tiny model's 256 positions), so success is about 0, but every problem is played and recorded."""
+    from test_train_smoke import cfg_for
+
+    if make_data == "maths":
+        data = maths_files(tmp_path / env)
+        long = {"id": 9, "problem": "Let $a_{n+1} = 3 a_n + 7$ with $a_0 = 12$. " * 100 + "Find $a_2$.", "answer": "136"}
+        with (data / "test.jsonl").open("a") as f:
+            f.write(json.dumps(long) + "\n")
+        n = 3
+    else:
+        data = lcb_files(tmp_path / env)
+        n = 2
+    run_dir = trained_run(cfg_for(tmp_path, "train.steps=1", exp=exp))
+    proc = cli(tmp_path, f"run={run_dir}", f"env={env}", f"env.data_dir={data}", "threads=1",
+               f"out={tmp_path / 'out.json'}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["env"]["name"] == env and saved["env"]["data_dir"] == str(data)
+    for h in ("single", "mas"):
+        assert saved[h]["test"]["n"] == n and 0.0 <= saved[h]["test"]["success"] <= 1.0

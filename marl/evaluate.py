@@ -171,15 +171,20 @@ def main(cfg: DictConfig) -> None:
     run(evaluate_settings(cfg))
 
 
-def refuse_appended_env(argv: list[str]) -> None:
-    """`+env=<name>` (Hydra's hint after a plain `env=` where the group is absent) fails here with
-    Hydra's "Multiple values for env": `env` is already an (empty) group of conf/evaluate.yaml."""
+def refuse_misplaced_env(argv: list[str]) -> None:
+    """The env forms Hydra refuses with hints that lead elsewhere: `+env=<name>` (its hint after a
+    plain `env=` where the group is absent; here it is an empty group, and Hydra says "Multiple values
+    for env"), and `env.<key>=` without `env=<name>` (Hydra hints `+env.<key>`, which names no task)."""
+    chosen = any(a.startswith("env=") for a in argv)
     for arg in argv:
         if arg.startswith("+env="):
             raise SystemExit(f"marl.evaluate: {arg}: env is a group of marl.evaluate's config already (none: the "
                              f"run's own task); choose it without '+': env={arg[len('+env='):]} env.data_dir=<dir>")
+        if arg.lstrip("+").startswith("env.") and not chosen:
+            raise SystemExit(f"marl.evaluate: {arg}: choose the task first, then set its options: env=<name> "
+                             f"{arg.lstrip('+')} (e.g. env=aime24 env.data_dir=<dir>; the names: the files of conf/env/)")
 
 
 if __name__ == "__main__":
-    refuse_appended_env(sys.argv[1:])
+    refuse_misplaced_env(sys.argv[1:])
     main()

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from marl.config import evaluate_settings, run_settings, save_run_settings
-from marl.evaluate import pass_at_k, wilson
+from marl.evaluate import pass_at_k, refuse_misplaced_env, wilson
 from marl.routing import Routing, policy_ids
 
 
@@ -165,6 +165,11 @@ def test_appended_env_is_refused_with_the_form_that_works(tmp_path):
     assert proc.returncode != 0
     assert "+env=aime24: env is a group of marl.evaluate's config already" in proc.stderr
     assert "without '+': env=aime24 env.data_dir=<dir>" in proc.stderr
+    # an env option without the env (Hydra's hint, +env.data_dir=..., would name no task)
+    with pytest.raises(SystemExit, match="env.data_dir=/data: choose the task first, then set its options: "
+                                         "env=<name> env.data_dir=/data"):
+        refuse_misplaced_env(["run=r", "env.data_dir=/data"])
+    refuse_misplaced_env(["run=r", "env=aime24", "env.data_dir=/data"])  # the documented form passes
 
 
 def test_a_benchmarks_splits_and_size_are_checked_before_the_model_loads(tmp_path):

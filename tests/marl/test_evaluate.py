@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from marl.config import evaluate_settings, run_settings, save_run_settings
-from marl.evaluate import pass_at_k, refuse_misplaced_env, wilson
+from marl.evaluate import pass_at_k, wilson
 from marl.routing import Routing, policy_ids
 
 
@@ -166,6 +166,7 @@ def test_appended_env_is_refused_with_the_form_that_works(tmp_path):
     assert "+env=aime24: env is a group of marl.evaluate's config already" in proc.stderr
     assert "without '+': env=aime24 env.data_dir=<dir>" in proc.stderr
     # an env option without the env (Hydra's hint, +env.data_dir=..., would name no task)
+    from marl.evaluate import refuse_misplaced_env
     with pytest.raises(SystemExit, match="env.data_dir=/data: choose the task first, then set its options: "
                                          "env=<name> env.data_dir=/data"):
         refuse_misplaced_env(["run=r", "env.data_dir=/data"])

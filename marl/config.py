@@ -297,6 +297,7 @@ def evaluate_settings(cfg) -> EvaluateSettings:
     """marl.evaluate's config, checked (names, types and ranges, with what is allowed) before any
     work; the data an `env` reads is sized by marl.evaluate before the model loads."""
     from envs import SPLITS
+    from marl import checkpoint
     from roles import harness_names
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
@@ -310,7 +311,6 @@ def evaluate_settings(cfg) -> EvaluateSettings:
     if not (run_dir / "config.yaml").exists():
         raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
     _check_values(c)
-    from marl import checkpoint
     checkpoint.resolve(run_dir, str(c["checkpoint"]))  # names what is allowed
     if c["samples"] > 1 and c["temperature"] <= 0:
         raise ValueError(f"samples={c['samples']} with temperature=0 repeats one greedy episode; set temperature > 0")

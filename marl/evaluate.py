@@ -1,7 +1,7 @@
 """Evaluate saved policies in any harness, on any split or test set of their task family, greedy or sampled.
 
     python -m marl.evaluate run=<run dir> [checkpoint=best|latest|<dir>] [harnesses=[single,mas]]
-        [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
+        [splits=[test]] [n=null|<problems>] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
         [env=aime24 env.data_dir=<dir>]
 
 The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and

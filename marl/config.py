@@ -302,6 +302,12 @@ def _logger(lg: dict) -> LoggerSettings:
 
 # ---- marl.evaluate -------------------------------------------------------------------------------
 
+# conf/evaluate.yaml's keys; `env` is its optional group (null: the run's own task)
+EVALUATE_KEYS = ("run", "checkpoint", "harnesses", "splits", "n", "samples", "temperature", "swap_roles", "roles",
+                 "seed", "threads", "out", "env")
+GENERATED_N = 100  # problems per split of a generated task when n=null (a data set's: its whole split)
+
+
 @dataclass(frozen=True)
 class EvaluateSettings:
     """marl.evaluate's settings (conf/evaluate.yaml) and those of the run it evaluates."""
@@ -311,7 +317,7 @@ class EvaluateSettings:
     checkpoint: str
     harnesses: tuple[str, ...]
     splits: tuple[str, ...]
-    n: int
+    n: int | None        # problems per split; None: a data set's whole split, GENERATED_N of a generated task
     samples: int
     temperature: float
     swap_roles: bool
@@ -319,22 +325,99 @@ class EvaluateSettings:
     seed: int
     threads: int
     out: Path
+    env: dict | None = None  # the `env` group given (name and options); None: the run's own task
+
+    @property
+    def task(self) -> TaskSettings:
+        """The task evaluated, with the run's harness settings: the run's own, or `env`'s."""
+        if self.env is None:
+            return self.trained.task
+        return replace(self.trained.task, env=self.env["name"], env_kw=_less_name(self.env))
 
 
 def evaluate_settings(cfg) -> EvaluateSettings:
+    """marl.evaluate's config, checked (names, types and ranges, with what is allowed) before any
+    work; the data an `env` reads is sized by marl.evaluate before the model loads."""
+    from envs import SPLITS
+    from marl import checkpoint
     from roles import harness_names
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    # a raw load of conf/evaluate.yaml (experiments.mismatch) holds Hydra's own keys, no settings
+    c = {k: v for k, v in c.items() if k not in ("defaults", "hydra")}
+    unknown = sorted(set(c) - set(EVALUATE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown marl.evaluate setting(s) {unknown}; allowed: {', '.join(EVALUATE_KEYS)} "
+                         "(conf/evaluate.yaml; roles.<role>=<policy> is added with +, env is chosen with env=<name>)")
     run_dir = Path(c["run"])
     if not (run_dir / "config.yaml").exists():
         raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
+    _check_values(c)
+    checkpoint.resolve(run_dir, str(c["checkpoint"]))  # names what is allowed
     if c["samples"] > 1 and c["temperature"] <= 0:
         raise ValueError(f"samples={c['samples']} with temperature=0 repeats one greedy episode; set temperature > 0")
     rs = load_run_settings(run_dir)
-    known = harness_names(rs.task.env)
+    env = _evaluated_env(c.get("env"), rs, run_dir)
+    task = env["name"] if env else rs.task.env
+    known = harness_names(task)
     for h in c["harnesses"]:
         if h not in known:
-            raise ValueError(f"unknown harness {h!r} for task {rs.task.env}; allowed: {', '.join(known)}")
+            raise ValueError(f"unknown harness {h!r} for task {task}; allowed: {', '.join(known)}")
+    for split in c["splits"]:
+        if split not in SPLITS:
+            raise ValueError(f"splits: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     return EvaluateSettings(run_dir, rs, str(c["checkpoint"]), tuple(c["harnesses"]), tuple(c["splits"]), c["n"],
-                            c["samples"], c["temperature"], c["swap_roles"], dict(c.get("roles") or {}), c["seed"],
-                            c["threads"] or rs.threads, Path(c["out"]) if c["out"] else run_dir / "evaluate.json")
+                            c["samples"], float(c["temperature"]), c["swap_roles"], dict(c.get("roles") or {}),
+                            c["seed"], c["threads"] or rs.threads,
+                            Path(c["out"]) if c["out"] else run_dir / "evaluate.json", env)
+
+
+def _check_values(c: dict) -> None:
+    """Types and ranges, each error naming the setting, the value and what is allowed."""
+    from math import isfinite
+
+    def integer(key: str, lo: int | None, what: str, null_ok: bool = False) -> None:
+        v = c[key]
+        if v is None and null_ok:
+            return
+        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
+            bound = f" >= {lo}" if lo is not None else ""
+            raise ValueError(f"{key}={v!r}: must be an integer{bound}{' or null' if null_ok else ''} ({what})")
+
+    integer("n", 1, "problems per split; null: a data set's whole split", null_ok=True)
+    integer("samples", 1, "episodes per problem")
+    integer("threads", 0, "torch CPU threads; 0: the run's setting")
+    integer("seed", None, "the episodes' random streams")
+    t = c["temperature"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not isfinite(t) or t < 0:
+        raise ValueError(f"temperature={t!r}: must be a finite number >= 0 (0: greedy)")
+    if not isinstance(c["swap_roles"], bool):
+        raise ValueError(f"swap_roles={c['swap_roles']!r}: must be true or false")
+    for key in ("harnesses", "splits"):
+        v = c[key]
+        if not isinstance(v, list) or not v or len(set(map(str, v))) != len(v):
+            example = "[test]" if key == "splits" else "[single,mas]"
+            raise ValueError(f"{key}={v!r}: must be a non-empty list without repeats, e.g. {key}={example}")
+    if not isinstance(c.get("roles") or {}, dict):
+        raise ValueError(f"roles={c['roles']!r}: must map roles to policies, added with +: +roles.<role>=<policy>")
+
+
+def _evaluated_env(env, rs: RunSettings, run_dir: Path) -> dict | None:
+    """The `env` group given, if any: a task of the run's harness family (its policies play that
+    family's roles and prompts), e.g. a maths run on aime24, a code run on livecodebench."""
+    from roles.base import harness_family, teams
+
+    if env is None:
+        return None
+    if not isinstance(env, dict) or not env.get("name"):
+        raise ValueError(f"env={env!r}: choose the task with env=<name> (a file of conf/env/), then set its options, "
+                         "e.g. env=aime24 env.data_dir=<dir>; env.<key> alone names no task")
+    own = harness_family(rs.task.env)
+    fam = harness_family(env["name"])
+    if fam is None or own is None or fam.name != own.name:
+        fits = sorted({t for t, _ in teams() if own is not None and harness_family(t).name == own.name})
+        what = f"a {fam.name} task" if fam else "not a task with harnesses"
+        raise ValueError(f"env={env['name']} is {what}, but the run in {run_dir} trained on {rs.task.env}, a "
+                         f"{own.name if own else '?'} task: its policies play that family's roles only; "
+                         f"allowed env: {', '.join(fits)}")
+    return dict(env)

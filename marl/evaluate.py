@@ -1,10 +1,16 @@
-"""Evaluate saved policies in any harness, on any split, greedy or sampled.
+"""Evaluate saved policies in any harness, on any split or test set of their task family, greedy or sampled.
 
     python -m marl.evaluate run=<run dir> [checkpoint=best|latest|<dir>] [harnesses=[single,mas]]
-        [splits=[test]] [n=100] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
+        [splits=[test]] [n=null|<problems>] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
+        [env=aime24 env.data_dir=<dir>]
 
 The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and
-policies (`marl.config.evaluate_settings` reads both configs once and checks them); the checkpoint's weights are loaded into them. Which policy plays which role
+policies (`marl.config.evaluate_settings` reads both configs once and checks them); the checkpoint's
+weights are loaded into them. `env=<name>` (a file of conf/env/, with its options, e.g. `env.data_dir`)
+evaluates on another task of the run's harness family instead: a maths run on aime24, aime25 or
+olympiadbench, a code run on livecodebench, apps or codecontests (their test split; `n=null`, the
+default, takes all of it); the run's harness settings and policies are kept. A data set is read and
+sized before the model loads. Which policy plays which role
 (`marl.routing.Routing`):
 - default: the run's routing (a shared policy plays every role; per-role and LoRA policies play
   their own role, and a role the training harness lacks is played by its last role's policy);
@@ -13,12 +19,13 @@ policies (`marl.config.evaluate_settings` reads both configs once and checks the
 
 Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
 `samples`, unbiased estimator), mean turns, parse-failure rate, per-role reward. Writes JSON
-(`out=`, default `<run>/evaluate.json`) and prints a table.
+(`out=`, default `<run>/evaluate.json`; with `env=`, the env evaluated under "env") and prints a table.
 """
 from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -27,7 +34,7 @@ from omegaconf import DictConfig
 
 from marl import checkpoint
 from marl.build import BuiltRun, build_run
-from marl.config import EvaluateSettings, evaluate_settings
+from marl.config import GENERATED_N, EvaluateSettings, evaluate_settings
 from marl.episodes import play, summarize
 from marl.io import set_threads, write_json
 from marl.routing import Routing
@@ -90,20 +97,60 @@ def routings(built: BuiltRun, harnesses: dict, swap: bool, explicit: dict) -> di
     return out
 
 
+def split_sizes(task, splits, n: int | None) -> dict[str, int]:
+    """{split: problems evaluated}. A task read from files (envs.base.FileSplits) is read here, so
+    a split it lacks (a benchmark has a test split only) or an `n` past a split's size is refused
+    before the model loads; n=None takes its whole split (GENERATED_N of a generated task)."""
+    from envs.base import FileSplits
+
+    out = {}
+    for split in splits:
+        if not isinstance(task, FileSplits):
+            out[split] = n or GENERATED_N
+            continue
+        try:
+            size = len(task.problems(split))
+        except ValueError as err:
+            raise ValueError(f"splits={list(splits)}: {task.name} (data_dir={task.data_dir}) has no usable {split} "
+                             f"split: {err}") from err
+        if n is not None and n > size:
+            raise ValueError(f"n={n}, but the {split} split of {task.name} holds {size} problems "
+                             f"(data_dir={task.data_dir}): set n <= {size}, or n=null for all of them")
+        out[split] = n or size
+    return out
+
+
+def evaluated_task(e: EvaluateSettings):
+    """(task, {harness: Harness}, {split: n}) of the evaluation, checked before the model loads."""
+    import envs
+
+    t = e.task
+    try:
+        task = envs.make(t.env, **t.env_kw)
+    except TypeError as err:  # an option the task does not take
+        raise ValueError(f"env={t.env}: {err}; its options are those of conf/env/{t.env}.yaml") from err
+    harnesses = {name: make_harness(task, name, **t.harness_kw) for name in e.harnesses}
+    return task, harnesses, split_sizes(task, e.splits, e.n)
+
+
 def run(e: EvaluateSettings) -> dict:
     set_threads(e.threads)
     path = checkpoint.resolve(e.run_dir, e.checkpoint)
-    built = build_run(e.trained)
+    task, hs, sizes = evaluated_task(e)
+    built = build_run(e.trained)  # the run's own task builds (or finds) its model; `task` is played
     with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
         state = checkpoint.load(path, built.engine, weights_only=True)
         results: dict = {"run": str(e.run_dir), "checkpoint": str(path), "step": state["step"]}
-        hs = {name: make_harness(built.task, name, **built.h_kw) for name in e.harnesses}
+        if e.env is not None:
+            results["env"] = dict(e.env)
         routes = routings(built, hs, e.swap_roles, e.roles)
         for name, h in hs.items():
-            results[name] = {split: evaluate_split(h, split, e.n, e.samples, e.temperature, built.engine,
+            results[name] = {split: evaluate_split(h, split, sizes[split], e.samples, e.temperature, built.engine,
                                                    routes[name], e.trained.algo.alpha, e.seed, loop)
                              for split in e.splits}
     write_json(e.out, results)
+    if e.env is not None:
+        print(f"\nenv {task.name}" + (f" ({e.env['data_dir']})" if e.env.get("data_dir") else ""))
     print_table(results, e.harnesses)
     print(f"wrote {e.out}")
     return results
@@ -124,5 +171,20 @@ def main(cfg: DictConfig) -> None:
     run(evaluate_settings(cfg))
 
 
+def refuse_misplaced_env(argv: list[str]) -> None:
+    """The env forms Hydra refuses with hints that lead elsewhere: `+env=<name>` (its hint after a
+    plain `env=` where the group is absent; here it is an empty group, and Hydra says "Multiple values
+    for env"), and `env.<key>=` without `env=<name>` (Hydra hints `+env.<key>`, which names no task)."""
+    chosen = any(a.startswith("env=") for a in argv)
+    for arg in argv:
+        if arg.startswith("+env="):
+            raise SystemExit(f"marl.evaluate: {arg}: env is a group of marl.evaluate's config already (none: the "
+                             f"run's own task); choose it without '+': env={arg[len('+env='):]} env.data_dir=<dir>")
+        if arg.lstrip("+").startswith("env.") and not chosen:
+            raise SystemExit(f"marl.evaluate: {arg}: choose the task first, then set its options: env=<name> "
+                             f"{arg.lstrip('+')} (e.g. env=aime24 env.data_dir=<dir>; the names: the files of conf/env/)")
+
+
 if __name__ == "__main__":
+    refuse_misplaced_env(sys.argv[1:])
     main()

@@ -129,10 +129,14 @@ def check_start(s, run_dir: Path) -> Start:
 
 def leave_no_trace(made: Path) -> None:
     """Remove the directory Hydra made if nothing was written into it (a refused start, or a
-    resume that continued in the run's own directory)."""
-    made = Path(made)
-    if made.is_dir() and not any(made.iterdir()):
+    resume that continued in the run's own directory), and its parents below the working
+    directory that are left empty (Hydra's default runs/<date>/<time>)."""
+    made, cwd = Path(made).absolute(), Path.cwd().absolute()
+    while made.is_dir() and not any(made.iterdir()):
         made.rmdir()
+        if cwd not in made.parent.parents:
+            return
+        made = made.parent
 
 
 @dataclass(frozen=True)

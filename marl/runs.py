@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marl import checkpoint
+from marl.config import saved_config
 
 # The top-level sections marl.train reads (marl.config); others (an experiment's own `mismatch`,
 # `per_model`, ...) reach a run only through these, so only these are compared.
@@ -106,7 +107,6 @@ def check_start(s, run_dir: Path) -> Start:
     if not (own / "config.yaml").exists():
         raise ValueError(f"resume={s.resume}: {own} is not a run directory of marl.train (no config.yaml)")
     checkpoint.check(path)
-    from marl.config import saved_config
     saved = saved_config(own)
     diff = changed_keys(saved, s.config)
     notes = []
@@ -115,9 +115,10 @@ def check_start(s, run_dir: Path) -> Start:
     old, new = saved["train"]["steps"], s.train.steps
     if "train.steps" in diff and new > old:
         diff.remove("train.steps")
+        jump = "a jump in the rate: " if s.train.schedule == "cosine" else ""
         notes.append(f"train.steps extended from {old} to {new}: the {s.train.schedule} learning-rate schedule "
-                     f"follows the new length from this checkpoint on ({'a jump in the rate: ' if s.train.schedule == 'cosine' else ''}"
-                     f"the run equals no uninterrupted run of either length), and step {old} stays validated")
+                     f"follows the new length from this checkpoint on ({jump}the run equals no uninterrupted run "
+                     f"of either length); its validation at step {old} stays a candidate for selection")
     if diff:
         raise ValueError(
             f"resume={s.resume}: the config differs from the run's ({own / 'config.yaml'}) in: {', '.join(diff)}. "

@@ -32,6 +32,8 @@ from marl.config import RunSettings, evaluate_settings, run_settings, saved_conf
 from marl.io import write_json
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
 @dataclass(frozen=True)
 class MismatchSettings:
     """The `mismatch` section (conf/mismatch.yaml)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch
 from marl import train
 from marl.engine.local import LocalEngine
 from test_runs import snapshot
-from test_train_smoke import cfg_for, rows
+from test_train_smoke import CONF, SMALL, cfg_for, rows
 
 DROP = ("timing/", "system/")
 
@@ -97,3 +98,22 @@ def test_a_resume_continues_in_the_runs_own_directory(tmp_path, trained_run):
     assert ev == json.loads(json.dumps(res)) and "warm_start" in ev
     best = torch.load(run / "checkpoints" / "best" / "state.pt", weights_only=False)
     assert (ev["final"]["selected_step"], ev["final"]["selected_val_success"]) == (best["step"], best["best"]["score"])
+
+
+@pytest.mark.e2e
+def test_the_command_line_writes_hydras_record_itself_and_resumes_in_the_runs_own_directory(
+        tmp_path, monkeypatch, trained_run):
+    """`python -m marl.train` (Hydra's entry point, in this process): a fresh start writes
+    .hydra/ once accepted and no job log; `resume=<run>` without hydra.run.dir continues in the
+    run and leaves no runs/<date>/<time> behind."""
+    trained_run(cfg_for(tmp_path))  # the small tiny model, built in the shared cache
+    cache, run = f"cache_dir={tmp_path.parent / 'cache'}", tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    for args in ([f"hydra.run.dir={run}"], [f"resume={run}", "train.steps=3"]):
+        monkeypatch.setattr(sys, "argv", ["marl.train", f"--config-path={CONF}", "+exp=planning", *SMALL, cache, *args])
+        train.main()
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    assert f"- {cache}" in overrides and "resume=" not in overrides  # the starting command's
+    assert not list(run.glob("*.log")) and not (tmp_path / "runs").exists()
+    assert (run / "checkpoints" / "latest").read_text() == "step_000003"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marl import checkpoint
-from marl.config import saved_config
+from marl.config import RunSettings, saved_config
 
 # The top-level sections marl.train reads (marl.config); others (an experiment's own `mismatch`,
 # `per_model`, ...) reach a run only through these, so only these are compared.
@@ -70,8 +70,9 @@ def resume_point(path: str | Path) -> Path | None:
     periodic checkpoint; `best` holds the whole state of its step, as a step directory does)."""
     p = Path(path).expanduser()
     found = checkpoint.latest(p)
-    if found is None and (run_dir_of(p) / "checkpoints" / "best" / "state.pt").exists():
-        found = run_dir_of(p) / "checkpoints" / "best"
+    best = run_dir_of(p) / "checkpoints" / "best"
+    if found is None and p.parent.name != "checkpoints" and (best / "state.pt").exists():  # not when one was named
+        found = best
     return found
 
 
@@ -90,9 +91,9 @@ class Start:
     notes: tuple[str, ...] = ()
 
 
-def check_start(s, run_dir: Path) -> Start:
+def check_start(s: RunSettings, run_dir: Path) -> Start:
     """Refuse a start that would lose or mix up work, before anything is built or written.
-    `s`: marl.config.RunSettings; `run_dir`: the directory Hydra (or the caller) chose."""
+    `run_dir`: the directory Hydra (or the caller) chose; a resume writes the run's own."""
     run_dir = Path(run_dir)
     if not s.resume:
         if holds_a_run(run_dir):

@@ -127,3 +127,9 @@ def test_a_refused_start_from_the_command_line_changes_no_file(tmp_path, monkeyp
     assert "differs from the run's" in err and "in: algo.k." in err
     assert snapshot(run) == before
     assert not (tmp_path / "runs").exists(), "nothing left in the directory Hydra made"
+
+
+def test_a_named_checkpoint_that_does_not_exist_is_refused(tmp_path):
+    run = made_run(tmp_path)
+    with pytest.raises(ValueError, match=r"resume=.*step_000007: no checkpoint found there"):
+        runs.check_start(cfg_for(tmp_path, f"resume={run / 'checkpoints' / 'step_000007'}"), run)

@@ -5,10 +5,14 @@ Layout: `checkpoints/step_NNNNNN/` and `checkpoints/best/` (selected on validati
 `state.pt` and what the engine's `save` writes (the local engine: one `policy_<id>.pt` per
 policy); `checkpoints/latest` names the newest step directory. A directory is written under a
 temporary name and renamed into place, and `latest` is replaced atomically after it, so a run
-killed at any moment resumes from a complete checkpoint.
+killed at any moment (or a save failing on a full disk) resumes from a complete checkpoint. The
+warm start is the first: `step_000000`, and `best` too when it was evaluated (one copy on disk:
+the second name is a hard link). `state.pt`, written last, lists the files the engine wrote, so
+a checkpoint missing one is refused before anything loads (`check`).
 """
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -32,20 +36,35 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def save(ckpt_dir: Path, step: int, engine, state: dict, best: bool = False, keep: int = 1) -> Path:
+def save(ckpt_dir: Path, step: int, engine, state: dict, best: bool = False, latest: bool | None = None,
+         keep: int = 1) -> Path:
     """Save the run after `step` completed steps; `state`: the trainer's extras (best score,
-    its RNG). Keeps the newest `keep` step directories (and `best`)."""
+    its RNG). As `best` and/or as the newest step directory named by `latest` (by default: when
+    not `best`); saved as both, it is written once. Keeps the newest `keep` step directories."""
     ckpt_dir = Path(ckpt_dir)
-    target = ckpt_dir / ("best" if best else f"step_{step:06d}")
-    with atomic_dir(target) as tmp:
+    latest = not best if latest is None else latest
+    targets = ([ckpt_dir / f"step_{step:06d}"] if latest else []) + ([ckpt_dir / "best"] if best else [])
+    with atomic_dir(targets[0]) as tmp:
         engine.save(tmp)
-        torch.save({"step": step, "rng": _rng_state(), **state}, tmp / "state.pt")
-    if not best:
-        atomic_write_text(ckpt_dir / "latest", target.name)
+        files = sorted(p.name for p in tmp.iterdir())
+        torch.save({"step": step, "rng": _rng_state(), "files": files, **state}, tmp / "state.pt")
+    for target in targets[1:]:
+        with atomic_dir(target) as tmp:
+            shutil.copytree(targets[0], tmp, dirs_exist_ok=True, copy_function=_link)
+    if latest:
+        atomic_write_text(ckpt_dir / "latest", targets[0].name)
         steps = sorted(d for d in ckpt_dir.glob("step_*") if d.is_dir())
         for d in steps[:-keep]:
             shutil.rmtree(d, ignore_errors=True)
-    return target
+    return targets[0]
+
+
+def _link(src: str, dst: str) -> None:
+    """A hard link (checkpoint files are never written in place, only replaced), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def latest(run_or_ckpt_dir: Path) -> Path | None:
@@ -70,12 +89,28 @@ def resolve(run_dir: Path, which: str) -> Path:
     return path
 
 
+def check(path: Path) -> dict:
+    """Refuse an incomplete checkpoint, naming what is missing; returns its state (state.pt)."""
+    path = Path(path)
+    if not (path / "state.pt").exists():
+        have = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+        raise ValueError(f"checkpoint {path} is incomplete: no state.pt (it holds {have or 'nothing'}); "
+                         "resume from another checkpoint, e.g. checkpoints/best or a step_* directory")
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    missing = [f for f in state.get("files", []) if not (path / f).exists()]  # checkpoints before the list: none
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: {', '.join(missing)} missing (its state.pt lists "
+                         f"{', '.join(state['files'])})")
+    return state
+
+
 def load(path: Path, engine, weights_only: bool = False) -> dict:
     """Load the engine's policies from `path` (and, unless weights_only, their optimizers and
-    schedules and the RNG states); returns the trainer state."""
+    schedules and the RNG states); returns the trainer state. An incomplete checkpoint is
+    refused before anything loads."""
     path = Path(path)
+    state = check(path)
     engine.load(path, weights_only=weights_only)
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     if not weights_only:
         _set_rng_state(state["rng"])
     return state

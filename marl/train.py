@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from marl import algos, checkpoint
+from marl import algos, checkpoint, runs
 from marl.advantage import group_advantages
 from marl.algos import Algo
 from marl.build import BuiltRun, build_run
@@ -40,10 +40,18 @@ from marl.types import TrainSample
 from roles import Harness, make_harness
 
 
-def run(s: RunSettings, run_dir: Path) -> dict:
+def run(s: RunSettings, run_dir: Path, hydra_files: runs.HydraFiles | None = None) -> dict:
+    """Train in `run_dir` (a resume: in the resumed run's own directory). `hydra_files`: the
+    `.hydra/` record a fresh start from the command line writes once its checks pass."""
+    begin = runs.check_start(s, run_dir)  # a refused start: nothing built, nothing written
+    for note in begin.notes:
+        tqdm.write(note)
+    run_dir = begin.run_dir
     r = build(s, run_dir)                                                          # build
+    if hydra_files and begin.checkpoint is None:
+        hydra_files.write(run_dir)  # a resume keeps the record of the command that started the run
     with closing(r.engine), asyncio.Runner() as loop:  # one event loop; the engine closed however the run ends
-        start = resume_or_warm_start(r, loop)
+        start = resume_or_warm_start(r, loop, begin.checkpoint)
         for step in tqdm(range(start, s.train.steps), initial=start, total=s.train.steps, desc="train"):
             t = {"start": time.perf_counter()}
             r.engine.reset_stats()
@@ -111,10 +119,7 @@ class Run:
 
 
 def build(s: RunSettings, run_dir: Path) -> Run:
-    ckpt_dir = run_dir / "checkpoints"
-    if not s.resume and ((run_dir / "metrics.jsonl").exists() or ckpt_dir.exists()):
-        raise ValueError(f"{run_dir} already holds a run; continue it with resume={run_dir} or choose "
-                         "another hydra.run.dir (nothing there was changed)")
+    """Everything a run holds, its settings written into `run_dir` (runs.check_start passed)."""
     set_threads(s.threads)
     built = build_run(s, log=tqdm.write)
     # Seeded after the build: building the tiny model draws from the global RNGs and loading it
@@ -131,14 +136,13 @@ def build(s: RunSettings, run_dir: Path) -> Run:
                RolloutSpec(a.k, s.train.temperature, a.alpha, a.select), random.Random(s.seed))
 
 
-def resume_or_warm_start(r: Run, loop: asyncio.Runner) -> int:
-    """The first step to train: after the latest checkpoint of `resume`, else 0 (the warm start
-    evaluated, and saved as the first candidate for selection: RL must beat it on validation)."""
+def resume_or_warm_start(r: Run, loop: asyncio.Runner, path: Path | None) -> int:
+    """The first step to train: after the checkpoint `path` of a resume, else 0. A fresh start
+    evaluates the warm start (when eval.warm_start: the first candidate for selection, RL must
+    beat it on validation) and saves it as the first checkpoint, so a run killed at any step
+    resumes."""
     s = r.s
-    if s.resume:
-        path = checkpoint.latest(Path(s.resume))
-        if path is None:
-            raise ValueError(f"resume={s.resume}: no checkpoint found there")
+    if path is not None:
         state = checkpoint.load(path, r.engine)
         r.best, r.rng = Best(**state["best"]), state["trainer_rng"]
         eval_json = r.run_dir / "eval.json"
@@ -146,6 +150,7 @@ def resume_or_warm_start(r: Run, loop: asyncio.Runner) -> int:
         r.logger.rewind(state["step"])  # steps logged after that checkpoint are run (and logged) again
         tqdm.write(f"resumed from {path} at step {state['step']}")
         return state["step"]
+    r.logger.rewind(-1)  # a run killed before its first checkpoint left rows that this one logs again
     if s.eval.warm_start:
         t0 = time.perf_counter()
         r.results["warm_start"] = {"val": loop.run(score(r, "val", s.eval.n_val)),
@@ -154,7 +159,7 @@ def resume_or_warm_start(r: Run, loop: asyncio.Runner) -> int:
                       "timing/eval": time.perf_counter() - t0}, step=0)
         write_json(r.run_dir / "eval.json", r.results)
         r.best = Best(r.results["warm_start"]["val"][s.task.harness]["success"], 0)
-        checkpoint.save(r.ckpt_dir, 0, r.engine, trainer_state(r), best=True)
+    checkpoint.save(r.ckpt_dir, 0, r.engine, trainer_state(r), best=s.eval.warm_start, latest=True)
     return 0
 
 
@@ -269,7 +274,11 @@ def print_summary(results: dict, s: RunSettings, run_dir: Path) -> None:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(run_settings(cfg), Path(HydraConfig.get().runtime.output_dir))
+    made = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(run_settings(cfg), made, runs.HydraFiles.current(cfg))
+    finally:  # a refused start, or a resume continuing in its own directory: no empty directory left
+        runs.leave_no_trace(made)
 
 
 if __name__ == "__main__":

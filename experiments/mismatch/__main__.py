@@ -9,9 +9,11 @@ validation in every deploy harness (and, for per-role policies, with the roles s
 marl.evaluate, and writes `cell.json`. When every job is done, experiments.mismatch.aggregate
 writes results.csv, results.md and heatmap.png into `<mismatch.out>`.
 
-Reruns skip finished cells (`cell.json` present) and resume a cell whose training was killed
-from its last checkpoint. A cell directory trained with another config is never overwritten:
-the job stops with the keys that differ.
+Reruns skip finished cells (`cell.json` present) and resume a killed cell wherever it stopped:
+training from its last checkpoint (the warm start is the first), the evaluations after training
+from the start. A cell directory trained with another config is never overwritten: the job stops
+with the keys that differ (marl.runs.changed_keys: the keys marl.train reads, less resume,
+threads, cache_dir and logger; `train.steps` too must match).
 """
 from __future__ import annotations
 
@@ -23,18 +25,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from marl import checkpoint
 from marl import evaluate as marl_evaluate
+from marl import runs
 from marl import train as marl_train
 from marl.config import RunSettings, evaluate_settings, run_settings, saved_config
 from marl.io import write_json
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-# keys that may differ between a cell's runs: run-only settings, and an experiment's per-model
-# settings (their values are in the model and train sections; cells trained before per_model
-# existed held them as globals)
-IGNORED = {"resume", "threads", "mismatch", "per_model", "tiny_lr", "tiny_steps", "tiny_sft_steps",
-           "tiny_max_new_tokens", "tiny_oracle_frac", "qwen_temperature", "qwen_val_temperature", "qwen_val_samples"}
 
 
 @dataclass(frozen=True)
@@ -47,26 +44,10 @@ class MismatchSettings:
     n: int
 
 
-def train_config(config: dict) -> dict:
-    """The part of a run's resolved config that decides the trained policies."""
-    return {k: v for k, v in config.items() if k not in IGNORED}
-
-
-def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += differing_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def check_same_config(cell: Path, s: RunSettings) -> None:
     if not (cell / "config.yaml").exists():
         return
-    diff = differing_keys(train_config(saved_config(cell)), train_config(s.config))
+    diff = runs.changed_keys(saved_config(cell), s.config)
     if diff:
         raise ValueError(f"{cell} holds a cell trained with another config (differs in: {', '.join(diff)}); "
                          "set mismatch.out to another directory or remove that one")
@@ -88,14 +69,15 @@ def deploy_settings(s: RunSettings, m: MismatchSettings) -> list[tuple[bool, lis
     return out
 
 
-def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custom") -> dict:
+def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custom",
+             hydra_files: runs.HydraFiles | None = None) -> dict:
     check_same_config(cell, s)
     if (cell / "cell.json").exists():
         print(f"[mismatch] {cell}: finished before, skipped")
         return json.loads((cell / "cell.json").read_text())
     eval_json = cell / "eval.json"
     if not (eval_json.exists() and "final" in json.loads(eval_json.read_text())):
-        marl_train.run(s.resumed(cell) if checkpoint.latest(cell) is not None else s, cell)
+        marl_train.run(s.resumed(cell) if runs.holds_a_run(cell) else s, cell, hydra_files)
     warm = json.loads(eval_json.read_text()).get("warm_start", {}).get("test", {})
     result = {"arch": arch, "seed": s.seed, "harness": s.task.harness, "policy": s.policy.name,
               "warm_start": {h: warm[h]["success"] for h in warm}, "n": m.n, "deploy": {}}
@@ -115,7 +97,7 @@ def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custo
 @hydra.main(version_base=None, config_path=str(CONF), config_name="mismatch")
 def main(cfg: DictConfig) -> None:
     arch = HydraConfig.get().runtime.choices.get("arch", "custom")
-    run_cell(*mismatch_settings(cfg), Path(HydraConfig.get().runtime.output_dir), arch)
+    run_cell(*mismatch_settings(cfg), Path(HydraConfig.get().runtime.output_dir), arch, runs.HydraFiles.current(cfg))
 
 
 if __name__ == "__main__":

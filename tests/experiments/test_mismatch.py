@@ -124,3 +124,48 @@ def test_per_role_and_lora_cells_are_also_deployed_with_roles_swapped():
                for arch in ("single", "mas_shared", "mas_per_role", "mas_lora")}
     assert got["single"] == got["mas_shared"] == [(False, ["single", "mas"])]
     assert got["mas_per_role"] == got["mas_lora"] == [(False, ["single", "mas"]), (True, ["mas"])]
+
+
+@pytest.mark.e2e
+def test_a_cell_killed_at_any_point_resumes_to_the_same_cell(mismatch_experiment, tmp_path, monkeypatch):
+    """A cell killed in its first training step (long before its first periodic checkpoint: it
+    resumes from the warm start's), then killed again during marl.evaluate after training (the
+    rerun evaluates without training again), ends as the uninterrupted experiment's cell."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.mismatch import __main__ as mm
+    from marl import train
+    out, cache, _ = mismatch_experiment
+    small = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2",  # tests/conftest.py's
+             "train.problems_per_step=3", "train.eval_every=2", "eval.n_val=4", "eval.n_test=4", "algo.k=2", "threads=1"]
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
+        cfg = compose("mismatch", overrides=[f"mismatch.out={tmp_path}", f"cache_dir={cache}", *small, "seed=0",
+                                             "arch=single"])
+    s, m = mm.mismatch_settings(cfg)
+    cell = tmp_path / "single" / "seed0"
+    real = train.write_traces
+
+    def killed_in_step_1(r, step, batch, metrics):
+        if step == 0:
+            raise KeyboardInterrupt("killed")
+        real(r, step, batch, metrics)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    for kill in (lambda: monkeypatch.setattr(train, "write_traces", killed_in_step_1),
+                 lambda: monkeypatch.setattr(mm.marl_evaluate, "run", killed)):
+        kill()
+        with pytest.raises(KeyboardInterrupt):
+            mm.run_cell(s, m, cell, "single")
+        monkeypatch.undo()
+    assert (cell / "checkpoints" / "latest").read_text() == "step_000002" and not (cell / "cell.json").exists()
+    trained = (cell / "metrics.jsonl").read_text()
+    mm.run_cell(s, m, cell, "single")
+    assert (cell / "metrics.jsonl").read_text() == trained, "no step trained again"
+    whole = out / "single" / "seed0"
+    assert json.loads((cell / "cell.json").read_text()) == json.loads((whole / "cell.json").read_text())
+    drop = ("timing/", "system/")
+    a, b = ([{k: v for k, v in json.loads(r).items() if not k.startswith(drop)}
+             for r in (d / "metrics.jsonl").read_text().splitlines()] for d in (whole, cell))
+    assert a[:len(b)] == b  # the whole cell may hold one more final test row: the test above evaluates it again

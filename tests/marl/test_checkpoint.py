@@ -2,6 +2,8 @@
 restore, path resolution, and a save killed half-way leaving the previous checkpoint whole."""
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 
@@ -75,3 +77,52 @@ def test_resolve_names_best_latest_or_a_directory(tmp_path):
     assert checkpoint.resolve(run, str(run / "checkpoints" / "best")) == run / "checkpoints" / "best"
     with pytest.raises(ValueError, match="no checkpoint at"):
         checkpoint.resolve(run, str(tmp_path / "elsewhere"))
+
+
+def test_the_warm_start_is_the_first_latest_and_best_one_copy_on_disk(tmp_path):
+    checkpoint.save(tmp_path, 0, FileEngine(7), {"best": {"step": 0}}, best=True, latest=True)
+    assert (tmp_path / "latest").read_text() == "step_000000"
+    for name in ("policy_a.pt", "policy_b.pt", "state.pt"):  # the second name a hard link
+        assert (tmp_path / "best" / name).stat().st_ino == (tmp_path / "step_000000" / name).stat().st_ino
+    checkpoint.save(tmp_path, 1, FileEngine(8), {}, best=True)  # a new best replaces the link, not the file
+    assert (tmp_path / "step_000000" / "policy_b.pt").read_text() == "7"
+    e = FileEngine()
+    assert checkpoint.load(checkpoint.latest(tmp_path), e)["step"] == 0 and e.loaded == (7, False)
+
+
+class FullDisk(FileEngine):
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "policy_a.pt").write_text(str(self.value))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, 0, FileEngine(1), {})
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(tmp_path, 20, FullDisk(2), {})
+    real = os.replace
+
+    def full_at_latest(src, dst):  # the step directory fits, the file naming it does not
+        if Path(dst).name == "latest":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_at_latest)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(tmp_path, 20, FileEngine(2), {})
+    monkeypatch.setattr(os, "replace", real)
+    assert (tmp_path / "latest").read_text() == "step_000000"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary left behind"
+    e = FileEngine()
+    assert checkpoint.load(checkpoint.latest(tmp_path), e)["step"] == 0 and e.loaded == (1, False)
+
+
+@pytest.mark.parametrize("remove, msg", [("state.pt", r"no state.pt \(it holds \['policy_a.pt', 'policy_b.pt'\]\)"),
+                                         ("policy_b.pt", r"policy_b.pt missing \(its state.pt lists policy_a.pt, policy_b.pt\)")])
+def test_an_incomplete_checkpoint_is_refused_naming_the_file_before_anything_loads(tmp_path, remove, msg):
+    checkpoint.save(tmp_path, 1, FileEngine(1), {})
+    (tmp_path / "step_000001" / remove).unlink()
+    e = FileEngine()
+    with pytest.raises(ValueError, match=rf"checkpoint {tmp_path / 'step_000001'} is incomplete: {msg}"):
+        checkpoint.load(tmp_path / "step_000001", e)
+    assert e.loaded is None

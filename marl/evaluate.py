@@ -125,10 +125,7 @@ def evaluated_task(e: EvaluateSettings):
     import envs
 
     t = e.task
-    try:
-        task = envs.make(t.env, **t.env_kw)
-    except TypeError as err:  # an option the task does not take
-        raise ValueError(f"env={t.env}: {err}; its options are those of conf/env/{t.env}.yaml") from err
+    task = envs.make(t.env, **t.env_kw)  # refuses an option the task does not take, naming those it does
     harnesses = {name: make_harness(task, name, **t.harness_kw) for name in e.harnesses}
     return task, harnesses, split_sizes(task, e.splits, e.n)
 

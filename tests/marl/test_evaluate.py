@@ -179,7 +179,7 @@ def test_a_benchmarks_splits_and_size_are_checked_before_the_model_loads(tmp_pat
     run_dir, data = saved_run(tmp_path, exp="math"), maths_files(tmp_path / "aime24")
     for overrides, msg in [(["splits=[val]"], r"splits=\['val'\]: aime24 .* has no usable val split: .*test split only"),
                            (["n=5"], "n=5, but the test split of aime24 holds 2 problems .*set n <= 2, or n=null"),
-                           (["+env.foo=1"], "env=aime24: .*foo.*conf/env/aime24.yaml")]:
+                           (["+env.foo=1"], r"unknown env option\(s\) env.foo for env=aime24; allowed: data_dir")]:
         e = settings(run_dir, "env=aime24", f"env.data_dir={data}", *overrides)
         with pytest.raises(ValueError, match=msg):
             evaluate.run(e)

@@ -160,6 +160,15 @@ SECTIONS = (
                         "parse_penalty": Num(**OPTIONAL)}, open=True),
 )
 
+# marl.evaluate's config (conf/evaluate.yaml); `env` is its optional group (null: the run's own task)
+EVALUATE = (
+    Section("", {"run": TEXT, "checkpoint": Rule(str, text="best, latest or a checkpoint directory"),
+                 "harnesses": Rule(list), "splits": Rule(list), "n": Int(1, null=True), "samples": Int(1),
+                 "temperature": Num(0), "swap_roles": FLAG, "roles": Rule(dict, **OPTIONAL),
+                 "seed": Int(0, SEED_MAX), "threads": Int(0), "out": Rule(str, null=True),
+                 "env": Rule(dict, null=True, **OPTIONAL)}),
+)
+
 
 def section(c: dict, path: str) -> dict:
     """The section at a dotted path ({} where there is none, or where it is not a section)."""
@@ -172,12 +181,12 @@ def _name(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def check_keys(c: dict, open_paths: tuple[str, ...] = ()) -> None:
+def check_keys(c: dict, open_paths: tuple[str, ...] = (), sections: tuple[Section, ...] = SECTIONS) -> None:
     """Refuse a key no code reads, naming the keys its section holds. `open_paths`: sections the
     code that reads them checks itself (an engine's own settings)."""
-    paths = dict.fromkeys(s.path for s in SECTIONS)
+    paths = dict.fromkeys(s.path for s in sections)
     for path in paths:
-        active = [s for s in SECTIONS if s.path == path and s.when(c)]
+        active = [s for s in sections if s.path == path and s.when(c)]
         if not active or path in open_paths or any(s.open for s in active):
             continue
         known = [k for s in active for k in s.rules]
@@ -193,9 +202,9 @@ def check_keys(c: dict, open_paths: tuple[str, ...] = ()) -> None:
                              f"a misspelling added with +?); {where}: {', '.join(known)}{also}")
 
 
-def check_types(c: dict) -> None:
+def check_types(c: dict, sections: tuple[Section, ...] = SECTIONS) -> None:
     """Refuse a missing setting, or one of the wrong type (or not finite)."""
-    for path, key, rule, value, present in _settings(c):
+    for path, key, rule, value, present in _settings(c, sections):
         if not present:
             if rule.required:
                 raise ValueError(f"{_name(path, key)} is missing; allowed: {rule.allowed()}")
@@ -203,16 +212,23 @@ def check_types(c: dict) -> None:
             raise ValueError(f"{_name(path, key)}={value!r}; allowed: {rule.allowed()}")
 
 
-def check_values(c: dict) -> None:
+def check_values(c: dict, sections: tuple[Section, ...] = SECTIONS) -> None:
     """Refuse a setting out of its range or choices (after check_types)."""
-    for path, key, rule, value, present in _settings(c):
+    for path, key, rule, value, present in _settings(c, sections):
         if present and not rule.value_ok(value):
             raise ValueError(f"{_name(path, key)}={value!r}; allowed: {rule.allowed()}")
 
 
-def _settings(c: dict):
-    """(section path, key, rule, value, present) of every rule that applies to `c`."""
-    for s in SECTIONS:
+def check(c: dict, sections: tuple[Section, ...]) -> None:
+    """Keys, then types, then values."""
+    check_keys(c, sections=sections)
+    check_types(c, sections)
+    check_values(c, sections)
+
+
+def _settings(c: dict, sections: tuple[Section, ...]):
+    """(section path, key, rule, value, present) of every rule in `sections` that applies to `c`."""
+    for s in sections:
         if not s.when(c):
             continue
         values = section(c, s.path)

@@ -302,9 +302,6 @@ def _logger(lg: dict) -> LoggerSettings:
 
 # ---- marl.evaluate -------------------------------------------------------------------------------
 
-# conf/evaluate.yaml's keys; `env` is its optional group (null: the run's own task)
-EVALUATE_KEYS = ("run", "checkpoint", "harnesses", "splits", "n", "samples", "temperature", "swap_roles", "roles",
-                 "seed", "threads", "out", "env")
 GENERATED_N = 100  # problems per split of a generated task when n=null (a data set's: its whole split)
 
 
@@ -339,20 +336,19 @@ def evaluate_settings(cfg) -> EvaluateSettings:
     """marl.evaluate's config, checked (names, types and ranges, with what is allowed) before any
     work; the data an `env` reads is sized by marl.evaluate before the model loads."""
     from envs import SPLITS
-    from marl import checkpoint
+    from marl import checkpoint, checks
     from roles import harness_names
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     # a raw load of conf/evaluate.yaml (experiments.mismatch) holds Hydra's own keys, no settings
     c = {k: v for k, v in c.items() if k not in ("defaults", "hydra")}
-    unknown = sorted(set(c) - set(EVALUATE_KEYS))
-    if unknown:
-        raise ValueError(f"unknown marl.evaluate setting(s) {unknown}; allowed: {', '.join(EVALUATE_KEYS)} "
-                         "(conf/evaluate.yaml; roles.<role>=<policy> is added with +, env is chosen with env=<name>)")
+    checks.check(c, checks.EVALUATE)
+    for key in ("harnesses", "splits"):
+        if len(set(c[key])) != len(c[key]):
+            raise ValueError(f"{key}={c[key]}: a name appears twice; allowed: a list without repeats")
     run_dir = Path(c["run"])
     if not (run_dir / "config.yaml").exists():
         raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
-    _check_values(c)
     checkpoint.resolve(run_dir, str(c["checkpoint"]))  # names what is allowed
     if c["samples"] > 1 and c["temperature"] <= 0:
         raise ValueError(f"samples={c['samples']} with temperature=0 repeats one greedy episode; set temperature > 0")
@@ -370,36 +366,6 @@ def evaluate_settings(cfg) -> EvaluateSettings:
                             c["samples"], float(c["temperature"]), c["swap_roles"], dict(c.get("roles") or {}),
                             c["seed"], c["threads"] or rs.threads,
                             Path(c["out"]) if c["out"] else run_dir / "evaluate.json", env)
-
-
-def _check_values(c: dict) -> None:
-    """Types and ranges, each error naming the setting, the value and what is allowed."""
-    from math import isfinite
-
-    def integer(key: str, lo: int | None, what: str, null_ok: bool = False) -> None:
-        v = c[key]
-        if v is None and null_ok:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-            bound = f" >= {lo}" if lo is not None else ""
-            raise ValueError(f"{key}={v!r}: must be an integer{bound}{' or null' if null_ok else ''} ({what})")
-
-    integer("n", 1, "problems per split; null: a data set's whole split", null_ok=True)
-    integer("samples", 1, "episodes per problem")
-    integer("threads", 0, "torch CPU threads; 0: the run's setting")
-    integer("seed", None, "the episodes' random streams")
-    t = c["temperature"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not isfinite(t) or t < 0:
-        raise ValueError(f"temperature={t!r}: must be a finite number >= 0 (0: greedy)")
-    if not isinstance(c["swap_roles"], bool):
-        raise ValueError(f"swap_roles={c['swap_roles']!r}: must be true or false")
-    for key in ("harnesses", "splits"):
-        v = c[key]
-        if not isinstance(v, list) or not v or len(set(map(str, v))) != len(v):
-            example = "[test]" if key == "splits" else "[single,mas]"
-            raise ValueError(f"{key}={v!r}: must be a non-empty list without repeats, e.g. {key}={example}")
-    if not isinstance(c.get("roles") or {}, dict):
-        raise ValueError(f"roles={c['roles']!r}: must map roles to policies, added with +: +roles.<role>=<policy>")
 
 
 def _evaluated_env(env, rs: RunSettings, run_dir: Path) -> dict | None:

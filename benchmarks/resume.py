@@ -6,7 +6,7 @@ Runs `python -m marl.train` three times on the planning task (the cached tiny mo
 run): once to the end; once killed with SIGKILL as soon as metrics.jsonl holds step 1 (after the
 warm start's checkpoint, long before the first periodic one at train.checkpoint_every=20); then
 `resume=<that run>` to the end. Reports the wall times (the figure: from the kill to the resumed
-run's end) and whether metrics.jsonl (less timing/ and system/ keys), eval.json and the traces
+run's end; medians of `--repeats` rounds) and whether metrics.jsonl (less timing/ and system/ keys), eval.json and the traces
 are the same as the uninterrupted run's. Saved to benchmarks/results/resume.json.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -57,11 +58,7 @@ def rows(run_dir: Path) -> list[dict]:
             for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="/tmp/marl-resume-bench")
-    args, overrides = ap.parse_known_args()
-    out = Path(args.out)
+def one_round(out: Path, overrides: list[str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     whole, killed = out / "whole", out / "killed"
     t_whole = train(whole, *overrides)
@@ -70,13 +67,28 @@ def main():
     t_resume = train(out / "elsewhere", *overrides, f"resume={killed}")  # continues in killed/, whatever hydra.run.dir
     same = {"metrics": rows(whole) == rows(killed),
             "eval.json": (whole / "eval.json").read_text() == (killed / "eval.json").read_text(),
-            "traces": all((whole / "traces" / f.name).read_bytes() == f.read_bytes()
-                          for f in (killed / "traces").iterdir()),
+            "traces": sorted(f.name for f in (whole / "traces").iterdir())
+            == sorted(f.name for f in (killed / "traces").iterdir())
+            and all((whole / "traces" / f.name).read_bytes() == f.read_bytes() for f in (killed / "traces").iterdir()),
             "nothing in hydra.run.dir": not (out / "elsewhere").exists()}
-    result = {"settings": SHORT + overrides, "uninterrupted_s": t_whole, "killed_after_s": t_killed,
-              "resumed_from": latest, "kill_to_end_s": t_resume, "identical": same}
-    print(table([["uninterrupted run", t_whole], ["killed at step 1 after", t_killed],
-                 [f"resume from {latest} to the end", t_resume]], ["run", "wall s"]))
+    return {"uninterrupted_s": t_whole, "killed_after_s": t_killed, "resumed_from": latest, "kill_to_end_s": t_resume,
+            "identical": same}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/marl-resume-bench")
+    ap.add_argument("--repeats", type=int, default=3)
+    args, overrides = ap.parse_known_args()
+    rounds = [one_round(Path(args.out) / f"round{i}", overrides) for i in range(args.repeats)]
+    same = {k: all(r["identical"][k] for r in rounds) for k in rounds[0]["identical"]}
+    med = {k: statistics.median(r[k] for r in rounds) for k in ("uninterrupted_s", "killed_after_s", "kill_to_end_s")}
+    latest = {r["resumed_from"] for r in rounds}
+    result = {"settings": SHORT + overrides, "repeats": args.repeats, **med, "resumed_from": sorted(latest),
+              "rounds": rounds, "identical": same}
+    print(table([["uninterrupted run", med["uninterrupted_s"]], ["killed at step 1 after", med["killed_after_s"]],
+                 [f"resume from {', '.join(sorted(latest))} to the end", med["kill_to_end_s"]]],
+                ["run (median)", "wall s"]))
     print("identical to the uninterrupted run:", same)
     print("saved", save("resume", result))
     if not all(same.values()):

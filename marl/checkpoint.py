@@ -13,6 +13,7 @@ a checkpoint missing one is refused before anything loads (`check`).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -44,15 +45,23 @@ def save(ckpt_dir: Path, step: int, engine, state: dict, best: bool = False, lat
     ckpt_dir = Path(ckpt_dir)
     latest = not best if latest is None else latest
     targets = ([ckpt_dir / f"step_{step:06d}"] if latest else []) + ([ckpt_dir / "best"] if best else [])
-    with atomic_dir(targets[0]) as tmp:
-        engine.save(tmp)
-        files = sorted(p.name for p in tmp.iterdir())
-        torch.save({"step": step, "rng": _rng_state(), "files": files, **state}, tmp / "state.pt")
-    for target in targets[1:]:
-        with atomic_dir(target) as tmp:
-            shutil.copytree(targets[0], tmp, dirs_exist_ok=True, copy_function=_link)
+    try:
+        with atomic_dir(targets[0]) as tmp:
+            engine.save(tmp)
+            files = sorted(p.name for p in tmp.iterdir())
+            torch.save({"step": step, "rng": _rng_state(), "files": files, **state}, tmp / "state.pt")
+        for target in targets[1:]:
+            with atomic_dir(target) as tmp:
+                shutil.copytree(targets[0], tmp, dirs_exist_ok=True, copy_function=_link)
+        if latest:
+            atomic_write_text(ckpt_dir / "latest", targets[0].name)
+    except (OSError, RuntimeError) as err:  # a full disk: torch.save raises RuntimeError, file writes OSError
+        before = (ckpt_dir / "latest").read_text().strip() if (ckpt_dir / "latest").exists() else None
+        kept = (f"the previous checkpoint, {ckpt_dir / before}, is complete: continue with resume={ckpt_dir.parent}"
+                if before else "no earlier checkpoint was saved")
+        raise RuntimeError(f"saving the checkpoint of step {step} into {ckpt_dir} failed ({err}); it is not used, "
+                           f"and {kept} once the cause (a full disk?) is fixed") from err
     if latest:
-        atomic_write_text(ckpt_dir / "latest", targets[0].name)
         steps = sorted(d for d in ckpt_dir.glob("step_*") if d.is_dir())
         for d in steps[:-keep]:
             shutil.rmtree(d, ignore_errors=True)
@@ -80,12 +89,17 @@ def latest(run_or_ckpt_dir: Path) -> Path | None:
 
 def resolve(run_dir: Path, which: str) -> Path:
     """The checkpoint `which` names in a run: best (selected on validation), latest, or a
-    checkpoint directory. Raises if there is none."""
+    checkpoint directory (a path, or a name under the run's checkpoints/, e.g. step_000020).
+    Raises if there is none or it is incomplete."""
     run_dir = Path(run_dir)
     path = {"best": run_dir / "checkpoints" / "best", "latest": latest(run_dir)}.get(which, Path(which))
-    if path is None or not (path / "state.pt").exists():
-        raise ValueError(f"checkpoint={which}: no checkpoint at {path if path else run_dir} "
-                         "(allowed: best, latest or a checkpoint directory)")
+    if path is not None and which not in ("best", "latest") and not path.exists():
+        path = run_dir / "checkpoints" / which
+    if path is None or not path.is_dir():
+        steps = sorted(d.name for d in (run_dir / "checkpoints").glob("step_*"))
+        raise ValueError(f"checkpoint={which}: no checkpoint at {path if path else run_dir} (allowed: best, latest, "
+                         f"a checkpoint directory or a name under {run_dir / 'checkpoints'}: {steps or 'none saved'})")
+    check(path)
     return path
 
 
@@ -96,12 +110,22 @@ def check(path: Path) -> dict:
         have = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
         raise ValueError(f"checkpoint {path} is incomplete: no state.pt (it holds {have or 'nothing'}); "
                          "resume from another checkpoint, e.g. checkpoints/best or a step_* directory")
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    state = _read(path, "state.pt", lambda f: torch.load(f, map_location="cpu", weights_only=False))
     missing = [f for f in state.get("files", []) if not (path / f).exists()]  # checkpoints before the list: none
     if missing:
         raise ValueError(f"checkpoint {path} is incomplete: {', '.join(missing)} missing (its state.pt lists "
                          f"{', '.join(state['files'])})")
     return state
+
+
+def _read(path: Path, what: str, read):
+    """read(path / what), a damaged file (a write cut short, a copy truncated) named as such."""
+    try:
+        return read(path / what)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"checkpoint {path}: {what} cannot be loaded ({type(err).__name__}: {str(err)[:200]}): a "
+                         "damaged file (a write cut short, a truncated copy) or a checkpoint of another model; use "
+                         "another checkpoint (checkpoints/best or a step_* directory)") from err
 
 
 def load(path: Path, engine, weights_only: bool = False) -> dict:
@@ -110,7 +134,7 @@ def load(path: Path, engine, weights_only: bool = False) -> dict:
     refused before anything loads."""
     path = Path(path)
     state = check(path)
-    engine.load(path, weights_only=weights_only)
+    _read(path, "the policy files", lambda _: engine.load(path, weights_only=weights_only))
     if not weights_only:
         _set_rng_state(state["rng"])
     return state

@@ -98,7 +98,8 @@ class FullDisk(FileEngine):
 
 def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch):
     checkpoint.save(tmp_path, 0, FileEngine(1), {})
-    with pytest.raises(OSError, match="No space left"):
+    said = r"step 20 .* failed \(.*No space left.*\); it is not used, and the previous checkpoint, .*step_000000, is complete"
+    with pytest.raises(RuntimeError, match=said):
         checkpoint.save(tmp_path, 20, FullDisk(2), {})
     real = os.replace
 
@@ -108,7 +109,7 @@ def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint_usable(tmp_pat
         real(src, dst)
 
     monkeypatch.setattr(os, "replace", full_at_latest)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(RuntimeError, match=said):
         checkpoint.save(tmp_path, 20, FileEngine(2), {})
     monkeypatch.setattr(os, "replace", real)
     assert (tmp_path / "latest").read_text() == "step_000000"
@@ -126,3 +127,35 @@ def test_an_incomplete_checkpoint_is_refused_naming_the_file_before_anything_loa
     with pytest.raises(ValueError, match=rf"checkpoint {tmp_path / 'step_000001'} is incomplete: {msg}"):
         checkpoint.load(tmp_path / "step_000001", e)
     assert e.loaded is None
+
+
+class TorchEngine(FileEngine):
+    """Saves its policy with torch.save, as the engines do, so a truncated file fails to load."""
+
+    def save(self, directory: Path) -> None:
+        torch.save({"w": torch.arange(1000.0)}, Path(directory) / "policy_a.pt")
+
+    def load(self, directory: Path, weights_only: bool = False) -> None:
+        self.loaded = torch.load(Path(directory) / "policy_a.pt")
+
+
+@pytest.mark.parametrize("damaged, what", [("state.pt", "state.pt"), ("policy_a.pt", "the policy files")])
+def test_a_damaged_checkpoint_file_is_named_as_such(tmp_path, damaged, what):
+    checkpoint.save(tmp_path, 1, TorchEngine(), {})
+    path = tmp_path / "step_000001"
+    os.truncate(path / damaged, 100)  # a copy or a write cut short
+    with pytest.raises(ValueError, match=rf"checkpoint {path}: {what} cannot be loaded \(.*\): a damaged file"):
+        checkpoint.load(path, TorchEngine())
+
+
+def test_resolve_names_a_step_under_the_run_and_an_incomplete_one_as_such(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    for step in (1, 2):
+        checkpoint.save(ckpts, step, FileEngine(step), {}, keep=2)
+    assert checkpoint.resolve(tmp_path, "step_000001") == ckpts / "step_000001"  # a name under checkpoints/
+    assert checkpoint.resolve(tmp_path, str(ckpts / "step_000002")) == ckpts / "step_000002"
+    with pytest.raises(ValueError, match=r"checkpoint=step_9: no checkpoint at .*: \['step_000001', 'step_000002'\]"):
+        checkpoint.resolve(tmp_path, "step_9")
+    (ckpts / "step_000002" / "state.pt").unlink()
+    with pytest.raises(ValueError, match=r"step_000002 is incomplete: no state.pt"):  # not "no checkpoint at"
+        checkpoint.resolve(tmp_path, "latest")

@@ -16,6 +16,7 @@ output and log file, and `HydraFiles` writes `.hydra/` once a fresh start is acc
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +66,19 @@ def run_dir_of(resume: str | Path) -> Path:
 
 
 def resume_point(path: str | Path) -> Path | None:
-    """The checkpoint a resume from `path` starts at: the latest one, else `best` (runs saved
-    before the warm start was also the first `latest` hold only `best` until their first
-    periodic checkpoint; `best` holds the whole state of its step, as a step directory does)."""
+    """The checkpoint a resume from `path` starts at: the one named, else the run's latest; where
+    `latest` is lost, its newest step directory, else `best` (runs saved before the warm start was
+    also the first `latest` hold only `best` until their first periodic checkpoint; `best` holds
+    the whole state of its step, as a step directory does)."""
     p = Path(path).expanduser()
     found = checkpoint.latest(p)
-    best = run_dir_of(p) / "checkpoints" / "best"
-    if found is None and p.parent.name != "checkpoints" and (best / "state.pt").exists():  # not when one was named
-        found = best
-    return found
+    if found is not None or p.parent.name == "checkpoints":  # found, or one checkpoint was named
+        return found
+    ckpts = run_dir_of(p) / "checkpoints"
+    steps = sorted(d for d in ckpts.glob("step_*") if (d / "state.pt").exists())
+    if steps:
+        return steps[-1]
+    return ckpts / "best" if (ckpts / "best" / "state.pt").exists() else None
 
 
 def holds_a_run(run_dir: Path) -> bool:
@@ -107,7 +112,17 @@ def check_start(s: RunSettings, run_dir: Path) -> Start:
                          "checkpoints/ or a checkpoint directory)")
     if not (own / "config.yaml").exists():
         raise ValueError(f"resume={s.resume}: {own} is not a run directory of marl.train (no config.yaml)")
-    checkpoint.check(path)
+    step = checkpoint.check(path)["step"]
+    newest = resume_point(own)
+    if path != newest and checkpoint.check(newest)["step"] > step:
+        raise ValueError(f"resume={s.resume}: {path} holds step {step}, but the run has a later checkpoint, {newest}; a "
+                         f"resume continues from the run's latest (resume={own}), since training on from an earlier "
+                         "one would replace the later checkpoints and selection. To branch from it, copy the run to "
+                         "another directory first (nothing was changed)")
+    results = own / "eval.json"
+    if step >= s.train.steps and results.exists() and "final" in json.loads(results.read_text()):
+        raise ValueError(f"resume={s.resume}: the run finished its {step} steps and tested the selected checkpoint "
+                         f"({results}): nothing to continue. To train on, pass a larger train.steps (nothing was changed)")
     saved = saved_config(own)
     diff = changed_keys(saved, s.config)
     notes = []

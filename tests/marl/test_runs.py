@@ -77,6 +77,10 @@ def test_a_run_saved_with_only_best_resumes_from_it(tmp_path):
     was also `latest` hold only `best` (the warm start): resumed from it."""
     run = made_run(tmp_path)
     (run / "checkpoints" / "latest").unlink()
+    assert runs.check_start(cfg_for(tmp_path, f"resume={run}"), run).checkpoint == run / "checkpoints" / "step_000000"
+    for f in (run / "checkpoints" / "step_000000").iterdir():
+        f.unlink()
+    (run / "checkpoints" / "step_000000").rmdir()
     assert runs.check_start(cfg_for(tmp_path, f"resume={run}"), run).checkpoint == run / "checkpoints" / "best"
     with pytest.raises(ValueError, match="already holds a run; continue it with resume="):
         runs.check_start(cfg_for(tmp_path), run)
@@ -133,3 +137,29 @@ def test_a_named_checkpoint_that_does_not_exist_is_refused(tmp_path):
     run = made_run(tmp_path)
     with pytest.raises(ValueError, match=r"resume=.*step_000007: no checkpoint found there"):
         runs.check_start(cfg_for(tmp_path, f"resume={run / 'checkpoints' / 'step_000007'}"), run)
+
+
+def test_a_resume_from_an_earlier_checkpoint_than_the_runs_latest_is_refused(tmp_path):
+    """`resume=<run>/checkpoints/best` (step 0) in a run that went on to step 2: training on from
+    it would replace the later checkpoints; and with `latest` lost, the newest step is found."""
+    run = made_run(tmp_path, "train.steps=4")
+    checkpoint.save(run / "checkpoints", 2, FileEngine(2), {"best": {"score": 0.5, "step": 0}}, keep=2)
+    before = snapshot(run)
+    with pytest.raises(ValueError, match=r"best holds step 0, but the run has a later checkpoint, .*step_000002; a "
+                                         r"resume continues from the run's latest"):
+        runs.check_start(cfg_for(tmp_path, "train.steps=4", f"resume={run / 'checkpoints' / 'best'}"), run)
+    (run / "checkpoints" / "latest").unlink()
+    assert runs.check_start(cfg_for(tmp_path, "train.steps=4", f"resume={run}"), run).checkpoint == \
+        run / "checkpoints" / "step_000002"
+    del before[run / "checkpoints" / "latest"]
+    assert snapshot(run) == before
+
+
+def test_a_finished_run_is_not_resumed(tmp_path):
+    """Resuming a finished run would test it again and log its final test twice."""
+    run = made_run(tmp_path, step=2)
+    (run / "eval.json").write_text('{"final": {}}')
+    with pytest.raises(ValueError, match=r"the run finished its 2 steps .*: nothing to continue. To train on, pass a "
+                                         r"larger train.steps"):
+        runs.check_start(cfg_for(tmp_path, f"resume={run}"), run)
+    assert runs.check_start(cfg_for(tmp_path, f"resume={run}", "train.steps=3"), run).checkpoint is not None

@@ -26,7 +26,7 @@ SEED_MAX = 2**32 - 1  # numpy's seeds stop there
 ARCH_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
               "head_dim", "max_position_embeddings")
 ARCH_SET_BY_BUILD = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id", "tie_word_embeddings")
-KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
+KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a non-empty string",
          list: "a non-empty list of names", dict: "a section (key: value, ...)"}
 
 
@@ -67,6 +67,8 @@ class Rule:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if self.kind is list:
             return isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)
+        if self.kind is str:  # an empty name or path is never meant (cache_dir= would cache into the working directory)
+            return isinstance(v, str) and bool(v.strip())
         return isinstance(v, self.kind)
 
     def value_ok(self, v) -> bool:

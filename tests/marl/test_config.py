@@ -34,6 +34,7 @@ def model_dir(tmp_path):
 @pytest.mark.parametrize("override, msg", [
     # types (each used to fail later, deep inside the run, or not at all)
     ("train.steps=abc", "train.steps='abc'; allowed: an integer >= 1$"),
+    ("cache_dir=", "cache_dir=''; allowed: a non-empty string$"),  # would cache into the working directory
     ("seed=abc", "seed='abc'; allowed: an integer >= 0 and <= 4294967295$"),
     ("train.steps=1e3", r"train.steps=1000.0; allowed: an integer >= 1$"),  # a float is not an integer setting
     ("algo.k=true", "algo.k=True; allowed: an integer >= 2$"),                # nor is a bool

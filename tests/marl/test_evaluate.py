@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from marl.config import evaluate_settings, run_settings, save_run_settings
@@ -79,13 +80,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def saved_run(tmp_path, *overrides, exp="planning") -> Path:
     """A run directory as marl.train leaves it, less the weights: its config.yaml and a best
-    checkpoint with an empty state.pt (every check below runs before a weight is read)."""
+    checkpoint whose state.pt lists no files (every check below runs before a weight is read)."""
     with initialize_config_dir(config_dir=CONF, version_base=None):
         s = run_settings(compose("config", overrides=[f"+exp={exp}", f"cache_dir={tmp_path / 'cache'}",
                                                       "logger=none", *overrides]))
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "best").mkdir(parents=True)
-    (run_dir / "checkpoints" / "best" / "state.pt").touch()
+    torch.save({"step": 0, "files": []}, run_dir / "checkpoints" / "best" / "state.pt")
     save_run_settings(s, run_dir)
     return run_dir
 
@@ -134,7 +135,7 @@ def lcb_files(d: Path) -> Path:
     ("threads=-1", "threads=-1; allowed: an integer >= 0"), ("seed=abc", "seed='abc'; allowed: an integer"),
     ("swap_roles=maybe", "swap_roles='maybe'; allowed: true or false"), ("splits=[]", "non-empty list"),
     ("splits=[dev]", "unknown split 'dev'; allowed: train, val, test"), ("harnesses=[mas,mas]", "without repeats"),
-    ("checkpoint=bestt", "checkpoint=bestt: .*allowed: best, latest or a checkpoint directory"),
+    ("checkpoint=bestt", "checkpoint=bestt: .*allowed: best, latest, a checkpoint directory or a name under"),
     ("+foo=1", r"unknown setting foo \(no code reads it; a misspelling added with \+\?\); the top level holds: run, checkpoint"),
 ])
 def test_evaluate_refuses_a_bad_setting_naming_what_is_allowed(tmp_path, override, msg):

@@ -365,7 +365,13 @@ def evaluate_settings(cfg) -> EvaluateSettings:
     return EvaluateSettings(run_dir, rs, str(c["checkpoint"]), tuple(c["harnesses"]), tuple(c["splits"]), c["n"],
                             c["samples"], float(c["temperature"]), c["swap_roles"], dict(c.get("roles") or {}),
                             c["seed"], c["threads"] or rs.threads,
-                            Path(c["out"]) if c["out"] else run_dir / "evaluate.json", env)
+                            Path(c["out"]) if c["out"] else run_dir / _default_out(env), env)
+
+
+def _default_out(env: dict | None) -> str:
+    """evaluate.json for the run's own task; evaluate_<env>.json for another, so an evaluation
+    on a benchmark never replaces the one on the run's own test set."""
+    return "evaluate.json" if env is None else f"evaluate_{env['name']}.json"
 
 
 def _evaluated_env(env, rs: RunSettings, run_dir: Path) -> dict | None:

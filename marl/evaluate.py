@@ -19,7 +19,9 @@ sized before the model loads. Which policy plays which role
 
 Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
 `samples`, unbiased estimator), mean turns, parse-failure rate, per-role reward. Writes JSON
-(`out=`, default `<run>/evaluate.json`; with `env=`, the env evaluated under "env") and prints a table.
+(`out=`, default `<run>/evaluate.json`; with `env=`, `<run>/evaluate_<env>.json`, the env recorded
+under "env") and prints a table. Every setting, the checkpoint's files, the role -> policy names
+and the output's directory are checked before the model loads.
 """
 from __future__ import annotations
 
@@ -33,11 +35,11 @@ import hydra
 from omegaconf import DictConfig
 
 from marl import checkpoint
-from marl.build import BuiltRun, build_run
+from marl.build import build_run
 from marl.config import GENERATED_N, EvaluateSettings, evaluate_settings
 from marl.episodes import play, summarize
-from marl.io import set_threads, write_json
-from marl.routing import Routing
+from marl.io import check_writable, set_threads, write_json
+from marl.routing import Routing, policy_ids
 from roles import make_harness
 
 
@@ -80,17 +82,18 @@ def evaluate_split(harness, split: str, n: int, samples: int, temperature: float
     return out
 
 
-def routings(built: BuiltRun, harnesses: dict, swap: bool, explicit: dict) -> dict[str, Routing]:
-    """{harness: Routing}: the run's own, swapped if asked, then the explicit role -> policy
-    mapping (applied to the harnesses that have the role). Unknown names are refused."""
+def routings(kind: str, train_roles: list[str], harnesses: dict, swap: bool, explicit: dict) -> dict[str, Routing]:
+    """{harness: Routing}: the run's own (its policy kind and training roles), swapped if asked,
+    then the explicit role -> policy mapping (applied to the harnesses that have the role).
+    Unknown names are refused; nothing here needs the model, so they are refused before it loads."""
     all_roles = sorted({r for h in harnesses.values() for r in h.role_names})
     for role in explicit:
         if role not in all_roles:
             raise ValueError(f"roles.{role}: no such role in {list(harnesses)}; roles: {all_roles}")
-    pols = built.engine.policy_ids
+    pols = policy_ids(kind, train_roles)
     out = {}
     for name, h in harnesses.items():
-        routing = built.routing(h.role_names)
+        routing = Routing.default(kind, train_roles, h.role_names)
         if swap:
             routing = routing.swapped(pols)
         out[name] = routing.override({r: p for r, p in explicit.items() if r in h.role_names}, pols)
@@ -132,15 +135,17 @@ def evaluated_task(e: EvaluateSettings):
 
 def run(e: EvaluateSettings) -> dict:
     set_threads(e.threads)
-    path = checkpoint.resolve(e.run_dir, e.checkpoint)
+    path = checkpoint.resolve(e.run_dir, e.checkpoint)  # a complete checkpoint, or refused
     task, hs, sizes = evaluated_task(e)
+    train_roles = make_harness(task, e.trained.task.harness, **e.task.harness_kw).role_names
+    routes = routings(e.trained.policy.name, train_roles, hs, e.swap_roles, e.roles)
+    check_writable(e.out.parent, "out", "the results are written there")  # before the work, not after
     built = build_run(e.trained)  # the run's own task builds (or finds) its model; `task` is played
     with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
         state = checkpoint.load(path, built.engine, weights_only=True)
         results: dict = {"run": str(e.run_dir), "checkpoint": str(path), "step": state["step"]}
         if e.env is not None:
             results["env"] = dict(e.env)
-        routes = routings(built, hs, e.swap_roles, e.roles)
         for name, h in hs.items():
             results[name] = {split: evaluate_split(h, split, sizes[split], e.samples, e.temperature, built.engine,
                                                    routes[name], e.trained.algo.alpha, e.seed, loop)

@@ -174,6 +174,37 @@ def test_appended_env_is_refused_with_the_form_that_works(tmp_path):
     refuse_misplaced_env(["run=r", "env=aime24", "env.data_dir=/data"])  # the documented form passes
 
 
+@pytest.mark.parametrize("override, msg", [
+    ("+roles.plan=foo", r"roles.plan=foo: no such policy in the run; policies: \['shared'\]"),
+    ("swap_roles=true", r"swap_roles needs exactly two per-role policies, the run has \['shared'\]"),
+    ("out={file}/o.json", r"out=.*file: cannot write there \(File exists\)"),
+])
+def test_names_and_the_output_are_checked_before_the_model_loads(tmp_path, override, msg):
+    """Each used to be refused (out=: to fail with a raw NotADirectoryError) only after the model
+    was built and loaded, or the whole evaluation had run."""
+    from marl import evaluate
+
+    run_dir = saved_run(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=msg):
+        evaluate.run(settings(run_dir, override.format(file=tmp_path / "file")))
+    assert not (tmp_path / "cache").exists()  # no model built
+
+
+def test_a_checkpoint_missing_a_file_is_refused_with_the_settings(tmp_path):
+    run_dir = saved_run(tmp_path)
+    torch.save({"step": 0, "files": ["policy_shared.pt"]}, run_dir / "checkpoints" / "best" / "state.pt")
+    with pytest.raises(ValueError, match=r"best is incomplete: policy_shared.pt missing"):
+        settings(run_dir)
+
+
+def test_an_evaluation_on_another_env_keeps_the_runs_own_results(tmp_path):
+    run_dir = saved_run(tmp_path, exp="math")
+    assert settings(run_dir).out == run_dir / "evaluate.json"
+    data = maths_files(tmp_path / "aime24")
+    assert settings(run_dir, "env=aime24", f"env.data_dir={data}").out == run_dir / "evaluate_aime24.json"
+
+
 def test_a_benchmarks_splits_and_size_are_checked_before_the_model_loads(tmp_path):
     from marl import evaluate
 

@@ -15,9 +15,12 @@ Invariants every task keeps (checked for every registered task by tests/envs/tes
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import random
+import types
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -184,6 +187,28 @@ def check_options(name: str, kwargs: dict) -> None:
     if unknown:
         raise ValueError(f"unknown env option(s) {', '.join(f'env.{k}' for k in unknown)} for env={name}; "
                          f"allowed: {', '.join(params)}")
+    _check_types(_REGISTRY[name], kwargs)
+
+
+def _check_types(factory: Callable[..., Task], kwargs: dict) -> None:
+    """Refuse an option of the wrong type, read off the factory's annotations (`size: int`,
+    `max_moves: int | None`, `rewards: dict | None`), in marl.checks' form: a value such as
+    `env.size=abc` would otherwise fail as a bare TypeError inside the task, or not at all
+    (`env.seed=abc` seeds a generator). Ranges are the task's own checks, when it is made."""
+    from marl.checks import Rule
+
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        kinds = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+        null, kinds = type(None) in kinds, kinds - {type(None)}
+        if len(kinds) != 1 or (kind := kinds.pop()) not in (int, float, bool, str, dict):
+            continue  # a list or a richer type: the task checks it
+        rule = Rule(kind, null=null)
+        if not rule.type_ok(value):
+            raise ValueError(f"env.{key}={value!r}; allowed: {rule.allowed()}")
 
 
 def registered(from_files: bool = False) -> list[str]:

@@ -7,8 +7,9 @@ Integers are integers: a float such as `1e3` (which Hydra reads as 1000.0) is re
 integer is wanted, and a bool is neither an integer nor a number; a number may be given as an
 integer, and must be finite. The `env`, `harness` and `engine=verl` sections hold the options of
 the task, the harness family and the engine, checked by their own code (envs.check_options,
-roles' Family.check_options, Engine.read_settings); `per_model` is the source of the model
-configs' interpolations (conf/model/*.yaml) and `mismatch` experiments.mismatch's own section.
+roles' Family.check_options with each family's rules of this form, Engine.read_settings);
+`per_model` is the source of the model configs' interpolations (conf/model/*.yaml) and
+`mismatch` experiments.mismatch's own section.
 """
 from __future__ import annotations
 
@@ -158,8 +159,6 @@ SECTIONS = (
     Section("logger", {"name": TEXT, "project": Rule(str, **OPTIONAL), "mode": OneOf(*WANDB_MODES, **OPTIONAL),
                        **{k: Rule(str, null=True, **OPTIONAL) for k in ("entity", "group", "id")}}),
     Section("engine", {"name": TEXT, "max_batch": Int(0, **OPTIONAL)}),  # max_batch 0: the engine's default
-    Section("harness", {"max_turns": Int(1, **OPTIONAL), "instructions": Rule(bool, **OPTIONAL),
-                        "parse_penalty": Num(**OPTIONAL)}, open=True),
 )
 
 # marl.evaluate's config (conf/evaluate.yaml); `env` is its optional group (null: the run's own task)

@@ -7,9 +7,10 @@ never a Hydra section.
     s = load_run_settings(run_dir)     # the config.yaml marl.train wrote into a run directory
     e = evaluate_settings(cfg)         # marl.evaluate's config (conf/evaluate.yaml)
 
-The env and harness options stay dicts: their names are checked here (envs.check_options, the
-harness family's check_options), their values by `envs.make` and `roles.make_harness`. The values
-and keys of every other section are checked by marl/checks.py's table.
+The env and harness options stay dicts, checked here by their own code: the env's names and types
+by envs.check_options, a generated task's ranges by making it (a task read from files is made at
+the build), the harness options' names and values by the family's check_options (its rules,
+roles/). The values and keys of every other section are checked by marl/checks.py's table.
 """
 from __future__ import annotations
 
@@ -193,6 +194,13 @@ def _from_dict(c: dict, saved: bool = False) -> RunSettings:
         if name not in harness_names(env["name"]):
             raise ValueError(f"unknown harness {name!r} for env {env['name']}; allowed: "
                              f"{', '.join(harness_names(env['name']))}")
+    envs.check_options(env["name"], _less_name(env))  # names and types; reads no data
+    if env["name"] in envs.registered():
+        # a generated task is made in no time, and checks its own ranges (before an interpolated
+        # harness option such as sokoban's field=${env.max_moves} is blamed for a bad env value)
+        envs.make(env["name"], **_less_name(env))
+    if harness_family(env["name"]):
+        harness_family(env["name"]).check_options(_less_name(h))  # names and values, before any build
     update = UpdateSpec(clip=a["clip"], ppo_epochs=t["ppo_epochs"], mini_batch=t["mini_batch"],
                         micro_batch=t["micro_batch"], grad_clip=t["grad_clip"], old_logprob=t["old_logprob"],
                         entropy_coef=a["entropy_coef"], kl_coef=a["kl_coef"], kl_type=a["kl_type"])
@@ -207,9 +215,6 @@ def _from_dict(c: dict, saved: bool = False) -> RunSettings:
     eng = c["engine"]
     options = engine_class(eng["name"]).read_settings(eng)
     checks.check_values(c)
-    envs.check_options(env["name"], _less_name(env))  # reads no data: the task's own checks come when it is made
-    if harness_family(env["name"]):
-        harness_family(env["name"]).check_options(_less_name(h))
     return RunSettings(
         seed=c["seed"], device=str(c["device"]), threads=c["threads"], resume=c.get("resume"),
         cache_dir=c["cache_dir"],

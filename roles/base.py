@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
+from marl.checks import FLAG, Int, Num, Rule
+
 TOOL_WORKERS = 32  # threads running blocking tool work (each mostly waits on a child process)
 _POOL: ThreadPoolExecutor | None = None
 
@@ -135,38 +137,46 @@ def never(state: TeamState) -> bool:
     return False
 
 
-def no_tool(family: str, tool) -> None:
-    """`tool` is a family option because a model config may set it (conf/model/qwen3_*.yaml: the
-    planning tool agent writes a program) and an experiment of this family pins it to null; a team
-    without a choice of tool refuses any other value rather than ignoring it."""
-    if tool is not None:
-        raise ValueError(f"the {family} team has no choice of tool: harness.tool must be null, got {tool!r}")
+def no_tool(family: str) -> Rule:
+    """The rule of `tool` in a family whose team has no choice of tool: it is a family option
+    because a model config may set it (conf/model/qwen3_*.yaml: the planning tool agent writes a
+    program) and an experiment of this family pins it to null; any other value is refused rather
+    than ignored."""
+    return Rule(type(None), null=True, text=f"null (the {family} team has no choice of tool)")
 
 
 Stop = Callable[[TeamState], bool]
 # (task, instructions, **the family options given) -> (roles in turn order, stop rule; None: the task solved)
 Team = Callable[..., tuple[list[Role], Stop | None]]
-COMMON_OPTIONS = ("max_turns", "instructions", "parse_penalty")  # every family reads these
+# every family reads these: option -> its values (marl.checks' rules; an option not given takes the family's default)
+COMMON_OPTIONS = {"max_turns": Int(1), "instructions": FLAG, "parse_penalty": Num()}
 
 
 @dataclass(frozen=True)
 class Family:
     """A harness family: the teams (`single`, `mas`) of the tasks it serves and the options it
     reads (conf/family/<name>.yaml). A harness config of the family holds COMMON_OPTIONS and
-    `options`, nothing else: any other option is refused with the allowed list, never ignored.
-    Each team gives its own defaults for the options it is not given."""
+    `options`, nothing else: any other option, or a value its rule does not allow, is refused
+    with what is allowed, never ignored. Each team gives its own defaults for the options it is
+    not given."""
 
-    name: str                # planning, code, maths: named in errors
-    teams: dict[str, Team]   # harness name -> its team
-    options: tuple[str, ...]  # the family's own options
-    max_turns: int = 4       # the family's default
+    name: str                 # planning, code, maths: named in errors
+    teams: dict[str, Team]    # harness name -> its team
+    options: dict[str, Rule]  # the family's own options and their values
+    max_turns: int = 4        # the family's default
 
     def check_options(self, kwargs: dict) -> None:
-        """Refuse an option this family does not read, naming the allowed ones."""
-        allowed = COMMON_OPTIONS + self.options
-        unknown = sorted(set(kwargs) - set(allowed))
+        """Refuse an option this family does not read, naming the allowed ones, or a value its rule
+        does not allow (`harness.<option>=<value>; allowed: <what>`, marl.checks' form); nothing is
+        built, so marl.config.run_settings calls it before the tiny model's build."""
+        rules = {**COMMON_OPTIONS, **self.options}
+        unknown = sorted(set(kwargs) - set(rules))
         if unknown:
-            raise ValueError(f"unknown {self.name} harness option(s) {unknown}; allowed: {', '.join(allowed)}")
+            raise ValueError(f"unknown {self.name} harness option(s) {unknown}; allowed: {', '.join(rules)}")
+        for key, value in kwargs.items():
+            rule = rules[key]
+            if not (rule.type_ok(value) and rule.value_ok(value)):
+                raise ValueError(f"harness.{key}={value!r}; allowed: {rule.allowed()}")
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -236,15 +236,15 @@ def code_family(board_cls) -> Family:
     """The code harnesses over the board `board_cls(task)`."""
 
     def single(task, instructions: bool, tool: str | None = None):
-        no_tool("code", tool)
+        del tool  # null only (the family's rule)
         return [CoderRole(board_cls(task), False, instructions)], never
 
     def mas(task, instructions: bool, tool: str | None = None):
-        no_tool("code", tool)
+        del tool  # null only (the family's rule)
         board = board_cls(task)
         return [CoderRole(board, True, instructions), TesterRole(board, instructions)], _tests_passed
 
-    return Family("code", {"single": single, "mas": mas}, ("tool",), max_turns=5)
+    return Family("code", {"single": single, "mas": mas}, {"tool": no_tool("code")}, max_turns=5)
 
 
 register_team("code", code_family(ListBoard))

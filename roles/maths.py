@@ -212,15 +212,15 @@ def maths_family(demos_cls) -> Family:
     """The maths harnesses, demonstrated by `demos_cls(task)`."""
 
     def single(task, instructions: bool, tool: str | None = None):
-        no_tool("maths", tool)
+        del tool  # null only (the family's rule)
         return [ReasonerRole(task, demos_cls(task), False, instructions)], never
 
     def mas(task, instructions: bool, tool: str | None = None):
-        no_tool("maths", tool)
+        del tool  # null only (the family's rule)
         demos = demos_cls(task)
         return [MathToolRole(task, demos, instructions), ReasonerRole(task, demos, True, instructions)], _agreed
 
-    return Family("maths", {"single": single, "mas": mas}, ("tool",), max_turns=4)
+    return Family("maths", {"single": single, "mas": mas}, {"tool": no_tool("maths")}, max_turns=4)
 
 
 register_team("math", maths_family(ArithDemos))

@@ -8,7 +8,7 @@ What differs per task is a `Board` (roles/<task>.py): how a state reads as text,
 language, the tool's query language and the tool itself, and the demonstrators (oracle, naive,
 noise) the tiny model's warm start is made from. A new task is a task module (envs/) plus a board
 and one line, `register_team(<task>, planning_family(<Board>))`; the roles, turn order and rewards
-below are not copied. The family's options (`OPTIONS`, conf/family/planning.yaml) reach only the
+below are not copied. The family's options (`options`, conf/family/planning.yaml) reach only the
 planning tasks.
 
 Tools (`tool=`), one role class each: a board's query tools (`QueryToolRole`, `board.query_tools`;
@@ -33,11 +33,11 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Protocol
 
+from marl.checks import FLAG, Int, Num, OneOf, Rule
 from roles.base import Family, Parsed, TeamState
 from roles.text import CODE, format_cell, head, format_moves, parse_cell, parse_moves, random_moves
 import sandbox
 
-OPTIONS = ("tool", "tool_timeout_s", "coords", "positions", "numbered", "field")  # conf/family/planning.yaml
 _FILLER = re.compile(r"(\s+\.)+\s*$")  # a fixed-width answer's trailing " . . ."
 
 
@@ -260,6 +260,15 @@ def error_line(r: sandbox.Result) -> str:
     return last[0][:200] if last else r.status
 
 
+def options(board_cls) -> dict[str, Rule]:
+    """The family's options (conf/family/planning.yaml) and their values, for the board's task.
+    `field` is a build-time setting of the tiny model (marl/tiny.py), so a bad one is refused
+    before a minutes-long build starts; null: no field (an unbounded task's interpolated width)."""
+    return {"tool": OneOf(*board_cls.query_tools, "program", null=True),  # null: the board's first query tool
+            "tool_timeout_s": Num(0, lo_open=True), "coords": FLAG, "positions": FLAG, "numbered": FLAG,
+            "field": Int(0, null=True)}
+
+
 def planning_family(board_cls) -> Family:
     """The planning harnesses over the board `board_cls(task, **view)`, where view is the family's
     rendering options (coords, positions, numbered, field; each board's defaults where not given)."""
@@ -273,4 +282,4 @@ def planning_family(board_cls) -> Family:
         return [tool_role(board, tool or board.query_tools[0], instructions, tool_timeout_s),
                 PlanRole(board, True, instructions)], None
 
-    return Family("planning", {"single": single, "mas": mas}, OPTIONS, max_turns=4)
+    return Family("planning", {"single": single, "mas": mas}, options(board_cls), max_turns=4)

@@ -120,6 +120,53 @@ def test_an_unknown_task_or_harness_option_is_refused_with_the_settings(override
         settings(*overrides, exp="math" if "env=aime24" in overrides else "planning")
 
 
+@pytest.mark.parametrize("exp, override, msg", [
+    # harness options: each family's rules (roles/); field is a build-time setting (a bad one used to start a build)
+    ("planning", "harness.field=-1", r"harness.field=-1; allowed: an integer >= 0, or null$"),
+    ("planning", "harness.field=abc", r"harness.field='abc'; allowed: an integer >= 0, or null$"),
+    ("planning", "harness.tool_timeout_s=-1", r"harness.tool_timeout_s=-1; allowed: a finite number > 0$"),
+    ("planning", "harness.tool=grid", r"harness.tool='grid'; allowed: goal, program, or null$"),
+    ("sudoku", "harness.tool=goal", r"harness.tool='goal'; allowed: grid, program, or null$"),
+    ("planning", "harness.coords=3", r"harness.coords=3; allowed: true or false$"),
+    ("sokoban", "harness.positions=yes", r"harness.positions='yes'; allowed: true or false$"),
+    ("planning", "harness.numbered=null", r"harness.numbered=None; allowed: true or false$"),
+    ("planning", "harness.max_turns=0", r"harness.max_turns=0; allowed: an integer >= 1$"),
+    ("planning", "harness.max_turns=abc", r"harness.max_turns='abc'; allowed: an integer >= 1$"),
+    ("code", "harness.instructions=1", r"harness.instructions=1; allowed: true or false$"),
+    ("math", "harness.parse_penalty=abc", r"harness.parse_penalty='abc'; allowed: a finite number$"),
+    ("code", "harness.tool=program", r"harness.tool='program'; allowed: null \(the code team has no choice of tool\)$"),
+    ("math", "harness.tool=program", r"harness.tool='program'; allowed: null \(the maths team has no choice of tool\)$"),
+    # env options: types from the task's annotations, ranges by the task itself (made: a generated task)
+    ("planning", "env.size=abc", r"env.size='abc'; allowed: an integer$"),
+    ("planning", "env.seed=abc", r"env.seed='abc'; allowed: an integer$"),     # used to seed a generator
+    ("planning", "env.wall_frac=x", r"env.wall_frac='x'; allowed: a finite number$"),
+    ("planning", "env.rewards=abc", r"env.rewards='abc'; allowed: a section \(key: value, ...\), or null$"),
+    ("sokoban", "env.size=abc", r"env.size='abc'; allowed: an integer$"),
+    ("sokoban", "env.max_moves=abc", r"env.max_moves='abc'; allowed: an integer, or null$"),
+    # not blamed on the harness option interpolated from it (field: ${env.max_moves})
+    ("sokoban", "env.max_moves=-1", r"sokoban max_moves \(-1\) must be >= min_moves \(3\) or null$"),
+    ("planning", "env.size=1", r"planpath size must be >= 2, got 1$"),
+    ("code", "env.hidden=abc", r"env.hidden='abc'; allowed: an integer$"),
+    ("math", "env.lo=abc", r"env.lo='abc'; allowed: an integer$"),
+])
+def test_a_bad_harness_or_env_option_is_refused_naming_the_setting_and_what_is_allowed(exp, override, msg):
+    """run_settings refuses it: before the build (the tiny model's, minutes), not inside it."""
+    with pytest.raises(ValueError, match=msg):
+        settings(override, exp=exp)
+
+
+@pytest.mark.parametrize("exp, overrides", [
+    ("planning", ["harness.field=null"]),          # no field
+    ("planning", ["harness.tool=null"]),           # the board's first query tool
+    ("planning", ["harness.tool=program", "harness.tool_timeout_s=1"]),
+    ("sudoku", ["harness.tool=grid"]),
+    ("sokoban", ["env.max_moves=null"]),           # field follows it: null
+    ("code", ["harness.tool=null"]),
+])
+def test_valid_harness_and_env_options_pass(exp, overrides):
+    settings(*overrides, exp=exp)
+
+
 @pytest.mark.parametrize("overrides", [
     ["train.lr=1"],                      # an integer where a number is wanted
     ["engine.max_batch=0"],              # 0: the engine's default

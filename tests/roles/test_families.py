@@ -45,7 +45,7 @@ def test_every_harness_arch_and_model_composes_with_only_the_tasks_family_option
     assert family.name == FAMILY[exp]
     for cfg in runs:
         task, _, h_kw = task_settings(cfg)
-        assert set(h_kw) == set(COMMON_OPTIONS + family.options)
+        assert set(h_kw) == {*COMMON_OPTIONS, *family.options}
         for name in ("single", "mas"):
             roles.make_harness(task, name, **h_kw)
 

@@ -108,7 +108,7 @@ def test_solved_mid_turn_ends_the_episode():
 
 
 def test_harness_rejects_bad_max_turns():
-    with pytest.raises(ValueError, match="max_turns must be >= 1"):
+    with pytest.raises(ValueError, match="harness.max_turns=0; allowed: an integer >= 1$"):
         mas(max_turns=0)
 
 

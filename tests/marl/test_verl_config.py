@@ -61,7 +61,7 @@ def test_yaml_is_the_typed_settings_and_unknown_keys_are_refused():
                      ({"nnodes": "abc"}, "engine.nnodes='abc'; allowed: an integer$"),
                      ({"param_offload": 1}, "engine.param_offload=1; allowed: true or false$"),
                      ({"gpu_memory_utilization": float("nan")}, "allowed: a finite number$"),
-                     ({"ray_address": 5}, "engine.ray_address=5; allowed: a string, or null$")]:
+                     ({"ray_address": 5}, "engine.ray_address=5; allowed: a non-empty string, or null$")]:
         with pytest.raises(ValueError, match=msg):
             VerlSettings(**bad)
 

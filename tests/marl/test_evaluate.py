@@ -248,6 +248,7 @@ def test_a_raw_load_of_the_evaluate_config_still_reads(tmp_path):
     assert (e.n, e.env, e.splits) == (4, None, ("test",))
 
 
+@pytest.mark.e2e  # 20 s: an evaluation on the model of the shared run
 def test_a_planning_run_evaluates_on_another_board(tmp_path, trained_run):
     """The shared small planning run (tests/test_train_smoke.py) on Sokoban, in the documented form:
     its harness settings and policies kept, the env recorded in the JSON."""

@@ -49,7 +49,8 @@ def full_disk_at_the_first_checkpoint(monkeypatch):
     monkeypatch.setattr(LocalEngine, "save", save)
 
 
-@pytest.mark.parametrize("stop", [pytest.param(kill_in_step_1, marks=pytest.mark.e2e), full_disk_at_the_first_checkpoint],
+@pytest.mark.e2e  # two training runs (the unit test of a full disk: tests/marl/test_checkpoint.py)
+@pytest.mark.parametrize("stop", [kill_in_step_1, full_disk_at_the_first_checkpoint],
                          ids=["killed-in-step-1", "disk-full-at-step-2s-checkpoint"])
 def test_a_run_stopped_before_its_first_periodic_checkpoint_resumes_exactly(tmp_path, monkeypatch, trained_run, stop):
     """Before, such a run could neither resume ("no checkpoint found there") nor start again

@@ -265,8 +265,9 @@ def print_summary(results: dict, s: RunSettings, run_dir: Path) -> None:
     rows = [f"\n{'harness':<8} {'split':<5} {'warm start':>10} {'after RL':>9}"]
     for h in s.eval.harnesses:
         for split in ("val", "test"):
-            ws = results.get("warm_start", {}).get(split, {}).get(h, {}).get("success", float("nan"))
-            rows.append(f"{h:<8} {split:<5} {ws:>10.1%} {results[h][split]['success']:>9.1%}")
+            ws = results.get("warm_start", {}).get(split, {}).get(h, {}).get("success")
+            ws = "-" if ws is None else f"{ws:.1%}"  # eval.warm_start=false: not evaluated
+            rows.append(f"{h:<8} {split:<5} {ws:>10} {results[h][split]['success']:>9.1%}")
     rows.append(f"trained harness={s.task.harness} policy={s.policy.name} algo={s.algo.name}; "
                 f"selected step {results['final']['selected_step']} on validation; outputs in {run_dir}")
     print("\n".join(rows), flush=True)

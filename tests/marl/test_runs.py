@@ -163,3 +163,15 @@ def test_a_finished_run_is_not_resumed(tmp_path):
                                          r"larger train.steps"):
         runs.check_start(cfg_for(tmp_path, f"resume={run}"), run)
     assert runs.check_start(cfg_for(tmp_path, f"resume={run}", "train.steps=3"), run).checkpoint is not None
+
+
+def test_the_summary_marks_a_warm_start_that_was_not_evaluated(tmp_path, capsys):
+    s = cfg_for(tmp_path, "eval.warm_start=false", "eval.harnesses=[mas]")
+    res = {"mas": {"val": {"success": 0.5}, "test": {"success": 0.25}}, "final": {"selected_step": 2}}
+    train.print_summary(res, s, tmp_path)
+    rows = capsys.readouterr().out.splitlines()
+    assert "nan" not in "\n".join(rows)
+    assert any(r.split() == ["mas", "test", "-", "25.0%"] for r in rows)
+    res["warm_start"] = {"test": {"mas": {"success": 0.125}}}
+    train.print_summary(res, s, tmp_path)
+    assert any(r.split() == ["mas", "test", "12.5%", "25.0%"] for r in capsys.readouterr().out.splitlines())

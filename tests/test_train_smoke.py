@@ -151,6 +151,18 @@ def test_resume_continues_from_checkpoint(tmp_path, trained_run):
     assert not (run_dir / "checkpoints" / "step_000002").exists()  # only the newest step is kept
 
 
+def kill_in_step(monkeypatch, n: int) -> None:
+    """The run dies (KeyboardInterrupt, as a Ctrl-C) in step n, after its rollout and update,
+    before it writes the step's traces and checkpoint."""
+    real = train.write_traces
+
+    def killed(r, step, batch, metrics):
+        if step == n - 1:
+            raise KeyboardInterrupt("killed")
+        real(r, step, batch, metrics)
+    monkeypatch.setattr(train, "write_traces", killed)
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("policy", ["shared", "lora"])
 def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch, policy):
@@ -159,13 +171,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch, policy):
     args = [f"policy={policy}", "train.steps=2", "eval.warm_start=false"]
     train.run(cfg_for(tmp_path, *args), tmp_path / "whole")
     real = train.write_traces
-
-    def dies_in_step_2(r, step, batch, metrics):
-        if step == 1:
-            raise KeyboardInterrupt("killed")
-        real(r, step, batch, metrics)
-
-    monkeypatch.setattr(train, "write_traces", dies_in_step_2)
+    kill_in_step(monkeypatch, 2)
     from marl.engine.local import LocalEngine
     closed = []
     monkeypatch.setattr(LocalEngine, "close", lambda self: closed.append(self))

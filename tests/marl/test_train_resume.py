@@ -15,7 +15,7 @@ import torch
 from marl import train
 from marl.engine.local import LocalEngine
 from test_runs import snapshot
-from test_train_smoke import CONF, SMALL, cfg_for, rows
+from test_train_smoke import CONF, SMALL, cfg_for, kill_in_step, rows
 
 DROP = ("timing/", "system/")
 
@@ -30,13 +30,7 @@ def same_run(a, b) -> None:
 
 
 def kill_in_step_1(monkeypatch):
-    real = train.write_traces
-
-    def killed(r, step, batch, metrics):
-        if step == 0:
-            raise KeyboardInterrupt("killed")
-        real(r, step, batch, metrics)
-    monkeypatch.setattr(train, "write_traces", killed)
+    kill_in_step(monkeypatch, 1)
 
 
 def full_disk_at_the_first_checkpoint(monkeypatch):

@@ -8,7 +8,9 @@ Every verl import of an engine lives in this package, so verl's API changes land
 - `client.py`: marl's generate client over verl's `LLMServerClient` (problem id = request id);
 - `rollout_workers.py`: `marl.rollout` unchanged in CPU Ray actors;
 - `batch.py`: samples -> verl's training batch (uid = group key, zero-mask padding rows);
-- `cpu_server.py`: a CPU stand-in for a vLLM server, for tests of the rollout path.
+- `lora_init.py`: each policy's initial LoRA adapter, seeded by marl, for verl to load;
+- `cpu_platform.py`, `cpu_rollout.py`, `cpu_server.py`: `rollout_backend=cpu`, verl's own workers
+  on the CPU (a platform through verl's plugin hooks) with CPU token servers in vLLM's place.
 
 The trainer (`marl.train`) is unchanged: it computes advantages with `marl.advantage` before the
 batch is split by policy and hands each policy's rows to `update`. verl's own trainers are not
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from marl.engine import Engine, EngineSpec, UpdateSpec
 from marl.engine.tokens import encode_prompt, load_tokenizer
+from marl.engine.verl.lora_init import write_initial_adapters
 from marl.engine.verl.settings import VerlSettings
 from marl.types import TrainSample
 
@@ -51,14 +54,17 @@ class VerlEngine(Engine):
 
     @classmethod
     def check_environment(cls, settings: VerlSettings, n_policies: int) -> None:
+        if settings.on_cpu:
+            settings.gpus_per_policy(n_policies)  # worker processes: any machine has them
+            return
         have, where = gpus_visible(settings)
         if have == 0:
             raise ValueError(f"engine=verl needs NVIDIA GPUs (verl's FSDP workers and vLLM/SGLang servers have no "
-                             f"CPU path), and {where} has none. Train on the CPU with engine=local (the default), "
-                             "or see README, 'On a GPU cluster'")
-        if have < settings.gpus:
-            raise ValueError(f"engine.nnodes={settings.nnodes} x engine.n_gpus_per_node={settings.n_gpus_per_node} "
-                             f"asks for {settings.gpus} GPUs; {where} has {have}")
+                             f"CPU path), and {where} has none. Train on the CPU with engine=local (the default) or "
+                             "engine.rollout_backend=cpu (verl's workers on the CPU), or see README, 'On a GPU cluster'")
+        if have < settings.gpus(n_policies):
+            raise ValueError(f"engine.nnodes={settings.nnodes} x engine.n_gpus_per_node={settings.per_node(n_policies)} "
+                             f"asks for {settings.gpus(n_policies)} GPUs; {where} has {have}")
         settings.gpus_per_policy(n_policies)  # refuses a split that does not divide
 
     def __init__(self, spec: EngineSpec):
@@ -69,21 +75,31 @@ class VerlEngine(Engine):
         from marl.engine.verl.rollout_workers import Endpoint, RolloutWorker
 
         self.spec, s = spec, spec.settings
-        if not ray.is_initialized():
-            ray.init(address=s.ray_address, log_to_driver=False)
         nodes, per_node = s.gpus_per_policy(len(spec.policy_ids))
+        if s.on_cpu:
+            from marl.engine.verl.cpu_platform import use_here
+            use_here()
+        if not ray.is_initialized():
+            ray.init(address=s.ray_address, log_to_driver=False, **local_ray(s, nodes * per_node, len(spec.policy_ids)))
+        env = dict(os.environ)  # after ray.init: a local Ray's auth token is in it, for the policies' drivers
         self.tokenizer, self.chat = load_tokenizer(spec.model_path)
+        lora_init = write_initial_adapters(spec) if spec.lora is not None else {}
         run = uuid.uuid4().hex[:8]
         gcs = ray.get_runtime_context().gcs_address
         self.procs, self.hosts = {}, {}
-        for pid in spec.policy_ids:
-            ns = f"marl_{run}_{pid}"
-            self.procs[pid] = subprocess.Popen([sys.executable, "-m", "marl.engine.verl.policy",
-                                                "--address", gcs, "--namespace", ns, "--parent", str(os.getpid())])
-            self.hosts[pid] = self._wait_for(HOST_NAME, ns, self.procs[pid])
-        dps = ray.get([h.build.remote(verl_config(spec, s, nodes, per_node), pid, spec.reference, spec.lora is not None)
-                       for pid, h in self.hosts.items()])
+        try:
+            for pid in spec.policy_ids:
+                ns = f"marl_{run}_{pid}"
+                self.procs[pid] = subprocess.Popen([sys.executable, "-m", "marl.engine.verl.policy", "--address", gcs,
+                                                    "--namespace", ns, "--parent", str(os.getpid())], env=env)
+                self.hosts[pid] = self._wait_for(HOST_NAME, ns, self.procs[pid])
+            dps = ray.get([h.build.remote(verl_config(spec, s, nodes, per_node, lora_init.get(pid)), pid,
+                                          spec.reference, spec.lora is not None) for pid, h in self.hosts.items()])
+        except Exception as e:
+            self.close()
+            raise RuntimeError(f"engine=verl failed to start: {e}\n{worker_log_tail()}") from e
         self.dp = dict(zip(self.hosts, dps))
+        self.updated: set[str] = set()  # policies trained since the last sync_weights
         routers = dict(zip(self.hosts, ray.get([h.router.remote() for h in self.hosts.values()])))
         self.endpoints = {pid: Endpoint(spec.model_path, routers[pid], s.rollout_backend, spec.max_new_tokens)
                           for pid in spec.policy_ids}
@@ -138,13 +154,18 @@ class VerlEngine(Engine):
         # the mini-batch (one when every row fits in it), itself a multiple of dp
         mini = math.ceil(min(spec.mini_batch, len(batch)) / dp) * dp
         data = to_batch(batch, mini, self.tokenizer.pad_token_id)
-        return ray.get(self.hosts[policy_id].update.remote(data, mini, spec.ppo_epochs, rng.randrange(2**31),
-                                                           spec.entropy_coef > 0))
+        out = ray.get(self.hosts[policy_id].update.remote(data, mini, spec.ppo_epochs, rng.randrange(2**31),
+                                                          spec.entropy_coef > 0))
+        self.updated.add(policy_id)
+        return out
 
     def sync_weights(self) -> None:
+        """Push the weights of the policies trained since the last push (the others' replicas
+        already hold theirs: a push into an awake replica costs its memory twice over)."""
         import ray
         self.version += 1
-        ray.get([h.sync.remote(self.version) for h in self.hosts.values()])
+        ray.get([self.hosts[pid].sync.remote(self.version) for pid in sorted(self.updated)])
+        self.updated.clear()
 
     def save(self, directory: Path) -> None:
         """verl's checkpoint of each policy under `directory/verl_<policy>` (a filesystem every
@@ -174,3 +195,30 @@ class VerlEngine(Engine):
             p.terminate()
         for p in self.procs.values():
             p.wait(timeout=60)
+        self.procs = {}
+
+
+def local_ray(settings: VerlSettings, devices_per_policy: int, n_policies: int) -> dict:
+    """`ray.init` options for a Ray started here. With rollout_backend=cpu: the CPU platform's
+    environment in every process, and enough logical CPUs for every actor (each FSDP rank and
+    rollout worker asks for one; on a 2-core machine they share the cores, one thread each)."""
+    if settings.ray_address is not None or not settings.on_cpu:
+        return {}
+    from marl.engine.verl.cpu_platform import ray_env
+    need = devices_per_policy * n_policies + settings.rollout_workers
+    return {"num_cpus": max(os.cpu_count() or 1, need), "runtime_env": {"env_vars": ray_env()},
+            "include_dashboard": False}
+
+
+def worker_log_tail(files: int = 4, lines: int = 15) -> str:
+    """The last lines of this Ray session's most recent worker logs (workers log to files only:
+    `log_to_driver=False` keeps a run's output readable), for the error of a failed start."""
+    try:
+        import ray
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    except Exception:  # noqa: BLE001 - no session to read: say so rather than hide the first error
+        return "(no Ray session logs to show)"
+    recent = sorted((p for p in logs.glob("worker-*") if p.stat().st_size), key=lambda p: p.stat().st_mtime)[-files:]
+    parts = [f"--- {p} (last {lines} lines)\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+             for p in recent]
+    return "\n".join(parts) if parts else f"(no worker output in {logs})"

@@ -45,8 +45,12 @@ def default_config() -> DictConfig:
         return compose(config_name="ppo_trainer")
 
 
-def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_node: int) -> DictConfig:
-    """verl's config for one policy of `spec` on a pool of `nodes` x `gpus_per_node` GPUs."""
+def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_node: int,
+                lora_init: str | None = None) -> DictConfig:
+    """verl's config for one policy of `spec` on a pool of `nodes` x `gpus_per_node` GPUs (worker
+    processes with rollout_backend=cpu). `lora_init`: the directory of the policy's initial LoRA
+    adapter (marl's seeded initialisation, `marl.engine.verl.lora_init`), which verl loads instead
+    of drawing its own from an unseeded generator."""
     if spec.update is None:
         raise ValueError("engine=verl configures its workers at build time: EngineSpec.update is needed")
     if spec.dtype not in DTYPES:
@@ -68,9 +72,15 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
     if spec.lora is not None:  # verl's FSDP engine reads model.lora_rank (not model.lora.rank)
         m.lora_rank, m.lora_alpha = spec.lora.rank, spec.lora.alpha
         m.target_modules = list(spec.lora.target_modules)
+        if lora_init is None:
+            raise ValueError("policy=lora under engine=verl starts from marl's seeded adapter: lora_init is needed")
+        m.lora_adapter_path = lora_init
+        # the CPU servers take whole weights: the actor merges its adapter into them for each sync
+        m.lora.merge = settings.on_cpu
 
     act = arr.actor
-    act.strategy = "fsdp"
+    # FSDP2 on GPUs as on the CPU (FSDP1 refuses CPU parameters): the CPU tests run the GPU's code
+    act.strategy = arr.ref.strategy = "fsdp2"
     act.optim.lr, act.optim.weight_decay, act.optim.clip_grad = o.lr, o.weight_decay, u.grad_clip
     act.optim.lr_warmup_steps, act.optim.lr_scheduler_type = o.warmup_steps, o.schedule
     act.optim.total_training_steps = o.total_steps
@@ -104,7 +114,8 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
     r.nnodes, r.n_gpus_per_node = nodes, gpus_per_node
     r.dtype = spec.dtype  # vLLM / SGLang take torch's names
 
-    cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, cfg.trainer.device = nodes, gpus_per_node, "cuda"
+    cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node = nodes, gpus_per_node
+    cfg.trainer.device = "cpu" if settings.on_cpu else "cuda"
     cfg.trainer.logger = []  # marl logs (marl.logger); verl's trackers stay off
     cfg.algorithm.adv_estimator = "at_grpo"  # marl.advantage computes it; recorded for verl's own checks
     cfg.algorithm.norm_adv_by_std_in_grpo = True

@@ -6,8 +6,8 @@ Why a Ray job per policy: verl 0.9.1 names each replica's server actor `vllm_ser
 (likewise for SGLang) and its workers look it up by that name, so two replica sets in one job
 (namespace) collide; the weight-transfer sockets are keyed by job id too. Each policy is therefore
 hosted by its own driver process (`python -m marl.engine.verl.policy`) in its own namespace, and
-the policies take disjoint shares of the GPUs (`engine.placement=split`). Everything here runs on
-GPU machines only; what can run on a CPU (the batch, the client, the config) is tested apart.
+the policies take disjoint shares of the GPUs (`engine.placement=split`). With
+`engine.rollout_backend=cpu` the same stack runs on CPU worker processes (`cpu_platform.py`).
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ def _mean(v) -> float:
     return float(v)
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=0)  # it waits on the workers, which hold the resources
 class PolicyHost:
     def build(self, config, policy_id: str, reference: bool, lora: bool) -> int:
-        """Start the stack; returns its data-parallel size (rows per update are padded to it)."""
+        """Start the stack; returns its data-parallel size (rows per update are padded to it).
+        `config.trainer.device` is cuda, or cpu for CPU worker processes and token servers."""
         from verl.checkpoint_engine import CheckpointEngineManager
         from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
         from verl.utils.config import omega_conf_to_dataclass
@@ -44,16 +45,19 @@ class PolicyHost:
 
         t = config.trainer
         self.reference, self.lora = reference, lora
-        pool = RayResourcePool(process_on_nodes=[t.n_gpus_per_node] * t.nnodes, use_gpu=True,
+        device = t.device
+        pool = RayResourcePool(process_on_nodes=[t.n_gpus_per_node] * t.nnodes, use_gpu=device == "cuda",
                                max_colocate_count=1, name_prefix=f"marl_{policy_id}")
         # with LoRA the reference is the base: the actor's forward with its adapter disabled
         role = "actor_rollout_ref" if reference and not lora else "actor_rollout"
         worker = RayClassWithInitArgs(cls=ray.remote(ActorRolloutRefWorker), config=config.actor_rollout_ref, role=role)
-        self.wg = RayWorkerGroup(resource_pool=pool, ray_cls_with_init=worker, device_name="cuda")
+        self.wg = RayWorkerGroup(resource_pool=pool, ray_cls_with_init=worker, device_name=device)
         self.wg.init_model()
         self.servers = LLMServerManager.create(config=config, worker_group=self.wg, rollout_resource_pool=pool)
         ce = omega_conf_to_dataclass(config.actor_rollout_ref.rollout.checkpoint_engine)
-        ce.backend = "naive"  # colocated replicas: CUDA IPC inside each GPU, as verl's own v1 trainer
+        # colocated replicas: each worker hands its weights to its replica in process (CUDA IPC into
+        # vLLM, as verl's own v1 trainer; Ray's object store into a CPU server)
+        ce.backend = "naive"
         self.ckpt = CheckpointEngineManager(config=ce, actor_wg=self.wg, replicas=self.servers.get_replicas())
         self.ckpt.sleep_replicas()
         self.ckpt.update_weights(0)  # the replicas start from the actor's weights (rollout.load_format=dummy)
@@ -115,7 +119,7 @@ def train_rows(wg, batch, mini_batch: int, epochs: int, seed: int, entropy: bool
     mask = batch.batch["response_mask"].bool()
     gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"])[mask]
     m["train/rollout_logprob_gap"] = float(gap.abs().mean()) if gap.numel() else 0.0  # vLLM vs FSDP
-    m["timing/logprob"] = t1 - t0
+    m["timing/old_logprob"] = t1 - t0  # the pre-update (and reference) log-prob passes, as engine=local
     return m
 
 
@@ -128,7 +132,12 @@ def main() -> None:
     ap.add_argument("--parent", type=int, required=True)
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # VerlEngine.close(): a clean job end
-    ray.init(address=a.address, namespace=a.namespace, log_to_driver=False)
+    env = {}
+    if os.environ.get("VERL_PLATFORM") == "cpu":  # set by VerlEngine for rollout_backend=cpu
+        from marl.engine.verl.cpu_platform import ray_env, use_here
+        use_here()
+        env = {"runtime_env": {"env_vars": ray_env()}}  # this job's workers and servers
+    ray.init(address=a.address, namespace=a.namespace, log_to_driver=False, **env)
     host = PolicyHost.options(name=HOST_NAME).remote()  # kept: an actor without a handle is collected
     while os.getppid() == a.parent:
         time.sleep(2)

@@ -6,18 +6,19 @@ from dataclasses import dataclass, fields
 
 from marl.checks import Rule
 
-BACKENDS = ("vllm", "sglang")
+BACKENDS = ("vllm", "sglang", "cpu")  # cpu: verl's workers on the CPU, CPU token servers (cpu_platform.py)
+GPU_DEFAULT = 8  # n_gpus_per_node=null on GPUs: a whole node
 PLACEMENTS = ("split",)
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
 # each field's annotation -> the check of its type (marl.checks.Rule)
-TYPES = {"int": Rule(int), "float": Rule(float), "bool": Rule(bool), "str": Rule(str), "str | None": Rule(str, null=True)}
+TYPES = {"int": Rule(int), "int | None": Rule(int, null=True), "float": Rule(float), "bool": Rule(bool), "str": Rule(str), "str | None": Rule(str, null=True)}
 
 
 @dataclass(frozen=True)
 class VerlSettings:
     ray_address: str | None = None
     nnodes: int = 1
-    n_gpus_per_node: int = 8
+    n_gpus_per_node: int | None = None  # null: 8 GPUs; with rollout_backend=cpu, one worker process per policy
     placement: str = "split"
     rollout_backend: str = "vllm"
     tensor_parallel: int = 1
@@ -39,10 +40,12 @@ class VerlSettings:
                               ("attn_implementation", ATTENTION)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"engine.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
-        for name in ("nnodes", "n_gpus_per_node", "tensor_parallel", "prompt_length", "max_tokens_per_gpu",
+        for name in ("nnodes", "tensor_parallel", "prompt_length", "max_tokens_per_gpu",
                      "rollout_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"engine.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_gpus_per_node is not None and self.n_gpus_per_node < 1:
+            raise ValueError(f"engine.n_gpus_per_node must be >= 1 or null, got {self.n_gpus_per_node}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"engine.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
 
@@ -55,22 +58,32 @@ class VerlSettings:
         return cls(**{k: v for k, v in section.items() if k in known})
 
     @property
-    def gpus(self) -> int:
-        return self.nnodes * self.n_gpus_per_node
+    def on_cpu(self) -> bool:
+        return self.rollout_backend == "cpu"
+
+    def per_node(self, n_policies: int) -> int:
+        """Devices per node: GPUs, or with rollout_backend=cpu worker processes (the FSDP ranks)."""
+        if self.n_gpus_per_node is not None:
+            return self.n_gpus_per_node
+        return n_policies if self.on_cpu else GPU_DEFAULT
+
+    def gpus(self, n_policies: int) -> int:
+        return self.nnodes * self.per_node(n_policies)
 
     def gpus_per_policy(self, n_policies: int) -> tuple[int, int]:
         """(nodes, GPUs per node) of each policy's pool under `split`: whole nodes where there are
         at least as many nodes as policies, else an equal share of every node's GPUs."""
+        n = self.per_node(n_policies)
         if n_policies <= self.nnodes:
             if self.nnodes % n_policies:
                 raise ValueError(f"engine.nnodes={self.nnodes} does not split evenly over {n_policies} policies")
-            nodes, per_node = self.nnodes // n_policies, self.n_gpus_per_node
+            nodes, per_node = self.nnodes // n_policies, n
         else:
-            if self.nnodes != 1 or self.n_gpus_per_node % n_policies:
+            if self.nnodes != 1 or n % n_policies:
                 raise ValueError(f"{n_policies} policies do not split {self.nnodes} node(s) of "
-                                 f"{self.n_gpus_per_node} GPUs evenly; use nnodes a multiple of {n_policies}, "
+                                 f"{n} GPUs evenly; use nnodes a multiple of {n_policies}, "
                                  f"or one node whose GPU count it divides")
-            nodes, per_node = 1, self.n_gpus_per_node // n_policies
+            nodes, per_node = 1, n // n_policies
         if (nodes * per_node) % self.tensor_parallel:
             raise ValueError(f"each policy gets {nodes * per_node} GPUs, not a multiple of "
                              f"engine.tensor_parallel={self.tensor_parallel}")

@@ -91,7 +91,8 @@ class VerlEngine(Engine):
             for pid in spec.policy_ids:
                 ns = f"marl_{run}_{pid}"
                 self.procs[pid] = subprocess.Popen([sys.executable, "-m", "marl.engine.verl.policy", "--address", gcs,
-                                                    "--namespace", ns, "--parent", str(os.getpid())], env=env)
+                                                    "--namespace", ns, "--parent", str(os.getpid())],
+                                                   env=env, stdin=subprocess.PIPE)
                 self.hosts[pid] = self._wait_for(HOST_NAME, ns, self.procs[pid])
             dps = ray.get([h.build.remote(verl_config(spec, s, nodes, per_node, lora_init.get(pid)), pid,
                                           spec.reference, spec.lora is not None) for pid, h in self.hosts.items()])
@@ -191,10 +192,15 @@ class VerlEngine(Engine):
         self._stats = {}
 
     def close(self) -> None:
+        """End every policy's Ray job (its driver exits when its stdin closes), then the workers."""
         for p in self.procs.values():
-            p.terminate()
+            p.stdin.close()
         for p in self.procs.values():
-            p.wait(timeout=60)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         self.procs = {}
 
 

@@ -75,8 +75,6 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
         if lora_init is None:
             raise ValueError("policy=lora under engine=verl starts from marl's seeded adapter: lora_init is needed")
         m.lora_adapter_path = lora_init
-        # the CPU servers take whole weights: the actor merges its adapter into them for each sync
-        m.lora.merge = settings.on_cpu
 
     act = arr.actor
     # FSDP2 on GPUs as on the CPU (FSDP1 refuses CPU parameters): the CPU tests run the GPU's code

@@ -39,8 +39,8 @@ class CpuReplica(RolloutReplica):
 
 class CpuRolloutAdapter(BaseRollout):
     """verl's rollout object inside an FSDP worker: forwards the weights of each sync to the
-    worker's replica server. With LoRA the actor merges its adapter first (marl sets
-    `model.lora.merge`), so the server always receives whole HF-named weights."""
+    worker's replica server, as vLLM's adapter does: whole weights, or with LoRA the base once
+    (`base_sync_done=False`) and the adapter's weights on every sync after (`peft_config` set)."""
 
     def __init__(self, config, model_config, device_mesh, *args, **kwargs):
         super().__init__(config, model_config, device_mesh)
@@ -52,10 +52,14 @@ class CpuRolloutAdapter(BaseRollout):
     async def release(self):
         pass
 
-    async def update_weights(self, weights, wire_format: str = "named_tensors", peft_config=None, **kwargs):
-        if wire_format != "named_tensors" or peft_config is not None:
-            raise ValueError(f"rollout_backend=cpu takes whole named weights (got wire_format={wire_format!r}, "
-                             f"peft_config={'set' if peft_config is not None else None})")
+    async def update_weights(self, weights, wire_format: str = "named_tensors", peft_config=None,
+                             base_sync_done: bool = True, global_steps=None, **kwargs):
+        if wire_format != "named_tensors":
+            raise ValueError(f"rollout_backend=cpu takes named tensors, not wire_format={wire_format!r}")
         state = {name: t.detach().to("cpu", torch.float32).clone() for name, t in weights}
         server = ray.get_actor(SERVER_NAME.format(self.replica_rank))
-        await server.load_weights.remote(state, kwargs.get("global_steps"))
+        if peft_config is not None and base_sync_done:
+            await server.load_adapter.remote(dict(peft_config), state, global_steps)
+        else:  # a LoRA model's base: PEFT names a target module's frozen weight <module>.base_layer.weight
+            state = {n.replace(".base_layer.", "."): t for n, t in state.items()}
+            await server.load_weights.remote(state, global_steps)

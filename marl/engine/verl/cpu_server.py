@@ -48,6 +48,23 @@ class CpuTokenServer:
         self.version = -1 if version is None else int(version)
         return len(state)
 
+    def load_adapter(self, peft_config: dict, state: dict, version: int | None) -> int:
+        """A LoRA adapter's weights (PEFT's state-dict names) on the base `load_weights` holds;
+        the first call wraps the model in PEFT with the actor's adapter config."""
+        from dataclasses import fields
+
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        if not hasattr(self.runner.model, "peft_config"):
+            known = {f.name for f in fields(LoraConfig)}
+            cfg = LoraConfig(**{k: v for k, v in peft_config.items() if k in known})
+            self.runner.model = get_peft_model(self.runner.model, cfg).eval()
+        res = set_peft_model_state_dict(self.runner.model, state)
+        if res.unexpected_keys:
+            raise ValueError(f"server {self.name}: adapter weights {res.unexpected_keys[:5]} match no LoRA module")
+        self.version = -1 if version is None else int(version)
+        return len(state)
+
     async def generate(self, prompt_ids: list[int], sampling_params: dict, request_id: str,
                        image_data=None, video_data=None, **kwargs) -> TokenOutput:
         params = dict(sampling_params)

@@ -15,6 +15,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 
 import ray
@@ -124,14 +125,15 @@ def train_rows(wg, batch, mini_batch: int, epochs: int, seed: int, entropy: bool
 
 
 def main() -> None:
-    """The driver process of one policy's Ray job: holds its `PolicyHost` until terminated, or
-    until the trainer that started it is gone (its GPUs are then freed with the job)."""
+    """The driver process of one policy's Ray job: holds its `PolicyHost` until the trainer closes
+    its stdin (`VerlEngine.close`), or until the trainer is gone (its GPUs are then freed with the
+    job). A closed pipe, not a signal: Ray's signal handler prints a stack dump on SIGTERM."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--address", required=True)
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--parent", type=int, required=True)
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # VerlEngine.close(): a clean job end
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     env = {}
     if os.environ.get("VERL_PLATFORM") == "cpu":  # set by VerlEngine for rollout_backend=cpu
         from marl.engine.verl.cpu_platform import ray_env, use_here
@@ -139,9 +141,12 @@ def main() -> None:
         env = {"runtime_env": {"env_vars": ray_env()}}  # this job's workers and servers
     ray.init(address=a.address, namespace=a.namespace, log_to_driver=False, **env)
     host = PolicyHost.options(name=HOST_NAME).remote()  # kept: an actor without a handle is collected
-    while os.getppid() == a.parent:
-        time.sleep(2)
+    closed = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+    while os.getppid() == a.parent and not closed.wait(2):
+        pass
     del host
+    ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ advantages +1 and -1 by candidate (zero mean in every group) in place of the com
   parameter elements that moved is reported: bf16 weights round small AdamW steps away);
 - generation after sync: a seeded sample from the same prompts after `sync_weights` differs from
   the one before the update, and its log-probs agree with the updated model's teacher-forced ones.
-Reported: peak GPU memory (`torch.cuda.max_memory_allocated`, from the engine's build to the end),
-generated tokens/s of the rollout, update samples/s. Exit status 1 on any FAIL.
+Reported: peak GPU memory (`torch.cuda.max_memory_allocated`, and reserved, from the engine's
+build to the end), generated tokens/s of the rollout, update samples/s. Exit status 1 on any FAIL,
+2 when the check cannot start (no CUDA GPU without --small, a missing package).
+
+Needs marl's own dependencies (hydra-core, omegaconf, tokenizers, numpy, tqdm, ...) except verl,
+Ray and vLLM. marl's advantage and loss import verl's `core_algos` (which imports Ray): where verl
+is not installed, `verl_standin.py` stands in for the functions they call (its test compares them
+with verl's), and the JSON says which one ran.
 """
 from __future__ import annotations
 
@@ -52,12 +58,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "
 import verl_standin  # noqa: E402
 
 VERL_STANDIN = verl_standin.install()  # before marl: its advantage and loss import verl's core_algos
-from common import config, machine, table, train_run  # noqa: E402
+try:
+    from common import config, machine, table, train_run
 
-from marl.engine.local.logprobs import response_logprobs  # noqa: E402
-from marl.io import write_json  # noqa: E402
-from marl.train import advantages, collect, update  # noqa: E402
-from marl.types import TrainSample  # noqa: E402
+    from marl.engine.local.logprobs import response_logprobs
+    from marl.io import write_json
+    from marl.train import advantages, collect, update
+    from marl.types import TrainSample
+except ModuleNotFoundError as e:
+    sys.exit(f"local_check: {e.name!r} is not installed; the check needs marl's own dependencies (setup.py "
+             f"install_requires, torch and transformers) except verl, Ray and vLLM")
 
 QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
                   num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1000000.0,
@@ -68,7 +78,8 @@ SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_att
 SMALL_VOCAB = 4096  # padded as the full vocabulary is, so --small exercises the same tokenizer
 K = 4
 # mean |generation log-prob - teacher-forced log-prob| per token: the KV-cache decode and the
-# update's packed forward round differently (bf16 far more than fp32); a stale model is orders off
+# update's packed forward round differently (bf16 far more than fp32). A model that generates
+# with stale weights is caught by its seeded sample, the same as before the update
 LOGPROB_GAP = {"bfloat16": 0.05, "float32": 1e-3}
 
 
@@ -256,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             figures["generation_logprob_gap"] = gap
         if cuda:
             figures["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            figures["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     figures["wall_s"] = time.perf_counter() - t_start
 
-    shown = ["peak_gpu_memory_gib", "generate_tokens_per_s", "update_samples_per_s", "samples", "generated_tokens",
+    shown = ["peak_gpu_memory_gib", "peak_gpu_reserved_gib", "generate_tokens_per_s", "update_samples_per_s", "samples", "generated_tokens",
              "rollout_s", "update_s", "build_model_s", "wall_s"]
     print(table([[k, figures[k]] for k in shown if k in figures], ["figure", "value"]))
     ok = all(x["pass"] for x in rows)

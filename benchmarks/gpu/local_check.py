@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -162,6 +163,74 @@ def commit() -> str:
         return "unknown (no git checkout)"
 
 
+def one_step(r, check, figures: dict, device: str, dtype: str) -> None:
+    """The trainer's step on `r` (marl.train.Run), with the checks around it."""
+    cuda = device == "cuda"
+    policies = r.engine.policies
+    pid = r.engine.policy_ids[0]
+    params = [p for pol in policies.values() for p in pol.module.parameters()]
+    n = sum(p.numel() for p in policies[pid].module.parameters())
+    check("model on the device", all(p.device.type == device and p.dtype == getattr(torch, dtype) for p in params),
+          f"{n / 1e6:,.1f}M parameters, {dtype} on {device}, policy={r.engine.spec.kind}")
+
+    r.engine.reset_stats()
+    t0 = time.perf_counter()
+    samples, _ = asyncio.run(collect(r, 0))  # the trainer's rollout of step 0
+    figures["rollout_s"] = time.perf_counter() - t0
+    gen = r.engine.stats()
+    figures["generated_tokens"] = int(gen.get("new_tokens", 0))
+    figures["generate_s"] = gen.get("seconds", 0.0)
+    figures["generate_tokens_per_s"] = figures["generated_tokens"] / max(figures["generate_s"], 1e-9)
+    figures["samples"] = len(samples)
+    try:
+        groups = r.algo.check(samples, K)
+        check("rollouts: K candidates per group", len(samples) > 0,
+              f"{len(samples)} samples in {int(groups['adv/n_groups'])} groups of {K}")
+    except AssertionError as e:
+        check("rollouts: K candidates per group", False, str(e))
+    lps = [x for s in samples for x in s.logprobs]
+    check("rollouts: log-probs finite", bool(lps) and all(math.isfinite(x) for x in lps)
+          and all(len(s.logprobs) == len(s.response_ids) for s in samples),
+          f"{len(lps)} sampled tokens, mean log-prob {sum(lps) / max(len(lps), 1):.3f}")
+
+    prompts = list({tuple(s.prompt_ids): None for s in samples if s.turn == 0})[:4]
+    prompts = [list(p) for p in prompts]
+    before = probe(r.engine, pid, prompts, seed=1)
+    old = {n: p.detach().to("cpu", copy=True) for n, p in policies[pid].module.named_parameters()}
+
+    batch, _ = advantages(r, samples)
+    # A random model scores every candidate of a group alike: all advantages are 0 and the
+    # update has no gradient. Fixed zero-mean advantages per group give it one.
+    figures["nonzero_advantages"] = sum(x.advantage != 0 for x in batch)
+    batch = [TrainSample(x.sample, x.sample.candidate % 2 * 2.0 - 1.0) for x in batch]
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    m = update(r, batch)  # the trainer's update: one per policy, on its own samples
+    if cuda:
+        torch.cuda.synchronize()
+    figures["update_s"] = time.perf_counter() - t0
+    figures["update_samples_per_s"] = len(batch) / figures["update_s"]
+    r.engine.sync_weights()
+    loss, gn = m.get("train/pg_loss", math.nan), m.get("train/grad_norm", math.nan)
+    check("update: finite loss and grad norm", math.isfinite(loss) and math.isfinite(gn) and gn > 0,
+          f"pg_loss {loss:.4g}, grad_norm {gn:.4g}, lr {m.get('train/lr', math.nan):.3g}")
+    moved = total = 0
+    for n, p in policies[pid].module.named_parameters():
+        moved += int((p.detach().cpu() != old[n]).sum())
+        total += p.numel()
+    figures["weights_changed_share"] = moved / total
+    check("update: weights changed", moved > 0, f"{moved / total:.2%} of {pid}'s parameter elements moved")
+
+    after = probe(r.engine, pid, prompts, seed=1)
+    gap = logprob_gap(policies[pid], prompts, after)
+    differs = any(x.token_ids != y.token_ids or x.logprobs != y.logprobs for x, y in zip(before, after))
+    check("generation uses the synced weights", differs and gap < LOGPROB_GAP[dtype],
+          f"seeded sample differs from before the update: {differs}; mean |generate - teacher-forced| "
+          f"log-prob {gap:.2g} (< {LOGPROB_GAP[dtype]})")
+    figures["generation_logprob_gap"] = gap
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", action="store_true", help="a tiny fp32 model on the CPU (tests this script)")
@@ -202,76 +271,18 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         with train_run(cfg) as r:
-            policies = r.engine.policies
-            pid = r.engine.policy_ids[0]
-            params = [p for pol in policies.values() for p in pol.module.parameters()]
-            check("model on the device", all(p.device.type == device and p.dtype == getattr(torch, dtype)
-                                             for p in params),
-                  f"{n_params / 1e6:,.1f}M parameters, {dtype} on {device}, policy={r.engine.spec.kind}")
-
-            r.engine.reset_stats()
-            t0 = time.perf_counter()
-            samples, _ = asyncio.run(collect(r, 0))  # the trainer's rollout of step 0
-            figures["rollout_s"] = time.perf_counter() - t0
-            gen = r.engine.stats()
-            figures["generated_tokens"] = int(gen.get("new_tokens", 0))
-            figures["generate_s"] = gen.get("seconds", 0.0)
-            figures["generate_tokens_per_s"] = figures["generated_tokens"] / max(figures["generate_s"], 1e-9)
-            figures["samples"] = len(samples)
             try:
-                groups = r.algo.check(samples, K)
-                check("rollouts: K candidates per group", len(samples) > 0,
-                      f"{len(samples)} samples in {int(groups['adv/n_groups'])} groups of {K}")
-            except AssertionError as e:
-                check("rollouts: K candidates per group", False, str(e))
-            lps = [x for s in samples for x in s.logprobs]
-            check("rollouts: log-probs finite", bool(lps) and all(math.isfinite(x) for x in lps)
-                  and all(len(s.logprobs) == len(s.response_ids) for s in samples),
-                  f"{len(lps)} sampled tokens, mean log-prob {sum(lps) / max(len(lps), 1):.3f}")
-
-            prompts = list({tuple(s.prompt_ids): None for s in samples if s.turn == 0})[:4]
-            prompts = [list(p) for p in prompts]
-            before = probe(r.engine, pid, prompts, seed=1)
-            old = {n: p.detach().to("cpu", copy=True) for n, p in policies[pid].module.named_parameters()}
-
-            batch, _ = advantages(r, samples)
-            # A random model scores every candidate of a group alike: all advantages are 0 and the
-            # update has no gradient. Fixed zero-mean advantages per group give it one.
-            figures["nonzero_advantages"] = sum(x.advantage != 0 for x in batch)
-            batch = [TrainSample(x.sample, x.sample.candidate % 2 * 2.0 - 1.0) for x in batch]
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            m = update(r, batch)  # the trainer's update: one per policy, on its own samples
-            if cuda:
-                torch.cuda.synchronize()
-            figures["update_s"] = time.perf_counter() - t0
-            figures["update_samples_per_s"] = len(batch) / figures["update_s"]
-            r.engine.sync_weights()
-            loss, gn = m.get("train/pg_loss", math.nan), m.get("train/grad_norm", math.nan)
-            check("update: finite loss and grad norm", math.isfinite(loss) and math.isfinite(gn) and gn > 0,
-                  f"pg_loss {loss:.4g}, grad_norm {gn:.4g}, lr {m.get('train/lr', math.nan):.3g}")
-            moved = total = 0
-            for n, p in policies[pid].module.named_parameters():
-                moved += int((p.detach().cpu() != old[n]).sum())
-                total += p.numel()
-            figures["weights_changed_share"] = moved / total
-            check("update: weights changed", moved > 0, f"{moved / total:.2%} of {pid}'s parameter elements moved")
-
-            after = probe(r.engine, pid, prompts, seed=1)
-            gap = logprob_gap(policies[pid], prompts, after)
-            differs = any(x.token_ids != y.token_ids or x.logprobs != y.logprobs for x, y in zip(before, after))
-            check("generation uses the synced weights", differs and gap < LOGPROB_GAP[dtype],
-                  f"seeded sample differs from before the update: {differs}; mean |generate - teacher-forced| "
-                  f"log-prob {gap:.2g} (< {LOGPROB_GAP[dtype]})")
-            figures["generation_logprob_gap"] = gap
+                one_step(r, check, figures, device, dtype)
+            except Exception as e:  # an out-of-memory error, say: a FAIL line, and the JSON is still written
+                traceback.print_exc()
+                check("the step ran to its end", False, f"{type(e).__name__}: {e}"[:500])
         if cuda:
             figures["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
             figures["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     figures["wall_s"] = time.perf_counter() - t_start
 
-    shown = ["peak_gpu_memory_gib", "peak_gpu_reserved_gib", "generate_tokens_per_s", "update_samples_per_s", "samples", "generated_tokens",
-             "rollout_s", "update_s", "build_model_s", "wall_s"]
+    shown = ["peak_gpu_memory_gib", "peak_gpu_reserved_gib", "generate_tokens_per_s", "update_samples_per_s",
+             "samples", "generated_tokens", "rollout_s", "update_s", "build_model_s", "wall_s"]
     print(table([[k, figures[k]] for k in shown if k in figures], ["figure", "value"]))
     ok = all(x["pass"] for x in rows)
     device_name = torch.cuda.get_device_name(0) if cuda else "cpu"

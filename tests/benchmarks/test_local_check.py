@@ -61,11 +61,14 @@ def test_a_failed_check_exits_non_zero(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_without_a_gpu_the_full_check_is_refused_before_any_work(tmp_path):
+def test_without_a_gpu_the_full_check_is_refused_before_any_work(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import local_check
+
     out = tmp_path / "check.json"
-    p = run_check("--out", str(out))
-    assert p.returncode == 2
-    assert "sees no CUDA GPU" in p.stderr and "--small" in p.stderr
+    assert local_check.main(["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "sees no CUDA GPU" in err and "--small" in err
     assert not out.exists()
 
 
@@ -114,3 +117,20 @@ def test_the_padded_tokenizer_keeps_the_tiny_vocabulary_and_round_trips_fillers(
     ids = list(range(40, 5000, 7))
     assert tok.encode(tok.decode(ids)) == ids  # a filler re-encodes to itself, one token each
     assert tok.unk_token_id not in tok.encode("plan: R R D\ngoal at 3 4")
+
+
+def test_an_error_in_the_step_is_a_fail_line_and_the_json_is_still_written(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import local_check
+
+    def out_of_memory(*_):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(local_check, "update", out_of_memory)
+    out = tmp_path / "check.json"
+    assert local_check.main(["--small", "--out", str(out)]) == 1
+    lines = status_lines(capsys.readouterr().out)
+    assert lines["rollouts: K candidates per group"] == "PASS" and lines["the step ran to its end"] == "FAIL"
+    res = json.loads(out.read_text())
+    assert res["passed"] is False and "out of memory" in res["checks"][-1]["detail"]
+    assert res["figures"]["samples"] > 0  # what was measured before the error is kept

@@ -4,6 +4,7 @@ machine with torch and transformers but no Ray, vLLM or verl, no network and no 
 everything it needs is in the repository (nothing is downloaded, nothing is read from a cache).
 
     python benchmarks/gpu/local_check.py                 # one GPU; the JSON goes to $OUT or ./
+    python benchmarks/gpu/local_check.py --dtype float32 # fp32 weights and AdamW state (bf16 rounds small steps away)
     python benchmarks/gpu/local_check.py --small         # the same checks on the CPU, a tiny model
 
 The model: Qwen3-1.7B's dimensions (QWEN3_1_7B below, as in Qwen/Qwen3-1.7B's config.json:
@@ -236,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="a tiny fp32 model on the CPU (tests this script)")
     ap.add_argument("--problems", type=int, default=None, help="problems in the step (default 8; 2 with --small)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="per response (default 256; 16 with --small)")
+    ap.add_argument("--dtype", choices=sorted(LOGPROB_GAP), default=None,
+                    help="the policies' dtype (default bfloat16, as model=qwen3_1.7b; float32 with --small)")
     ap.add_argument("--lr", type=float, default=5e-6, help="default: model=qwen3_1.7b's")
     ap.add_argument("--out", default=None, help="the JSON file (default: $OUT/local_check.json, else ./local_check.json)")
     a = ap.parse_args(argv)
-    device, dtype = ("cpu", "float32") if a.small else ("cuda", "bfloat16")
+    device, dtype = ("cpu", a.dtype or "float32") if a.small else ("cuda", a.dtype or "bfloat16")
     if device == "cuda" and not torch.cuda.is_available():
         print(f"local_check: torch {torch.__version__} sees no CUDA GPU (built with CUDA: "
               f"{torch.version.cuda or 'no'}); run it on a GPU machine, or with --small on the CPU", file=sys.stderr)

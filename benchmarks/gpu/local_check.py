@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=sorted(LOGPROB_GAP), default=None,
                     help="the policies' dtype (default bfloat16, as model=qwen3_1.7b; float32 with --small)")
     ap.add_argument("--lr", type=float, default=5e-6, help="default: model=qwen3_1.7b's")
-    ap.add_argument("--out", default=None, help="the JSON file (default: $OUT/local_check.json, else ./local_check.json)")
+    ap.add_argument("--out", default=None,
+                    help="the JSON file (default: $OUT/local_check.json, else ./local_check.json)")
     a = ap.parse_args(argv)
     device, dtype = ("cpu", a.dtype or "float32") if a.small else ("cuda", a.dtype or "bfloat16")
     if device == "cuda" and not torch.cuda.is_available():

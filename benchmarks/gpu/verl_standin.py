@@ -29,7 +29,8 @@ def register_adv_est(name_or_enum):
 def get_adv_estimator_fn(name_or_enum):
     name = name_or_enum.value if isinstance(name_or_enum, Enum) else name_or_enum
     if name not in ADV_ESTIMATOR_REGISTRY:
-        raise ValueError(f"the verl stand-in has no advantage estimator {name!r}; it has {sorted(ADV_ESTIMATOR_REGISTRY)}")
+        raise ValueError(f"the verl stand-in has no advantage estimator {name!r}; "
+                         f"it has {sorted(ADV_ESTIMATOR_REGISTRY)}")
     return ADV_ESTIMATOR_REGISTRY[name]
 
 

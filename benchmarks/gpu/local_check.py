@@ -68,8 +68,9 @@ try:
     from marl.train import advantages, collect, update
     from marl.types import TrainSample
 except ModuleNotFoundError as e:
-    sys.exit(f"local_check: {e.name!r} is not installed; the check needs marl's own dependencies (setup.py "
-             f"install_requires, torch and transformers) except verl, Ray and vLLM")
+    print(f"local_check: {e.name!r} is not installed; the check needs marl's own dependencies (setup.py "
+          f"install_requires, torch and transformers) except verl, Ray and vLLM", file=sys.stderr)
+    sys.exit(2)
 
 QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
                   num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1000000.0,

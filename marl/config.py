@@ -215,11 +215,13 @@ def _from_dict(c: dict, saved: bool = False) -> RunSettings:
     eng = c["engine"]
     options = engine_class(eng["name"]).read_settings(eng)
     checks.check_values(c)
+    policy = _policy(pol)
+    engine_class(eng["name"]).check_lora(options, policy.lora)  # e.g. a LoRA dropout verl cannot apply
     return RunSettings(
         seed=c["seed"], device=str(c["device"]), threads=c["threads"], resume=c.get("resume"),
         cache_dir=c["cache_dir"],
         task=TaskSettings.of(c),
-        model=model, policy=_policy(pol), engine=EngineSettings(eng["name"], eng.get("max_batch", 0), options),
+        model=model, policy=policy, engine=EngineSettings(eng["name"], eng.get("max_batch", 0), options),
         algo=AlgoSettings(a["name"], a["k"], a["alpha"], a["select"], a["eps"], a["norm_by_std"], a["kl_coef"]),
         train=TrainSettings(t["steps"], t["problems_per_step"], t["temperature"], t["lr"], t["weight_decay"],
                             t["schedule"], t["warmup_steps"], t["eval_every"], t["checkpoint_every"]),

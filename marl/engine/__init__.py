@@ -117,6 +117,11 @@ class Engine(RolloutEngine, Learner, ABC):
     def check_environment(cls, settings, n_policies: int) -> None:
         """Refuse, before anything is built, a machine this engine cannot run on."""
 
+    @classmethod
+    def check_lora(cls, settings, lora) -> None:
+        """Refuse, when the settings are read, LoRA settings (a `LoraSpec`, or None) this engine
+        cannot apply."""
+
     def check_policy(self, policy_id: str) -> None:
         if policy_id not in self.policy_ids:
             raise ValueError(f"no policy {policy_id!r} in this engine; policies: {list(self.policy_ids)}")

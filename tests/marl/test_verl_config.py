@@ -55,7 +55,7 @@ def test_yaml_is_the_typed_settings_and_unknown_keys_are_refused():
     assert s == VerlSettings()  # conf/engine/verl.yaml holds the defaults, and only keys the record knows
     with pytest.raises(ValueError, match=r"unknown engine=verl settings \['gpu_count'\]; allowed: .*n_gpus_per_node"):
         VerlSettings.from_section({"name": "verl", "gpu_count": 8})
-    for bad, msg in [({"rollout_backend": "trt"}, "allowed: vllm, sglang"), ({"tensor_parallel": 0}, ">= 1"),
+    for bad, msg in [({"rollout_backend": "trt"}, "allowed: vllm"), ({"tensor_parallel": 0}, ">= 1"),
                      ({"gpu_memory_utilization": 1.5}, r"\(0, 1\]"), ({"placement": "colocate"}, "allowed: split"),
                      # types, before verl would trip over them
                      ({"nnodes": "abc"}, "engine.nnodes='abc'; allowed: an integer$"),
@@ -64,6 +64,36 @@ def test_yaml_is_the_typed_settings_and_unknown_keys_are_refused():
                      ({"ray_address": 5}, "engine.ray_address=5; allowed: a non-empty string, or null$")]:
         with pytest.raises(ValueError, match=msg):
             VerlSettings(**bad)
+
+
+def test_sglang_is_refused_with_the_reason_before_any_work():
+    """verl 0.9.1's own `sglang` extra does not resolve (sglang 0.5.12 pins transformers 5.6.0, which
+    verl excludes): no install exists, so the backend is refused when the settings are read."""
+    with pytest.raises(ValueError, match=r"engine.rollout_backend='sglang' cannot be installed: .*sglang==0\.5\.12.*"
+                                         r"transformers==5\.6\.0.*; allowed: vllm"):
+        run_settings(run_config("engine.rollout_backend=sglang"))
+    # the reason, against verl's installed metadata (sglang 0.5.12's own transformers==5.6.0 pin is
+    # on PyPI: `pip install --dry-run verl==0.9.1 sglang==0.5.12` reports that conflict)
+    import importlib.metadata as md
+
+    from marl.engine.verl.settings import UNINSTALLABLE
+    reqs = [r.replace(" ", "") for r in md.requires("verl")]
+    assert 'sglang==0.5.12;extra=="sglang"' in reqs and "sglang==0.5.12" in UNINSTALLABLE["sglang"]
+    base_transformers = next(r for r in reqs if r.startswith("transformers") and "extra" not in r)
+    assert "!=5.6.0" in base_transformers
+
+
+def test_lora_dropout_is_refused_under_verl_only(model_dir):
+    """verl 0.9.1's FSDP engine builds its LoRA adapters without dropout: a non-zero
+    policy.dropout is refused when the settings are read (and by the conversion itself)."""
+    with pytest.raises(ValueError, match=r"policy.dropout=0.1 under engine=verl: .*without dropout.*; allowed: 0.0"):
+        run_settings(run_config("policy=lora", "policy.dropout=0.1"))
+    assert run_settings(run_config("policy=lora")).policy.lora.dropout == 0.0  # conf/policy/lora.yaml: accepted
+    local = run_settings(run_config("policy=lora", "policy.dropout=0.1", "engine=local"))
+    assert (local.engine.name, local.policy.lora.dropout) == ("local", 0.1)  # the local engine applies it (peft)
+    lora = LoraSpec(rank=4, alpha=8, dropout=0.05, target_modules=("q_proj",))
+    with pytest.raises(ValueError, match=r"policy.dropout=0.05 under engine=verl"):
+        verl_config(spec_for(model_dir, lora=lora), VerlSettings(), 1, 4)
 
 
 def test_gpu_split_over_policies():

@@ -50,6 +50,11 @@ class VerlEngine(Engine):
         return VerlSettings.from_section(section)
 
     @classmethod
+    def check_lora(cls, settings: VerlSettings, lora) -> None:
+        from marl.engine.verl.config import check_lora
+        check_lora(lora)
+
+    @classmethod
     def check_environment(cls, settings: VerlSettings, n_policies: int) -> None:
         have, where = gpus_visible(settings)
         if have == 0:

@@ -3,7 +3,7 @@
 verl's own default (`verl/trainer/config/ppo_trainer.yaml`, composed by Hydra as `main_ppo` does)
 is the base; only what marl decides is set on it, so every other verl default stays verl's.
 verl turns the sections into its dataclasses (`omega_conf_to_dataclass`) inside its workers;
-`tests/marl/engine_verl/test_config.py` converts them here too.
+`tests/marl/test_verl_config.py` converts them too, with no worker.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from marl.engine.spec import EngineSpec
+from marl.engine.spec import EngineSpec, LoraSpec
 from marl.engine.verl.settings import VerlSettings
 
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # model.dtype -> verl's precision names
@@ -45,12 +45,22 @@ def default_config() -> DictConfig:
         return compose(config_name="ppo_trainer")
 
 
+def check_lora(lora: LoraSpec | None) -> None:
+    """Refuse LoRA settings verl cannot apply: its FSDP engine (workers/engine/fsdp/transformer_impl.py)
+    builds peft's `LoraConfig` from model.lora_rank, lora_alpha and target_modules only, so the
+    adapters' dropout is always peft's default, 0."""
+    if lora is not None and lora.dropout != 0:
+        raise ValueError(f"policy.dropout={lora.dropout} under engine=verl: verl 0.9.1 builds its LoRA adapters "
+                         "without dropout (its config has no such key); allowed: 0.0, or engine=local for dropout")
+
+
 def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_node: int) -> DictConfig:
     """verl's config for one policy of `spec` on a pool of `nodes` x `gpus_per_node` GPUs."""
     if spec.update is None:
         raise ValueError("engine=verl configures its workers at build time: EngineSpec.update is needed")
     if spec.dtype not in DTYPES:
         raise ValueError(f"model.dtype={spec.dtype!r}; engine=verl allows {', '.join(DTYPES)}")
+    check_lora(spec.lora)
     longest = settings.prompt_length + spec.max_new_tokens
     if settings.max_tokens_per_gpu < longest:
         raise ValueError(f"engine.max_tokens_per_gpu={settings.max_tokens_per_gpu} is below the longest sequence, "

@@ -43,6 +43,7 @@ setup(
         # The cluster stack (engine=verl): verl 0.9.1's own tested matrix, its `vllm` extra (vllm 0.24.0
         # is built against torch 2.11.0; verl's weight push, sleep mode and LoRA hooks reach into vLLM
         # internals, which its CI runs on exactly these). `pip install --dry-run ".[gpu]"` resolves.
+        # No SGLang: verl's `sglang` extra (sglang==0.5.12) pins transformers==5.6.0, which verl 0.9.1 excludes.
         "gpu": ["torch==2.11.0", "transformers==5.9.0", "vllm==0.24.0"],
         "bench": ["trl==1.16.0", "datasets==5.2.0", "accelerate==1.15.0"],  # benchmarks/trl_step.py only; not a dependency of the package
     },

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from marl.build import check_engine
@@ -55,7 +56,7 @@ def test_yaml_is_the_typed_settings_and_unknown_keys_are_refused():
     assert s == VerlSettings()  # conf/engine/verl.yaml holds the defaults, and only keys the record knows
     with pytest.raises(ValueError, match=r"unknown engine=verl settings \['gpu_count'\]; allowed: .*n_gpus_per_node"):
         VerlSettings.from_section({"name": "verl", "gpu_count": 8})
-    for bad, msg in [({"rollout_backend": "trt"}, "allowed: vllm, sglang"), ({"tensor_parallel": 0}, ">= 1"),
+    for bad, msg in [({"rollout_backend": "trt"}, "allowed: vllm"), ({"tensor_parallel": 0}, ">= 1"),
                      ({"gpu_memory_utilization": 1.5}, r"\(0, 1\]"), ({"placement": "colocate"}, "allowed: split"),
                      # types, before verl would trip over them
                      ({"nnodes": "abc"}, "engine.nnodes='abc'; allowed: an integer$"),
@@ -65,6 +66,53 @@ def test_yaml_is_the_typed_settings_and_unknown_keys_are_refused():
         with pytest.raises(ValueError, match=msg):
             VerlSettings(**bad)
 
+
+def test_sglang_is_refused_with_the_reason_before_any_work():
+    """verl 0.9.1's own `sglang` extra does not resolve (sglang 0.5.12 pins transformers 5.6.0, which
+    verl excludes): no install exists, so the backend is refused when the settings are read."""
+    with pytest.raises(ValueError, match=r"engine.rollout_backend='sglang' cannot be installed: .*sglang==0\.5\.12.*"
+                                         r"transformers==5\.6\.0.*; allowed: vllm"):
+        run_settings(run_config("engine.rollout_backend=sglang"))
+    # the reason, against verl's installed metadata (sglang 0.5.12's own transformers==5.6.0 pin is
+    # on PyPI: `pip install --dry-run verl==0.9.1 sglang==0.5.12` reports that conflict)
+    import importlib.metadata as md
+
+    from marl.engine.verl.settings import UNINSTALLABLE
+    reqs = [r.replace(" ", "") for r in md.requires("verl")]
+    assert 'sglang==0.5.12;extra=="sglang"' in reqs and "sglang==0.5.12" in UNINSTALLABLE["sglang"]
+    base_transformers = next(r for r in reqs if r.startswith("transformers") and "extra" not in r)
+    assert "!=5.6.0" in base_transformers
+
+
+def test_lora_starts_from_marls_seeded_adapter_with_its_dropout(model_dir, tmp_path):
+    """verl 0.9.1 would draw its adapters unseeded and build them without dropout: marl writes each
+    policy's adapter (engine=local's initialisation) and verl's config loads it, dropout included."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from marl.engine.tokens import load_tokenizer
+    from marl.engine.verl.lora_init import write_initial_adapters
+    from test_engine import tiny_model
+    lora = LoraSpec(rank=4, alpha=8, dropout=0.05, target_modules=("q_proj", "v_proj"))
+    spec = replace(spec_for(model_dir, lora=lora), dtype="float32")
+    tok = load_tokenizer(model_dir)[0]
+    tiny_model(tok).save_pretrained(tmp_path / "full")  # this module's model_dir holds no weights
+    tok.save_pretrained(tmp_path / "full")
+    spec = replace(spec, model_path=str(tmp_path / "full"))
+    a, b = write_initial_adapters(spec, str(tmp_path / "a")), write_initial_adapters(spec, str(tmp_path / "b"))
+    assert sorted(a) == ["plan", "tool"]
+    for pid in a:
+        conf = json.loads((Path(a[pid]) / "adapter_config.json").read_text())
+        assert (conf["r"], conf["lora_alpha"], conf["lora_dropout"]) == (4, 8, 0.05)
+        wa, wb = (load_file(Path(d[pid]) / "adapter_model.safetensors") for d in (a, b))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # seeded: the same twice
+    assert not torch.equal(*(next(v for k, v in load_file(Path(a[p]) / "adapter_model.safetensors").items()
+                                  if "lora_A" in k) for p in ("tool", "plan")))  # one draw per policy, as locally
+    cfg = verl_config(spec, VerlSettings(), 1, 4, lora_init=a["tool"])
+    assert cfg.actor_rollout_ref.model.lora_adapter_path == a["tool"]
+    with pytest.raises(ValueError, match="lora_init is needed"):
+        verl_config(spec, VerlSettings(), 1, 4)
 
 def test_gpu_split_over_policies():
     assert VerlSettings(nnodes=1, n_gpus_per_node=8).gpus_per_policy(2) == (1, 4)
@@ -115,9 +163,10 @@ def test_conversion_into_verls_dataclasses(model_dir):
 
 def test_lora_settings_reach_verls_model_config(model_dir):
     lora = LoraSpec(rank=32, alpha=64, dropout=0.0, target_modules=("q_proj", "v_proj"))
-    cfg = verl_config(spec_for(model_dir, lora=lora), VerlSettings(), 1, 4)
+    cfg = verl_config(spec_for(model_dir, lora=lora), VerlSettings(), 1, 4, lora_init="/adapters/plan")
     m = cfg.actor_rollout_ref.model
     assert (m.lora_rank, m.lora_alpha, list(m.target_modules)) == (32, 64, ["q_proj", "v_proj"])
+    assert m.lora_adapter_path == "/adapters/plan" and not m.lora.merge  # the adapter path, as vLLM takes it
 
 
 def test_conversion_needs_the_update_settings_and_a_known_dtype(model_dir):
@@ -140,6 +189,16 @@ def test_refused_without_gpus_before_anything_is_built(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="asks for 8 GPUs; this machine has 2"):
         check_engine(run_settings(run_config()), 1)
     check_engine(run_settings(run_config("engine.n_gpus_per_node=2")), 2)  # fits: nothing raised
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_engine(run_settings(run_config("engine.rollout_backend=cpu")), 2)  # CPU worker processes: no GPU asked
+
+
+def test_devices_per_node_default_to_a_node_of_gpus_or_one_cpu_worker_per_policy():
+    assert VerlSettings().gpus_per_policy(2) == (1, 4)  # n_gpus_per_node=null on GPUs: 8
+    assert VerlSettings(rollout_backend="cpu").gpus_per_policy(2) == (1, 1)  # one FSDP process per policy
+    assert VerlSettings(rollout_backend="cpu", n_gpus_per_node=4).gpus_per_policy(2) == (1, 2)  # dp 2 each
+    with pytest.raises(ValueError, match=r"engine.n_gpus_per_node must be >= 1 or null, got 0"):
+        VerlSettings(n_gpus_per_node=0)
 
 
 def test_train_command_refuses_engine_verl_without_gpus(tmp_path):

@@ -3,7 +3,7 @@
 verl's own default (`verl/trainer/config/ppo_trainer.yaml`, composed by Hydra as `main_ppo` does)
 is the base; only what marl decides is set on it, so every other verl default stays verl's.
 verl turns the sections into its dataclasses (`omega_conf_to_dataclass`) inside its workers;
-`tests/marl/engine_verl/test_config.py` converts them here too.
+`tests/marl/test_verl_config.py` converts them too, with no worker.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from marl.engine.spec import EngineSpec
+from marl.engine.spec import EngineSpec, LoraSpec
 from marl.engine.verl.settings import VerlSettings
 
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # model.dtype -> verl's precision names

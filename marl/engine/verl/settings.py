@@ -6,8 +6,13 @@ from dataclasses import dataclass, fields
 
 from marl.checks import Rule
 
-BACKENDS = ("vllm", "sglang", "cpu")  # cpu: verl's workers on the CPU, CPU token servers (cpu_platform.py)
+BACKENDS = ("vllm", "cpu")  # cpu: verl's workers on the CPU, CPU token servers (cpu_platform.py)
 GPU_DEFAULT = 8  # n_gpus_per_node=null on GPUs: a whole node
+# backends verl 0.9.1 has but no install of marl can hold: refused with the reason, not as unknown names
+UNINSTALLABLE = {"sglang": "verl 0.9.1's `sglang` extra pins sglang==0.5.12, which requires transformers==5.6.0 "
+                           "(verl 0.9.1 excludes 5.6.0; the gpu extra pins 5.9.0) and llguidance<0.8 (vllm 0.24.0 "
+                           "needs >=1.7), so no install resolves (`pip install --dry-run verl==0.9.1 sglang==0.5.12` "
+                           "fails)"}
 PLACEMENTS = ("split",)
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
 # each field's annotation -> the check of its type (marl.checks.Rule)
@@ -36,6 +41,9 @@ class VerlSettings:
             rule, value = TYPES[f.type], getattr(self, f.name)
             if not rule.type_ok(value):
                 raise ValueError(f"engine.{f.name}={value!r}; allowed: {rule.allowed()}")
+        if self.rollout_backend in UNINSTALLABLE:
+            raise ValueError(f"engine.rollout_backend={self.rollout_backend!r} cannot be installed: "
+                             f"{UNINSTALLABLE[self.rollout_backend]}; allowed: {', '.join(BACKENDS)}")
         for name, allowed in (("rollout_backend", BACKENDS), ("placement", PLACEMENTS),
                               ("attn_implementation", ATTENTION)):
             if getattr(self, name) not in allowed:

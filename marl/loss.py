@@ -24,7 +24,8 @@ def ppo_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch
         entropy: (B, T) token entropies, needed when entropy_coef > 0 (bonus: subtracted).
         ref_logprob: (B, T) reference policy, needed when kl_coef > 0.
     Returns:
-        loss (scalar, this micro-batch's share of the mini-batch loss) and metrics.
+        loss (scalar, this micro-batch's share of the mini-batch loss) and metrics, each this
+        micro-batch's share of its mini-batch token mean (summed over micro-batches, the mean).
     """
     adv = advantages.unsqueeze(-1).expand_as(logprob) * mask  # (B, T)
     cfg = OmegaConf.create({"clip_ratio": clip, "clip_ratio_low": None, "clip_ratio_high": None,
@@ -34,8 +35,9 @@ def ppo_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch
     pg_loss, pg_metrics = pg_fn(old_log_prob=old_logprob, log_prob=logprob, advantages=adv,
                                 response_mask=mask, loss_agg_mode="token-mean", config=cfg)
     loss = pg_loss
-    metrics = {"train/pg_loss": pg_loss.item(), "train/clipfrac": pg_metrics["actor/pg_clipfrac"],
-               "train/ppo_kl": pg_metrics["actor/ppo_kl"]}
+    share = float(mask.sum()) / n_tokens  # verl's clip fraction and KL are this micro-batch's token means
+    metrics = {"train/pg_loss": pg_loss.item(), "train/clipfrac": pg_metrics["actor/pg_clipfrac"] * share,
+               "train/ppo_kl": pg_metrics["actor/ppo_kl"] * share}
     if entropy_coef > 0:
         if entropy is None:
             raise ValueError("entropy_coef > 0 needs the token entropies")

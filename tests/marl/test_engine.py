@@ -387,6 +387,21 @@ def test_several_mini_batches_recompute_old_logprobs_and_bad_mode_is_refused(tok
         UpdateSpec(old_logprob="never")
 
 
+def test_update_metrics_are_token_means_of_each_mini_batch_whatever_the_micro_batch_split(tok, prompts):
+    """Micro-batches of 3 and of 64 samples: the same update, so the same metrics (clip fraction,
+    KL estimate, entropy and KL terms as token means of each mini-batch, averaged over mini-batches)."""
+    results = []
+    for micro in (3, 64):
+        spec = UpdateSpec(mini_batch=10, micro_batch=micro, ppo_epochs=2, kl_coef=0.1, entropy_coef=0.01)
+        policy = policy_for(tok, 7, spec)
+        policy.optimizer.param_groups[0]["lr"] = 0.05  # large steps: later mini-batches clip
+        results.append(update_policy(policy, samples_from(policy, tok, prompts), spec, random.Random(0)))
+    split, whole = results
+    assert whole["train/clipfrac"] > 0  # something to weigh
+    for k in ("train/pg_loss", "train/clipfrac", "train/ppo_kl", "train/entropy", "train/kl", "train/grad_norm"):
+        assert split[k] == pytest.approx(whole[k], rel=1e-4, abs=1e-6), k
+
+
 def test_update_policy_noop_with_zero_advantages(tok, prompts):
     policy = policy_for(tok, 4)
     batch = samples_from(policy, tok, prompts, n=8, advantage=0.0)

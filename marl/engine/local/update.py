@@ -88,8 +88,9 @@ def update_policy(policy, batch: list[TrainSample], spec: UpdateSpec, rng: rando
             policy.optimizer.step()
     policy.scheduler.step()
     model.eval()
-    out = {k: sum(v) / len(v) for k, v in metrics.items()}
-    out["train/pg_loss"] = sum(metrics["train/pg_loss"]) / max(n_mini, 1)  # shares add up per mini-batch
+    # the loss metrics are micro-batch shares that add up to each mini-batch's token mean; the
+    # grad norm is one value per mini-batch: every metric is a mean over mini-batches
+    out = {k: sum(v) / max(n_mini, 1) for k, v in metrics.items()}
     out["train/lr"] = policy.scheduler.get_last_lr()[0]
     out["timing/old_logprob"] = t_old  # the separate pass for pre-update (and reference) log-probs
     return out

@@ -12,6 +12,7 @@ the policies take disjoint shares of the GPUs (`engine.placement=split`). With
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -44,6 +45,8 @@ class PolicyHost:
         from verl.workers.engine_workers import ActorRolloutRefWorker
         from verl.workers.rollout.llm_server import LLMServerManager
 
+        from marl.engine.verl.loss import ppo_loss
+
         t = config.trainer
         self.reference, self.lora = reference, lora
         device = t.device
@@ -54,6 +57,8 @@ class PolicyHost:
         worker = RayClassWithInitArgs(cls=ray.remote(ActorRolloutRefWorker), config=config.actor_rollout_ref, role=role)
         self.wg = RayWorkerGroup(resource_pool=pool, ray_cls_with_init=worker, device_name=device)
         self.wg.init_model()
+        # verl's loss, its clip fraction and KL reported as token means of the mini-batch (loss.py)
+        self.wg.set_loss_fn(functools.partial(ppo_loss, config=omega_conf_to_dataclass(config.actor_rollout_ref.actor)))
         self.servers = LLMServerManager.create(config=config, worker_group=self.wg, rollout_resource_pool=pool)
         ce = omega_conf_to_dataclass(config.actor_rollout_ref.rollout.checkpoint_engine)
         # colocated replicas: each worker hands its weights to its replica in process (CUDA IPC into

@@ -44,6 +44,7 @@ class OptimSpec:
     schedule: str
     warmup_steps: int
     total_steps: int
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW's, on every engine
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:

@@ -18,7 +18,7 @@ from marl.engine.spec import LoraSpec, OptimSpec
 
 
 def optimizer_and_schedule(params: list, spec: OptimSpec):
-    opt = torch.optim.AdamW(params, lr=spec.lr, betas=(0.9, 0.99), weight_decay=spec.weight_decay)
+    opt = torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     if spec.schedule == "cosine":
         return opt, get_cosine_schedule_with_warmup(opt, spec.warmup_steps, spec.total_steps)
     return opt, get_constant_schedule_with_warmup(opt, spec.warmup_steps)

@@ -95,7 +95,8 @@ class VerlEngine(Engine):
                                                    env=env, stdin=subprocess.PIPE)
                 self.hosts[pid] = self._wait_for(HOST_NAME, ns, self.procs[pid])
             dps = ray.get([h.build.remote(verl_config(spec, s, nodes, per_node, lora_init.get(pid)), pid,
-                                          spec.reference, spec.lora is not None) for pid, h in self.hosts.items()])
+                                          spec.reference, spec.lora is not None) for pid, h in self.hosts.items()],
+                          timeout=HOST_START_S)  # e.g. a resource pool Ray cannot place waits forever
         except Exception as e:
             self.close()
             raise RuntimeError(f"engine=verl failed to start: {e}\n{worker_log_tail()}") from e
@@ -211,7 +212,8 @@ def local_ray(settings: VerlSettings, devices_per_policy: int, n_policies: int) 
     if settings.ray_address is not None or not settings.on_cpu:
         return {}
     from marl.engine.verl.cpu_platform import ray_env
-    need = devices_per_policy * n_policies + settings.rollout_workers
+    # logical CPUs: what the actors ask for, with room for a second engine in the same process
+    need = 2 * (devices_per_policy * n_policies + settings.rollout_workers)
     return {"num_cpus": max(os.cpu_count() or 1, need), "runtime_env": {"env_vars": ray_env()},
             "include_dashboard": False}
 

@@ -80,6 +80,7 @@ def verl_config(spec: EngineSpec, settings: VerlSettings, nodes: int, gpus_per_n
     # FSDP2 on GPUs as on the CPU (FSDP1 refuses CPU parameters): the CPU tests run the GPU's code
     act.strategy = arr.ref.strategy = "fsdp2"
     act.optim.lr, act.optim.weight_decay, act.optim.clip_grad = o.lr, o.weight_decay, u.grad_clip
+    act.optim.betas = list(o.betas)  # as engine=local's AdamW (verl's default is (0.9, 0.999))
     act.optim.lr_warmup_steps, act.optim.lr_scheduler_type = o.warmup_steps, o.schedule
     act.optim.total_training_steps = o.total_steps
     # marl's rows are samples (one prompt, one response each): rollout.n = 1, so verl's

@@ -79,6 +79,12 @@ class CpuTokenServer:
     def calls(self) -> list[dict]:
         return self.log
 
+    def weights(self) -> dict:
+        return {n: t.detach().clone() for n, t in self.runner.model.state_dict().items()}
+
+    def weights_version(self) -> int:
+        return self.version
+
     # verl's replica lifecycle (RolloutReplica.sleep, wake_up, ...): weights and cache stay in memory
     async def sleep(self): pass
     async def wake_up(self): pass

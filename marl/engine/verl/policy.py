@@ -80,6 +80,14 @@ class PolicyHost:
     def sync(self, version: int) -> None:
         self.ckpt.update_weights(version)
 
+    def replica_weights(self) -> list[dict]:
+        """Each replica server's weights (rollout_backend=cpu; for tests of the weight sync)."""
+        return ray.get([r.servers[0].weights.remote() for r in self.servers.get_replicas()])
+
+    def versions(self) -> list[int]:
+        """The weight version each replica server generates with (rollout_backend=cpu)."""
+        return ray.get([r.servers[0].weights_version.remote() for r in self.servers.get_replicas()])
+
     def save(self, path: str, step: int) -> None:
         self.wg.save_checkpoint(local_path=path, global_step=step)
 

@@ -51,8 +51,8 @@ def servers(cluster, model_dir):
 def workers(servers, model_dir):
     """Two rollout workers; policy "shared" and "tool" behind the two-server router, "plan" behind the other."""
     (_, two), (_, one) = servers["two"], servers["one"]
-    eps = {"shared": Endpoint(model_dir, two, "vllm", MAX_NEW), "tool": Endpoint(model_dir, two, "vllm", MAX_NEW),
-           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW)}
+    eps = {"shared": Endpoint(model_dir, two, "vllm", MAX_NEW, 4096), "tool": Endpoint(model_dir, two, "vllm", MAX_NEW, 4096),
+           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW, 4096)}
     return [RolloutWorker.remote(eps) for _ in range(2)]
 
 

@@ -155,3 +155,30 @@ def test_local_rollouts_end_on_an_over_budget_prompt_while_the_others_go_on(mode
     ATGRPO().check(samples, K)
     overflowed = sum(e.overflow is not None for e in episodes)
     assert rollout_metrics(samples, episodes, small.role_names)["train/prompt_overflow"] == overflowed >= n
+
+
+@pytest.mark.e2e  # trains the small planning run
+def test_a_training_run_with_over_budget_prompts_completes_and_counts_them(tmp_path, monkeypatch):
+    """Planning prompts are about 45 (tool) and 68 (planner) tokens at turn 0 and grow by about 14 a
+    turn: a budget of 75 ends every episode that reaches the planner's turn 1."""
+    import json
+
+    from marl import train
+    from marl.engine.local import LocalEngine
+    from marl.engine.local.decode import Runner
+    from test_train_smoke import cfg_for, rows
+
+    budget, sent = 75, []
+    monkeypatch.setattr(LocalEngine, "max_prompt_tokens", lambda self, policy_id: budget)
+    generate_batch = Runner.generate_batch
+    monkeypatch.setattr(Runner, "generate_batch",
+                        lambda self, prompts, *a, **kw: sent.extend(map(len, prompts)) or generate_batch(self, prompts, *a, **kw))
+    run_dir = tmp_path / "run"
+    train.run(cfg_for(tmp_path), run_dir)
+    assert sent and max(sent) <= budget
+    steps = [r for r in rows(run_dir) if "train/prompt_overflow" in r]
+    assert [r["step"] for r in steps] == [1, 2] and sum(r["train/prompt_overflow"] for r in steps) > 0
+    assert all(r["train/prompt_overflow"] == r["role/tool/prompt_overflow"] + r["role/plan/prompt_overflow"] for r in steps)
+    results = json.loads((run_dir / "eval.json").read_text())
+    assert all(results[h][split]["prompt_overflow"] >= 0 for h in ("mas", "single") for split in ("val", "test"))
+    assert sum(results[h][split]["prompt_overflow"] for h in ("mas", "single") for split in ("val", "test")) > 0

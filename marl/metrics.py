@@ -35,8 +35,9 @@ def memory_mb() -> dict[str, float]:
 def rollout_metrics(samples, episodes, role_names: list[str]) -> dict[str, float]:
     """train/ and role/<name>/ figures of one step's rollouts."""
     out = {"train/success": float(np.mean([e.solved for e in episodes])),
-           # a step of no samples (every episode ended on its first prompt, over the budget): 0, as role/ has
-           "train/reward": float(torch.tensor([s.reward for s in samples]).mean()) if samples else 0.0,  # float32, as the advantage sees them
+           # float32, as the advantage sees them; a step of no samples (every episode ended on its
+           # first prompt, over the budget): 0, as role/ has
+           "train/reward": float(torch.tensor([s.reward for s in samples]).mean()) if samples else 0.0,
            "train/parse_fail_rate": float(np.mean([not s.parse_ok for s in samples])) if samples else 0.0,
            "train/mean_turns": float(np.mean([e.turns for e in episodes])),
            "train/samples": float(len(samples)),

@@ -40,6 +40,16 @@ def sent_lengths(engine: FakeEngine) -> list[int]:
     return sent
 
 
+def recording(sent: list[int], generate_batch):
+    """`Runner.generate_batch` (bound, or unbound with the runner first) that records the length
+    of every prompt of every decoding call in `sent`."""
+    def call(*args, **kw):
+        prompts = args[0] if isinstance(args[0], list) else args[1]
+        sent.extend(map(len, prompts))
+        return generate_batch(*args, **kw)
+    return call
+
+
 def episode(h, engine, k=K, problem=0, algo=ATGRPO()):
     jobs = algo.jobs(h, h.task.instance("train", problem), f"train:{problem}", Routing({r: "p" for r in h.role_names}),
                      RolloutSpec(k, 1.0, 1.0), random.Random(0))
@@ -117,7 +127,7 @@ def test_the_local_engine_budget_is_the_context_less_the_response(model_dir):
     assert engine.max_prompt_tokens("tool") == engine.max_prompt_tokens("plan") == 256 - 6  # tiny_model's context
     with pytest.raises(ValueError, match="no policy 'shared'"):
         engine.max_prompt_tokens("shared")
-    with pytest.raises(ValueError, match=r"model.max_new_tokens=256 leaves no room .* allowed: model.max_new_tokens < 256"):
+    with pytest.raises(ValueError, match=r"max_new_tokens=256 leaves no room .* allowed: model.max_new_tokens < 256"):
         prompt_budget(model_dir, 256)
 
 
@@ -126,8 +136,8 @@ def test_local_rollouts_end_on_an_over_budget_prompt_while_the_others_go_on(mode
     7x7 problems end on their first prompt, the 5x5 ones are generated from as before, and no
     decoding call holds a prompt over the budget."""
     import envs
-    small, large = roles.make_harness(task, "mas", max_turns=1), roles.make_harness(envs.make("planpath", size=7), "mas",
-                                                                                   max_turns=1)
+    small = roles.make_harness(task, "mas", max_turns=1)
+    large = roles.make_harness(envs.make("planpath", size=7), "mas", max_turns=1)
     engine = engine_for(model_dir, "shared")
     routing = Routing.default("shared", ["tool", "plan"], small.role_names)
 
@@ -137,9 +147,7 @@ def test_local_rollouts_end_on_an_over_budget_prompt_while_the_others_go_on(mode
     engine.prompt_budget = max(tool_len(small, i) for i in range(n))
     assert min(tool_len(large, i) for i in range(n)) > engine.prompt_budget
     sent: list[int] = []
-    runner = engine.runners[0]
-    generate_batch = runner.generate_batch
-    runner.generate_batch = lambda prompts, *a, **kw: sent.extend(map(len, prompts)) or generate_batch(prompts, *a, **kw)
+    engine.runners[0].generate_batch = recording(sent, engine.runners[0].generate_batch)
     spec = RolloutSpec(K, 1.0, 1.0)
     jobs = [RolloutJob(h, h.task.instance("train", i), f"{name}:{i}", routing, spec, random.Random(i))
             for name, h in (("small", small), ("large", large)) for i in range(n)]
@@ -170,15 +178,14 @@ def test_a_training_run_with_over_budget_prompts_completes_and_counts_them(tmp_p
 
     budget, sent = 75, []
     monkeypatch.setattr(LocalEngine, "max_prompt_tokens", lambda self, policy_id: budget)
-    generate_batch = Runner.generate_batch
-    monkeypatch.setattr(Runner, "generate_batch",
-                        lambda self, prompts, *a, **kw: sent.extend(map(len, prompts)) or generate_batch(self, prompts, *a, **kw))
+    monkeypatch.setattr(Runner, "generate_batch", recording(sent, Runner.generate_batch))
     run_dir = tmp_path / "run"
     train.run(cfg_for(tmp_path), run_dir)
     assert sent and max(sent) <= budget
     steps = [r for r in rows(run_dir) if "train/prompt_overflow" in r]
     assert [r["step"] for r in steps] == [1, 2] and sum(r["train/prompt_overflow"] for r in steps) > 0
-    assert all(r["train/prompt_overflow"] == r["role/tool/prompt_overflow"] + r["role/plan/prompt_overflow"] for r in steps)
+    assert all(r["train/prompt_overflow"] == r["role/tool/prompt_overflow"] + r["role/plan/prompt_overflow"]
+               for r in steps)
     results = json.loads((run_dir / "eval.json").read_text())
     assert all(results[h][split]["prompt_overflow"] >= 0 for h in ("mas", "single") for split in ("val", "test"))
     assert sum(results[h][split]["prompt_overflow"] for h in ("mas", "single") for split in ("val", "test")) > 0

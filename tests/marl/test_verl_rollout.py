@@ -24,6 +24,7 @@ from marl.rollout import RolloutJob, RolloutSpec  # noqa: E402
 from marl.routing import Routing  # noqa: E402
 
 MAX_NEW = 6
+PROMPT = 4096  # engine.prompt_length's default
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def servers(cluster, model_dir):
 def workers(servers, model_dir):
     """Two rollout workers; policy "shared" and "tool" behind the two-server router, "plan" behind the other."""
     (_, two), (_, one) = servers["two"], servers["one"]
-    eps = {"shared": Endpoint(model_dir, two, "vllm", MAX_NEW, 4096), "tool": Endpoint(model_dir, two, "vllm", MAX_NEW, 4096),
-           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW, 4096)}
+    eps = {pid: Endpoint(model_dir, two if pid != "plan" else one, "vllm", MAX_NEW, PROMPT)
+           for pid in ("shared", "tool", "plan")}
     return [RolloutWorker.remote(eps) for _ in range(2)]
 
 
@@ -332,7 +333,8 @@ def test_a_prompt_over_engine_prompt_length_never_reaches_a_replica(servers, mod
     planner's set below every planner prompt, its replica gets no request and each episode ends
     on the planner's first prompt, failed, with the tool's groups whole."""
     (tool_servers, two), (plan_servers, one) = servers["two"], servers["one"]
-    eps = {"tool": Endpoint(model_dir, two, "vllm", MAX_NEW, 4096), "plan": Endpoint(model_dir, one, "vllm", MAX_NEW, 8)}
+    eps = {"tool": Endpoint(model_dir, two, "vllm", MAX_NEW, PROMPT),
+           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW, 8)}
     h = roles.make_harness(envs.make("planpath"), "mas")
     routing = Routing.default("per_role", h.role_names, h.role_names)
     k = 2

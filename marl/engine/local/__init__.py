@@ -4,8 +4,8 @@ Policies (`policies.py`): `shared` (one model), `per_role` (a model per role: co
 start), `lora` (an adapter per role on one frozen base). Generation: every policy's
 `BatchingClient` feeds one `Batcher` (`batching.py`), which serves a step's requests in
 batched decoding calls (`decode.py`); the adapters of a LoRA base share one call. Update:
-`update.py`, over the packed forward of `logprobs.py`. Prompt budget: `prompt_budget`. Checkpoints: `policy_<id>.pt` per policy
-(weights or adapter, optimizer, schedule).
+`update.py`, over the packed forward of `logprobs.py`. Checkpoints: `policy_<id>.pt` per policy
+(weights or adapter, optimizer, schedule). The prompt budget: `prompt_budget`.
 """
 from __future__ import annotations
 

@@ -57,7 +57,9 @@ class TrajectoryGRPO:
 
     def regroup(self, episodes: list[Episode]) -> list[Sample]:
         samples = [s for ep in episodes for s in ep.samples]
-        return regroup_by_problem(samples, {(ep.problem_id, ep.samples[0].episode): ep.return_ for ep in episodes})
+        # an episode that ended on its first prompt (over the prompt budget) has no samples to reward
+        return regroup_by_problem(samples, {(ep.problem_id, ep.samples[0].episode): ep.return_
+                                            for ep in episodes if ep.samples})
 
     def check(self, samples: list[Sample], k: int) -> dict[str, float]:
         return check_groups(samples, k, per=self.name)

@@ -20,7 +20,8 @@ async def play(harness, split: str, n: int, engine: RolloutEngine, routing: Rout
 
 
 def summarize(episodes: list[Episode]) -> dict[str, float]:
-    """success, mean turns, parse-failure rate, mean reward per role, over the episodes."""
+    """success, mean turns, parse-failure rate, episodes ended on an over-budget prompt (marl.rollout),
+    mean reward per role, over the episodes."""
     n = max(len(episodes), 1)
     role_r: dict[str, list[float]] = defaultdict(list)
     actions = fails = 0
@@ -31,7 +32,8 @@ def summarize(episodes: list[Episode]) -> dict[str, float]:
             fails += not s.parse_ok
     out = {"success": sum(e.solved for e in episodes) / n, "n": len(episodes),
            "mean_turns": sum(e.turns for e in episodes) / n,
-           "parse_fail_rate": fails / max(actions, 1)}
+           "parse_fail_rate": fails / max(actions, 1),
+           "prompt_overflow": sum(e.overflow is not None for e in episodes)}  # episodes ended on an over-budget prompt
     for role, rs in sorted(role_r.items()):
         out[f"role/{role}/reward"] = sum(rs) / len(rs)
     return out

@@ -18,7 +18,8 @@ sized before the model loads. Which policy plays which role
 - `+roles.<role>=<policy>`: an explicit mapping, applied last (Hydra adds keys with "+").
 
 Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
-`samples`, unbiased estimator), mean turns, parse-failure rate, per-role reward. Writes JSON
+`samples`, unbiased estimator), mean turns, parse-failure rate, episodes ended on a prompt over
+the engine's budget (`prompt_overflow`, marl.rollout), per-role reward. Writes JSON
 (`out=`, default `<run>/evaluate.json`; with `env=`, `<run>/evaluate_<env>.json`, the env recorded
 under "env") and prints a table. Every setting, the checkpoint's files, the role -> policy names
 and the output's directory are checked before the model loads.
@@ -164,8 +165,9 @@ def print_table(results: dict, harnesses) -> None:
         for split, r in results[h].items():
             lo, hi = r["ci95"]
             roles = ", ".join(f"{k}<-{v}" for k, v in r["roles"].items())
+            over = f"; {r['prompt_overflow']} ended on a prompt over the budget" if r["prompt_overflow"] else ""
             print(f"{h:<8} {split:<5} {r['success']:>8.1%} {f'{lo:.0%}-{hi:.0%}':>13} {r['mean_turns']:>6.2f} "
-                  f"{r['parse_fail_rate']:>10.1%}  {roles}")
+                  f"{r['parse_fail_rate']:>10.1%}  {roles}{over}")
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="evaluate")

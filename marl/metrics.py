@@ -35,15 +35,21 @@ def memory_mb() -> dict[str, float]:
 def rollout_metrics(samples, episodes, role_names: list[str]) -> dict[str, float]:
     """train/ and role/<name>/ figures of one step's rollouts."""
     out = {"train/success": float(np.mean([e.solved for e in episodes])),
-           "train/reward": float(torch.tensor([s.reward for s in samples]).mean()),  # float32, as the advantage sees them
-           "train/parse_fail_rate": float(np.mean([not s.parse_ok for s in samples])),
+           # float32, as the advantage sees them; a step of no samples (every episode ended on its
+           # first prompt, over the budget): 0, as role/ has
+           "train/reward": float(torch.tensor([s.reward for s in samples]).mean()) if samples else 0.0,
+           "train/parse_fail_rate": float(np.mean([not s.parse_ok for s in samples])) if samples else 0.0,
            "train/mean_turns": float(np.mean([e.turns for e in episodes])),
            "train/samples": float(len(samples)),
-           "train/response_tokens": float(sum(len(s.response_ids) for s in samples))}
+           "train/response_tokens": float(sum(len(s.response_ids) for s in samples)),
+           # episodes that ended on a prompt over the engine's budget (marl.rollout), by whose prompt it was
+           "train/prompt_overflow": float(sum(e.overflow is not None for e in episodes))}
     for role in role_names:
         rs = [s for s in samples if s.role == role]
         out[f"role/{role}/reward"] = float(np.mean([s.reward for s in rs])) if rs else 0.0
         out[f"role/{role}/parse_fail_rate"] = float(np.mean([not s.parse_ok for s in rs])) if rs else 0.0
+        out[f"role/{role}/prompt_overflow"] = float(sum(e.overflow is not None and e.overflow.role == role
+                                                        for e in episodes))
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Awaitable
 from marl.engine import PolicyClients
 from marl.grouping import at_grpo_key
 from marl.routing import Routing
-from marl.types import Episode, Sample
+from marl.types import Episode, PromptOverflow, Sample
 from roles.base import Harness
 
 
@@ -69,15 +69,26 @@ class RolloutJob:
 
 async def rollout(harness: Harness, instance, problem_id: str, engine: PolicyClients, routing: Routing,
                   spec: RolloutSpec, rng: random.Random, episode: int = 0) -> Episode:
-    """One episode of `problem_id`; `routing` says which of the engine's policies plays each role."""
+    """One episode of `problem_id`; `routing` says which of the engine's policies plays each role.
+
+    A prompt longer than its policy's budget (`engine.max_prompt_tokens`) is never sent: the
+    episode ends there, failed whatever state it reached (as an unsolved episode at max_turns:
+    no further reward), with the overflow recorded (`Episode.overflow`, counted in `train/` and
+    evaluation metrics). That (turn, role) has no response, so no samples and no group; the
+    turns before it keep theirs, as in an episode that stopped early."""
     state = harness.reset(instance)
     samples: list[Sample] = []
     ret = 0.0
-    while not state.done:
+    overflow = None
+    while not state.done and overflow is None:
         for role in harness.role_names:
             pol = routing[role]
             prompt = harness.prompt(state, role)
             ids = engine.encode(pol, prompt)
+            budget = engine.max_prompt_tokens(pol)
+            if budget is not None and len(ids) > budget:
+                overflow = PromptOverflow(state.turn, role, pol, len(ids), budget)
+                break
             client = engine.client(pol)
             comps = await asyncio.gather(*[client.generate(ids, spec.temperature, request_id=problem_id)
                                            for _ in range(spec.k)])
@@ -97,5 +108,5 @@ async def rollout(harness: Harness, instance, problem_id: str, engine: PolicyCli
             state = outs[pick].state  # continue from the chosen candidate's own copy
             if state.done:
                 break
-    solved = bool(harness.task.is_solved(state.task_state))
-    return Episode(problem_id, samples, solved, state.turn, ret)
+    solved = overflow is None and bool(harness.task.is_solved(state.task_state))
+    return Episode(problem_id, samples, solved, state.turn, ret, overflow)

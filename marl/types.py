@@ -71,6 +71,19 @@ TRACE_KEYS = ("problem_id", "turn", "role", "policy", "group_id", "candidate", "
               "reward", "local", "team", "advantage", "chosen", "parse_ok")
 
 
+@dataclass(frozen=True)
+class PromptOverflow:
+    """The prompt an episode ended on: `role`'s prompt at `turn` was `prompt_tokens` long, over the
+    `budget` its policy's engine accepts (`PolicyClients.max_prompt_tokens`). Nothing was generated
+    from it."""
+
+    turn: int
+    role: str
+    policy: str
+    prompt_tokens: int
+    budget: int
+
+
 @dataclass
 class Episode:
     problem_id: str
@@ -78,3 +91,4 @@ class Episode:
     solved: bool
     turns: int
     return_: float  # sum of the rewards of the actions that were continued from
+    overflow: PromptOverflow | None = None  # set when the episode ended on an over-budget prompt (marl.rollout)

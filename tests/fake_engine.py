@@ -1,6 +1,7 @@
 """The tests' one fake engine: the rollout side of `marl.engine` (`RolloutEngine`) without a model,
 so rollouts run in milliseconds. Prompts travel as their text (`Codec`: one id per distinct
-prompt), and the client answers each request from that text:
+prompt, repeated to the length `prompt_tokens` gives it, checked against `max_prompt`), and the
+client answers each request from that text:
 
 - `script(prompt, n)`, when given, is the text of the n-th request for this prompt (`pooled`
   builds one that hands each role the texts of its pool in turn);
@@ -38,7 +39,7 @@ class Codec:
         return [self.ids[prompt]]
 
     def decode(self, ids: list[int]) -> str:
-        assert len(ids) == 1
+        assert ids and len(set(ids)) == 1  # a prompt's id, repeated to a length (FakeEngine's prompt_tokens)
         return self.texts[ids[0]]
 
 
@@ -121,10 +122,14 @@ class FakeEngine(RolloutEngine):
     """`RolloutEngine` over one `FakeClient` that every policy shares; `gather` is the protocol's
     own (the rollouts concurrently in this event loop). No learner side: no test needs one."""
 
-    def __init__(self, script=None, seed: int = 0, p_good: float = 0.5, policy_ids=("p",)):
+    def __init__(self, script=None, seed: int = 0, p_good: float = 0.5, policy_ids=("p",),
+                 max_prompt: int | None = None, prompt_tokens=None):
+        """max_prompt: every policy's prompt budget (None: no limit); prompt_tokens(prompt): how many
+        ids the prompt counts for it (default: one, the codec's)."""
         self.codec = Codec()
         self._client = FakeClient(self.codec, seed, p_good, script)
         self._policy_ids = tuple(policy_ids)
+        self.max_prompt, self.prompt_tokens = max_prompt, prompt_tokens
 
     @property
     def policy_ids(self) -> tuple[str, ...]:
@@ -136,7 +141,12 @@ class FakeEngine(RolloutEngine):
         return self._client
 
     def encode(self, policy_id: str, prompt: str) -> list[int]:
-        return self.codec.encode(prompt)
+        ids = self.codec.encode(prompt)
+        return ids if self.prompt_tokens is None else ids * self.prompt_tokens(prompt)
+
+    def max_prompt_tokens(self, policy_id: str) -> int | None:
+        self.client(policy_id)
+        return self.max_prompt
 
     def stats(self) -> dict[str, float]:
         return {"calls": float(self._client.calls)}

@@ -4,8 +4,8 @@ The trainer owns the algorithm (rollout, grouping, advantages, selection, loggin
 owns models, tokenizers, optimizers, schedules and generation. The trainer reaches a policy only
 through this interface, by policy id, in two halves:
 
-- `PolicyClients` (what one rollout needs): `encode(pid, prompt)` and `client(pid)`, an async
-  token-in/token-out `GenerateClient`;
+- `PolicyClients` (what one rollout needs): `encode(pid, prompt)`, `client(pid)`, an async
+  token-in/token-out `GenerateClient`, and `max_prompt_tokens(pid)`, the prompt budget;
 - `RolloutEngine` (what rollout collection and evaluation need): those, `policy_ids`,
   `gather(jobs)` (one step's `RolloutJob`s concurrently, results in their order: the local engine
   batches their generate calls, `marl.engine.local.batching`; the verl engine runs them in CPU
@@ -40,7 +40,8 @@ __all__ = ["Engine", "EngineSpec", "Learner", "LoraSpec", "OptimSpec", "PolicyCl
 
 @runtime_checkable
 class PolicyClients(Protocol):
-    """What one rollout (`marl.rollout.rollout`) needs: prompt ids and a generate client per policy."""
+    """What one rollout (`marl.rollout.rollout`) needs: prompt ids, a generate client and the
+    longest prompt it accepts, per policy."""
 
     @abstractmethod
     def encode(self, policy_id: str, prompt: str) -> list[int]:
@@ -49,6 +50,12 @@ class PolicyClients(Protocol):
     @abstractmethod
     def client(self, policy_id: str) -> GenerateClient:
         """`policy_id`'s async generate client; an unknown policy id is refused."""
+
+    @abstractmethod
+    def max_prompt_tokens(self, policy_id: str) -> int | None:
+        """The longest prompt (in `encode`'s ids) `policy_id` generates from with room left for a
+        whole response; None: no limit. The rollout never sends a longer one: the episode ends
+        there, failed (`marl.rollout`), where a server would refuse it and fail the whole step."""
 
 
 @runtime_checkable

@@ -90,6 +90,9 @@ def test_a_rollout_engine_missing_part_of_its_side_cannot_be_built():
         def client(self, policy_id):
             return None
 
+        def max_prompt_tokens(self, policy_id):
+            return None
+
         def reset_stats(self):
             pass
 

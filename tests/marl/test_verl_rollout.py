@@ -24,6 +24,7 @@ from marl.rollout import RolloutJob, RolloutSpec  # noqa: E402
 from marl.routing import Routing  # noqa: E402
 
 MAX_NEW = 6
+PROMPT = 4096  # engine.prompt_length's default
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def servers(cluster, model_dir):
 def workers(servers, model_dir):
     """Two rollout workers; policy "shared" and "tool" behind the two-server router, "plan" behind the other."""
     (_, two), (_, one) = servers["two"], servers["one"]
-    eps = {"shared": Endpoint(model_dir, two, "vllm", MAX_NEW), "tool": Endpoint(model_dir, two, "vllm", MAX_NEW),
-           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW)}
+    eps = {pid: Endpoint(model_dir, two if pid != "plan" else one, "vllm", MAX_NEW, PROMPT)
+           for pid in ("shared", "tool", "plan")}
     return [RolloutWorker.remote(eps) for _ in range(2)]
 
 
@@ -324,3 +325,24 @@ def test_driver_checkpoints_one_directory_per_policy(workers, model_dir, tmp_pat
     (tmp_path / "verl_plan").mkdir()
     e.load(tmp_path)
     assert [c[0] for c in e.hosts["plan"].calls] == ["save", "load"]
+
+
+@pytest.mark.e2e
+def test_a_prompt_over_engine_prompt_length_never_reaches_a_replica(servers, model_dir):
+    """The workers' budget is each policy's `engine.prompt_length` (the Endpoint's): with the
+    planner's set below every planner prompt, its replica gets no request and each episode ends
+    on the planner's first prompt, failed, with the tool's groups whole."""
+    (tool_servers, two), (plan_servers, one) = servers["two"], servers["one"]
+    eps = {"tool": Endpoint(model_dir, two, "vllm", MAX_NEW, PROMPT),
+           "plan": Endpoint(model_dir, one, "vllm", MAX_NEW, 8)}
+    h = roles.make_harness(envs.make("planpath"), "mas")
+    routing = Routing.default("per_role", h.role_names, h.role_names)
+    k = 2
+    jobs = jobs_for(h, routing, n=3, k=k, temperature=1.0)
+    plan_calls = len(ray.get(plan_servers["cpu:plan"].calls.remote()))
+    episodes, stats = asyncio.run(run_on_workers([RolloutWorker.remote(eps)], jobs))
+    assert len(ray.get(plan_servers["cpu:plan"].calls.remote())) == plan_calls
+    assert all(e.overflow.role == "plan" and e.overflow.budget == 8 and not e.solved for e in episodes)
+    samples = [s for e in episodes for s in e.samples]
+    check_groups(samples, k, "at_grpo")
+    assert {s.role for s in samples} == {"tool"} and stats["calls"] == len(samples) == 3 * k

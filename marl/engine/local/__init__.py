@@ -5,7 +5,7 @@ start), `lora` (an adapter per role on one frozen base). Generation: every polic
 `BatchingClient` feeds one `Batcher` (`batching.py`), which serves a step's requests in
 batched decoding calls (`decode.py`); the adapters of a LoRA base share one call. Update:
 `update.py`, over the packed forward of `logprobs.py`. Checkpoints: `policy_<id>.pt` per policy
-(weights or adapter, optimizer, schedule).
+(weights or adapter, optimizer, schedule). The prompt budget: `prompt_budget`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from marl.engine import Engine, EngineSpec, UpdateSpec
 from marl.engine.local.batching import Batcher, BatchingClient
@@ -32,9 +32,29 @@ def load_model(path: str, dtype: str):
     return model.eval(), tok, chat
 
 
+def prompt_budget(path: str, max_new_tokens: int) -> int | None:
+    """The longest prompt the local engine generates from: the model's context
+    (`max_position_embeddings` in its config.json). A prompt longer than that is a penalised
+    episode end (marl.rollout), as a prompt over engine.prompt_length is under engine=verl. The
+    response may run past the context, as HF generation allows (vLLM would refuse it: there
+    max_model_len = engine.prompt_length + model.max_new_tokens); the tighter rule, context less
+    max_new_tokens, would end 1% of the tiny code task's episodes (coder prompts of later turns),
+    changing its published figures. A model whose config states no context has no limit (None).
+    A `max_new_tokens` as long as the context is refused: no prompt and response fit at all."""
+    context = getattr(AutoConfig.from_pretrained(path).get_text_config(), "max_position_embeddings", None)
+    if context is None:
+        return None
+    if max_new_tokens >= context:
+        raise ValueError(f"model.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context "
+                         f"of {context} tokens (max_position_embeddings in {path}/config.json); allowed: "
+                         f"model.max_new_tokens < {context}")
+    return context
+
+
 class LocalEngine(Engine):
     def __init__(self, spec: EngineSpec):
         self.spec = spec
+        self.prompt_budget = prompt_budget(spec.model_path, spec.max_new_tokens)  # refused before the model loads
         model, self.tokenizer, self.chat = load_model(spec.model_path, spec.dtype)
         model = model.to(spec.device)
         pad = self.tokenizer.pad_token_id
@@ -63,6 +83,10 @@ class LocalEngine(Engine):
 
     def encode(self, policy_id: str, prompt: str) -> list[int]:
         return encode_prompt(self.tokenizer, self.chat, prompt)
+
+    def max_prompt_tokens(self, policy_id: str) -> int | None:
+        self.check_policy(policy_id)
+        return self.prompt_budget
 
     async def gather(self, jobs):
         return await self.batcher.gather([job.run(self) for job in jobs])

@@ -103,7 +103,8 @@ class VerlEngine(Engine):
         self.dp = dict(zip(self.hosts, dps))
         self.updated: set[str] = set()  # policies trained since the last sync_weights
         routers = dict(zip(self.hosts, ray.get([h.router.remote() for h in self.hosts.values()])))
-        self.endpoints = {pid: Endpoint(spec.model_path, routers[pid], s.rollout_backend, spec.max_new_tokens)
+        self.endpoints = {pid: Endpoint(spec.model_path, routers[pid], s.rollout_backend, spec.max_new_tokens,
+                                   s.prompt_length)
                           for pid in spec.policy_ids}
         self.workers = [RolloutWorker.remote(self.endpoints) for _ in range(s.rollout_workers)]
         self._clients: dict = {}
@@ -134,6 +135,11 @@ class VerlEngine(Engine):
 
     def encode(self, policy_id: str, prompt: str) -> list[int]:
         return encode_prompt(self.tokenizer, self.chat, prompt)
+
+    def max_prompt_tokens(self, policy_id: str) -> int:
+        """engine.prompt_length: the replicas' max_model_len is it plus model.max_new_tokens (config.py)."""
+        self.check_policy(policy_id)
+        return self.spec.settings.prompt_length
 
     async def gather(self, jobs: list) -> list:
         from marl.engine.verl.rollout_workers import run_on_workers

@@ -28,15 +28,18 @@ class Endpoint:
     router: object  # ray ActorHandle of verl's GlobalRequestLoadBalancer
     backend: str    # vllm | sglang (verl's client branches on it)
     max_new_tokens: int
+    prompt_length: int  # engine.prompt_length: the longest prompt sent (PolicyClients.max_prompt_tokens)
 
 
 class RolloutSide(PolicyClients):
-    """What `marl.rollout` needs of the engine (`PolicyClients`: `encode`, `client`) inside a worker."""
+    """What `marl.rollout` needs of the engine (`PolicyClients`: `encode`, `client`,
+    `max_prompt_tokens`) inside a worker."""
 
     def __init__(self, endpoints: dict[str, Endpoint], stats: GenerateStats):
         from verl.workers.rollout.llm_server import LLMServerClient
 
         self.tokenizers, self.clients = {}, {}
+        self.prompt_lengths = {pid: ep.prompt_length for pid, ep in endpoints.items()}
         for pid, ep in endpoints.items():
             tok, chat = load_tokenizer(ep.model_path)
             # LLMServerClient reads only these keys of verl's config
@@ -48,6 +51,10 @@ class RolloutSide(PolicyClients):
     def encode(self, policy_id: str, prompt: str) -> list[int]:
         tok, chat = self.tokenizers[policy_id]
         return encode_prompt(tok, chat, prompt)
+
+    def max_prompt_tokens(self, policy_id: str) -> int:
+        self.client(policy_id)  # refuses an unknown policy
+        return self.prompt_lengths[policy_id]
 
     def client(self, policy_id: str) -> VerlClient:
         if policy_id not in self.clients:

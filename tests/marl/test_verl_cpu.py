@@ -149,10 +149,10 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
                           "harnesses=[mas]", "splits=[val]", "n=4", f"out={ev}"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(ev.read_text())["results"]["mas"]["val"]["success"] == val_at_1
+    assert json.loads(ev.read_text())["mas"]["val"]["success"] == val_at_1
     train.run(cfg_for(tmp_path, *args, f"resume={run}"), run)
     steps = [r["step"] for r in rows(run)]
-    assert steps == [0, 1, 2, 3]  # step 2 trained once, from the checkpoint of step 1
+    assert steps == [0, 1, 2, 3, 3]  # step 2 trained once, from the checkpoint of step 1; then the final row
     assert rows(run)[2]["train/rollout_logprob_gap"] < 1e-4  # the servers generate with the loaded weights
     assert (run / "checkpoints" / "latest").read_text() == "step_000003"
     assert "final" in json.loads((run / "eval.json").read_text())

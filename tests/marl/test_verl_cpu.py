@@ -49,10 +49,17 @@ def spec_for(model_dir, name, kind):
                       settings=settings if name == "verl" else None)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True)
+def own_ray():
+    """Each test starts the Ray its engines need (sized for them) and leaves none behind."""
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
 def engines(model_dir):
-    """engines(kind) -> (local engine, verl engine) built from the same spec; the verl ones are
-    closed, and Ray shut down, after the module."""
+    """engines(kind) -> (local engine, verl engine) built from the same spec; the verl one is
+    closed after the test."""
     made = []
 
     def get(kind):
@@ -62,7 +69,6 @@ def engines(model_dir):
     yield get
     for e in made:
         e.close()
-    ray.shutdown()
 
 
 def replica_weights(engine, pid) -> dict:
@@ -156,3 +162,21 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert rows(run)[2]["train/rollout_logprob_gap"] < 1e-4  # the servers generate with the loaded weights
     assert (run / "checkpoints" / "latest").read_text() == "step_000003"
     assert "final" in json.loads((run / "eval.json").read_text())
+
+
+def test_a_failed_start_shows_the_workers_last_lines(tmp_path, model_dir):
+    """Workers log to files only (log_to_driver=False keeps a run readable); when the stacks fail
+    to start, the error carries the last lines of those logs, not just Ray's exception."""
+    from dataclasses import replace
+
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    for f in Path(model_dir).iterdir():  # config and tokenizer, no weights: verl's init_model fails
+        if not f.name.endswith(".safetensors"):
+            (broken / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(RuntimeError, match="engine=verl failed to start") as err:
+        make_engine(replace(spec_for(model_dir, "verl", "shared"), model_path=str(broken)))
+    assert "last 15 lines" in str(err.value) and "worker-" in str(err.value)
+    assert not ray.util.list_named_actors(all_namespaces=True) or all(
+        a["name"] != "marl_policy_host" for a in ray.util.list_named_actors(all_namespaces=True))  # stacks ended
+    ray.shutdown()

@@ -81,6 +81,13 @@ class VerlEngine(Engine):
             use_here()
         if not ray.is_initialized():
             ray.init(address=s.ray_address, log_to_driver=False, **local_ray(s, nodes * per_node, len(spec.policy_ids)))
+        if s.on_cpu:  # a pool Ray cannot place waits forever: refuse a Ray without room instead
+            need = nodes * per_node * len(spec.policy_ids) + s.rollout_workers
+            free = ray.available_resources().get("CPU", 0)
+            if free < need:
+                raise RuntimeError(f"engine=verl needs {need} free CPUs in Ray (one per FSDP worker and rollout worker) "
+                                   f"and the Ray this process joined has {free:g}: start it with more num_cpus, or "
+                                   "end what holds them")
         env = dict(os.environ)  # after ray.init: a local Ray's auth token is in it, for the policies' drivers
         self.tokenizer, self.chat = load_tokenizer(spec.model_path)
         lora_init = write_initial_adapters(spec) if spec.lora is not None else {}

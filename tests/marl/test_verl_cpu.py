@@ -113,6 +113,10 @@ def test_lora_updates_the_same_adapter_on_both_engines_and_only_its_policy_is_pu
             if ".plan." in k}
     assert max_diff({k: served[k] for k in ours}, ours) < 1e-5
     assert max_diff(replica_weights(verl, "tool"), before_tool) == 0.0
+    init = verl._lora_dir  # marl's seeded adapters, read by verl's workers at start
+    assert (init / "plan" / "adapter_config.json").exists()
+    verl.close()
+    assert not init.exists()  # removed with the engine
 
 
 # --- marl.train and marl.evaluate over engine=verl ----------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -90,10 +91,12 @@ class VerlEngine(Engine):
                                    "end what holds them")
         env = dict(os.environ)  # after ray.init: a local Ray's auth token is in it, for the policies' drivers
         self.tokenizer, self.chat = load_tokenizer(spec.model_path)
+        self.procs, self.hosts = {}, {}
         lora_init = write_initial_adapters(spec) if spec.lora is not None else {}
+        # read by verl's workers when they start (init_model), removed by close()
+        self._lora_dir = Path(next(iter(lora_init.values()))).parent if lora_init else None
         run = uuid.uuid4().hex[:8]
         gcs = ray.get_runtime_context().gcs_address
-        self.procs, self.hosts = {}, {}
         try:
             for pid in spec.policy_ids:
                 ns = f"marl_{run}_{pid}"
@@ -216,6 +219,9 @@ class VerlEngine(Engine):
                 p.kill()
                 p.wait()
         self.procs = {}
+        if self._lora_dir is not None:
+            shutil.rmtree(self._lora_dir, ignore_errors=True)
+            self._lora_dir = None
 
 
 def local_ray(settings: VerlSettings, devices_per_policy: int, n_policies: int) -> dict:

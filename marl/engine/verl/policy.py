@@ -15,6 +15,7 @@ import argparse
 import functools
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -155,7 +156,8 @@ def main() -> None:
     ray.init(address=a.address, namespace=a.namespace, log_to_driver=False, **env)
     host = PolicyHost.options(name=HOST_NAME).remote()  # kept: an actor without a handle is collected
     closed = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+    if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):  # VerlEngine's pipe (not a terminal or /dev/null)
+        threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
     while os.getppid() == a.parent and not closed.wait(2):
         pass
     del host

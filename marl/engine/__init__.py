@@ -53,8 +53,8 @@ class PolicyClients(Protocol):
 
     @abstractmethod
     def max_prompt_tokens(self, policy_id: str) -> int | None:
-        """The longest prompt (in `encode`'s ids) `policy_id` generates from with room left for a
-        whole response; None: no limit. The rollout never sends a longer one: the episode ends
+        """The longest prompt (in `encode`'s ids) `policy_id` generates from (engine=verl:
+        engine.prompt_length; engine=local: the model's context); None: no limit. The rollout never sends a longer one: the episode ends
         there, failed (`marl.rollout`), where a server would refuse it and fail the whole step."""
 
 

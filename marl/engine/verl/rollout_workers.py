@@ -26,7 +26,7 @@ class Endpoint:
 
     model_path: str
     router: object  # ray ActorHandle of verl's GlobalRequestLoadBalancer
-    backend: str    # vllm | sglang (verl's client branches on it)
+    backend: str    # engine.rollout_backend: vllm | cpu (verl's client branches on it)
     max_new_tokens: int
     prompt_length: int  # engine.prompt_length: the longest prompt sent (PolicyClients.max_prompt_tokens)
 

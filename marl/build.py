@@ -111,5 +111,6 @@ def build_run(s: RunSettings, log=print, need: dict[str, int] | None = None,
                need_settings)
     train_roles = make_harness(task, s.task.harness, **h_kw).role_names
     check_engine(s, len(policy_ids(s.policy.name, train_roles)))
-    path = model_path(s, task, h_kw, env_kw, log=log)
+    # a generate-only engine (engine=openai) holds no weights: nothing to build or find
+    path = model_path(s, task, h_kw, env_kw, log=log) if engine_class(s.engine.name).trains else ""
     return BuiltRun(task, h_kw, train_roles, make_engine(engine_spec(s, path, train_roles)))

@@ -167,7 +167,13 @@ EVALUATE = (
                  "harnesses": Rule(list), "splits": Rule(list), "n": Int(1, null=True), "samples": Int(1),
                  "temperature": Num(0), "swap_roles": FLAG, "roles": Rule(dict, **OPTIONAL),
                  "seed": Int(0, SEED_MAX), "threads": Int(0), "out": Rule(str, null=True),
-                 "env": Rule(dict, null=True, **OPTIONAL)}),
+                 "env": Rule(dict, null=True, **OPTIONAL), "overwrite": Rule(bool, **OPTIONAL)}),
+)
+
+# what conf/evaluate_model.yaml adds to the training config (a model evaluated as it is)
+EVALUATE_MODEL = (
+    Section("", {"harnesses": Rule(list), "splits": Rule(list), "n": Int(1, null=True), "samples": Int(1),
+                 "temperature": Num(0), "out": Rule(str, null=True), "overwrite": FLAG}),
 )
 
 

@@ -312,11 +312,14 @@ GENERATED_N = 100  # problems per split of a generated task when n=null (a data 
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """marl.evaluate's settings (conf/evaluate.yaml) and those of the run it evaluates."""
+    """marl.evaluate's settings and those of what it evaluates: a run's checkpoint
+    (conf/evaluate.yaml: `run_dir`, `trained` its settings), or a model as it is
+    (conf/evaluate_model.yaml: `run_dir` None, `trained` the composed training config's task,
+    model and engine, e.g. engine=openai's endpoint)."""
 
-    run_dir: Path
+    run_dir: Path | None
     trained: RunSettings
-    checkpoint: str
+    checkpoint: str | None
     harnesses: tuple[str, ...]
     splits: tuple[str, ...]
     n: int | None        # problems per split; None: a data set's whole split, GENERATED_N of a generated task
@@ -328,6 +331,12 @@ class EvaluateSettings:
     threads: int
     out: Path
     env: dict | None = None  # the `env` group given (name and options); None: the run's own task
+    overwrite: bool = False  # start the episode record at `out` over instead of resuming it
+
+    @property
+    def served(self) -> bool:
+        """A model as it is (no run directory, no checkpoint)."""
+        return self.run_dir is None
 
     @property
     def task(self) -> TaskSettings:
@@ -340,26 +349,69 @@ class EvaluateSettings:
 def evaluate_settings(cfg) -> EvaluateSettings:
     """marl.evaluate's config, checked (names, types and ranges, with what is allowed) before any
     work; the data an `env` reads is sized by marl.evaluate before the model loads."""
-    from envs import SPLITS
     from marl import checkpoint, checks
-    from roles import harness_names
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     # a raw load of conf/evaluate.yaml (experiments.mismatch) holds Hydra's own keys, no settings
     c = {k: v for k, v in c.items() if k not in ("defaults", "hydra")}
+    if "run" not in c:
+        return _model_evaluate_settings(c)
     checks.check(c, checks.EVALUATE)
-    for key in ("harnesses", "splits"):
-        if len(set(c[key])) != len(c[key]):
-            raise ValueError(f"{key}={c[key]}: a name appears twice; allowed: a list without repeats")
+    _check_lists(c)
     run_dir = Path(c["run"])
     if not (run_dir / "config.yaml").exists():
         raise ValueError(f"run={run_dir}: not a run directory of marl.train (no config.yaml)")
     checkpoint.resolve(run_dir, str(c["checkpoint"]))  # names what is allowed
-    if c["samples"] > 1 and c["temperature"] <= 0:
-        raise ValueError(f"samples={c['samples']} with temperature=0 repeats one greedy episode; set temperature > 0")
     rs = load_run_settings(run_dir)
     env = _evaluated_env(c.get("env"), rs, run_dir)
-    task = env["name"] if env else rs.task.env
+    _check_names(c, env["name"] if env else rs.task.env)
+    return EvaluateSettings(run_dir, rs, str(c["checkpoint"]), tuple(c["harnesses"]), tuple(c["splits"]), c["n"],
+                            c["samples"], float(c["temperature"]), c["swap_roles"], dict(c.get("roles") or {}),
+                            c["seed"], c["threads"] or rs.threads,
+                            Path(c["out"]) if c["out"] else run_dir / _default_out(env), env, c.get("overwrite", False))
+
+
+# what conf/evaluate_model.yaml adds to the training config (conf/config.yaml)
+MODEL_EVALUATE_KEYS = ("harnesses", "splits", "n", "samples", "temperature", "out", "overwrite")
+
+
+def _model_evaluate_settings(c: dict) -> EvaluateSettings:
+    """conf/evaluate_model.yaml: the training config's task, model and engine, evaluated as they are."""
+    from marl import checks
+
+    ev = {k: c[k] for k in MODEL_EVALUATE_KEYS if k in c}
+    checks.check(ev, checks.EVALUATE_MODEL)
+    _check_lists(ev)
+    rs = run_settings({k: v for k, v in c.items() if k not in MODEL_EVALUATE_KEYS})
+    if rs.policy.name != "shared":
+        raise ValueError(f"policy={rs.policy.name}: a model evaluated as it is plays every role (policy=shared); "
+                         "per-role policies come from a trained run: python -m marl.evaluate run=<run dir>")
+    _check_names(ev, rs.task.env)
+    out = Path(ev["out"]) if ev["out"] else Path(f"evaluate_{rs.task.env}_{_model_slug(rs)}.json")
+    return EvaluateSettings(None, rs, None, tuple(ev["harnesses"]), tuple(ev["splits"]), ev["n"], ev["samples"],
+                            float(ev["temperature"]), False, {}, rs.seed, rs.threads, out, None, ev["overwrite"])
+
+
+def _model_slug(rs: RunSettings) -> str:
+    """The model's name in a default file name: engine.model's last part, or the model group's."""
+    import re
+
+    name = getattr(rs.engine.options, "model", None) or rs.model.path or rs.model.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name).rstrip("/").split("/")[-1]) or "model"
+
+
+def _check_lists(c: dict) -> None:
+    for key in ("harnesses", "splits"):
+        if len(set(c[key])) != len(c[key]):
+            raise ValueError(f"{key}={c[key]}: a name appears twice; allowed: a list without repeats")
+    if c["samples"] > 1 and c["temperature"] <= 0:
+        raise ValueError(f"samples={c['samples']} with temperature=0 repeats one greedy episode; set temperature > 0")
+
+
+def _check_names(c: dict, task: str) -> None:
+    from envs import SPLITS
+    from roles import harness_names
+
     known = harness_names(task)
     for h in c["harnesses"]:
         if h not in known:
@@ -367,10 +419,6 @@ def evaluate_settings(cfg) -> EvaluateSettings:
     for split in c["splits"]:
         if split not in SPLITS:
             raise ValueError(f"splits: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    return EvaluateSettings(run_dir, rs, str(c["checkpoint"]), tuple(c["harnesses"]), tuple(c["splits"]), c["n"],
-                            c["samples"], float(c["temperature"]), c["swap_roles"], dict(c.get("roles") or {}),
-                            c["seed"], c["threads"] or rs.threads,
-                            Path(c["out"]) if c["out"] else run_dir / _default_out(env), env)
 
 
 def _default_out(env: dict | None) -> str:

@@ -1,36 +1,51 @@
-"""Evaluate saved policies in any harness, on any split or test set of their task family, greedy or sampled.
+"""Evaluate policies in any harness, on any split or test set of their task family, greedy or sampled:
+a trained run's checkpoint, or a model as it is (a served one included).
 
     python -m marl.evaluate run=<run dir> [checkpoint=best|latest|<dir>] [harnesses=[single,mas]]
         [splits=[test]] [n=null|<problems>] [samples=1 temperature=0] [swap_roles=true] [+roles.tool=plan]
-        [env=aime24 env.data_dir=<dir>]
+        [env=aime24 env.data_dir=<dir>] [out=<file>] [overwrite=true]
+    python -m marl.evaluate +exp=<task> [engine=openai engine.base_url=<url> engine.model=<name>]
+        [harnesses=[single,mas]] [splits=[test]] [n=100] [samples=1] [out=<file>]
 
-The run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task, harness settings and
-policies (`marl.config.evaluate_settings` reads both configs once and checks them); the checkpoint's
-weights are loaded into them. `env=<name>` (a file of conf/env/, with its options, e.g. `env.data_dir`)
-evaluates on another task of the run's harness family instead: a maths run on aime24, aime25 or
-olympiadbench, a code run on livecodebench, apps or codecontests (their test split; `n=null`, the
-default, takes all of it); the run's harness settings and policies are kept. A data set is read and
-sized before the model loads. Which policy plays which role
-(`marl.routing.Routing`):
+With `run=`, the run's own config (`<run>/config.yaml`, written by marl.train) rebuilds its task,
+harness settings and policies (`marl.config.evaluate_settings` reads both configs once and checks
+them); the checkpoint's weights are loaded into them. `env=<name>` (a file of conf/env/, with its
+options, e.g. `env.data_dir`) evaluates on another task of the run's harness family instead: a
+maths run on aime24, aime25 or olympiadbench, a code run on livecodebench, apps or codecontests
+(their test split; `n=null`, the default, takes all of it); the run's harness settings and
+policies are kept. Which policy plays which role (`marl.routing.Routing`):
 - default: the run's routing (a shared policy plays every role; per-role and LoRA policies play
   their own role, and a role the training harness lacks is played by its last role's policy);
 - `swap_roles=true`: per-role (or LoRA) policies trade places (each role is played by the other's);
 - `+roles.<role>=<policy>`: an explicit mapping, applied last (Hydra adds keys with "+").
 
-Per harness and split: success with a 95% confidence interval, pass@k (k = 1, 2, 4, ... up to
-`samples`, unbiased estimator), mean turns, parse-failure rate, episodes ended on a prompt over
-the engine's budget (`prompt_overflow`, marl.rollout), per-role reward. Writes JSON
-(`out=`, default `<run>/evaluate.json`; with `env=`, `<run>/evaluate_<env>.json`, the env recorded
-under "env") and prints a table. Every setting, the checkpoint's files, the role -> policy names
-and the output's directory are checked before the model loads.
+Without `run=` (conf/evaluate_model.yaml), the training config's groups choose the task and the
+model (`+exp=<task>`, `model=`, `engine=`): `model=tiny` (or `model.path`) as built, on
+engine=local, or a served model over engine=openai (marl.engine.openai_api). One model plays every
+role. This is the paper's "single agent" and "MAS, prompt only" measurement.
+
+Per harness and split (marl.eval_record.summary): success with a 95% interval, pass@k (k = 1, 2,
+4, ... up to `samples`, unbiased estimator), mean turns, parse-failure rate, episodes ended on a
+prompt over the engine's budget (`prompt_overflow`) or on a request that failed for good
+(`api_error`; both count as failures), prompt and completion tokens per episode and per solved
+problem, requests, wall time, per-role reward; and the paired harness effect of each later
+harness minus the first on the same problems (`effect`: a paired bootstrap interval over
+problems, the exact McNemar p-value, and the problems each solves that the other does not).
+Writes JSON (`out=`, default `<run>/evaluate.json`; with `env=`, `<run>/evaluate_<env>.json`;
+without a run, `evaluate_<env>_<model>.json`) and prints a table. Every episode's record (each
+role's prompt and response per turn, tokens, outcome) is appended to `<out>.episodes.jsonl` as
+it finishes; the same command run again continues from it. Every setting, the checkpoint's
+files, the role -> policy names, the output's directory and the episode record are checked
+before the model loads.
 """
 from __future__ import annotations
 
 import asyncio
-import math
+import random
 import sys
+import time
 from contextlib import closing
-from pathlib import Path
+from dataclasses import asdict
 
 import hydra
 from omegaconf import DictConfig
@@ -38,49 +53,11 @@ from omegaconf import DictConfig
 from marl import checkpoint
 from marl.build import build_run
 from marl.config import GENERATED_N, EvaluateSettings, evaluate_settings
-from marl.episodes import play, summarize
+from marl.eval_record import EpisodeLog, episode_record, harness_effects, summary, traces_path
 from marl.io import check_writable, set_threads, write_json
+from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing, policy_ids
 from roles import make_harness
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c succeeded: 1 - C(n-c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (sound near 0 and 1, unlike p +- 2se)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def evaluate_split(harness, split: str, n: int, samples: int, temperature: float, engine, routing: Routing,
-                   alpha: float, seed: int, loop: asyncio.Runner) -> dict:
-    episodes = [loop.run(play(harness, split, n, engine, routing, temperature=temperature, alpha=alpha, seed=seed + s))
-                for s in range(samples)]  # samples x n
-    flat = [e for eps in episodes for e in eps]
-    out = summarize(flat)
-    solved = [sum(eps[i].solved for eps in episodes) for i in range(n)]  # per problem, of `samples`
-    if samples == 1:
-        out["ci95"] = list(wilson(sum(solved), n))
-    else:  # problems are the independent units; a normal interval over their success rates
-        rates = [c / samples for c in solved]
-        sd = math.sqrt(sum((r - out["success"]) ** 2 for r in rates) / max(n - 1, 1))
-        half = 1.96 * sd / math.sqrt(n)
-        out["ci95"] = [max(0.0, out["success"] - half), min(1.0, out["success"] + half)]
-    k = 1
-    while k <= samples:
-        out[f"pass@{k}"] = sum(pass_at_k(samples, c, k) for c in solved) / n
-        k *= 2
-    out.update(samples=samples, temperature=temperature, roles=routing.as_dict())
-    return out
 
 
 def routings(kind: str, train_roles: list[str], harnesses: dict, swap: bool, explicit: dict) -> dict[str, Routing]:
@@ -134,45 +111,131 @@ def evaluated_task(e: EvaluateSettings):
     return task, harnesses, split_sizes(task, e.splits, e.n)
 
 
+def play_split(log: EpisodeLog, name: str, harness, split: str, n: int, e: EvaluateSettings, engine,
+               routing: Routing, loop: asyncio.Runner) -> None:
+    """The episodes of problems 0..n-1 of `split` not yet on record, `e.samples` per problem, each
+    appended to `log` as it finishes (sample s: seed e.seed + s)."""
+    spec = RolloutSpec(k=1, temperature=e.temperature, alpha=e.trained.algo.alpha)
+    for s in range(e.samples):
+        todo = log.todo(name, split, s, n)
+        jobs = [RolloutJob(harness, harness.task.instance(split, i), f"{split}:{i}", routing, spec,
+                           random.Random(f"{e.seed + s}/{split}/{i}")) for i in todo]
+        t0 = time.time()
+
+        def done(j: int, ep, s=s) -> None:
+            log.append(episode_record(ep, name, split, todo[j], s, t0, time.time()))
+
+        if jobs:
+            loop.run(engine.gather(jobs, on_done=done))
+
+
+def record_header(e: EvaluateSettings, ckpt=None) -> dict:
+    """What identifies the evaluation whose episodes `out`'s record holds (marl.eval_record): what
+    decides an episode, not how many are played (harnesses, splits, n and samples may grow)."""
+    head = {"task": asdict(e.task), "temperature": e.temperature, "seed": e.seed, "alpha": e.trained.algo.alpha,
+            "max_new_tokens": e.trained.model.max_new_tokens}
+    if e.served:
+        opts = e.trained.engine.options
+        if e.trained.engine.name == "openai":
+            head["engine"] = {"name": "openai", **{k: getattr(opts, k) for k in (
+                "base_url", "model", "api", "tokenizer", "chat_template_kwargs", "extra_body")}}
+        else:
+            head["engine"] = {"name": e.trained.engine.name}
+            head["model"] = asdict(e.trained.model)
+        return head
+    return {**head, "run": str(e.run_dir.resolve()), "checkpoint": str(ckpt.resolve()),
+            "step": checkpoint.check(ckpt)["step"], "swap_roles": e.swap_roles, "roles": e.roles}
+
+
 def run(e: EvaluateSettings) -> dict:
     set_threads(e.threads)
-    path = checkpoint.resolve(e.run_dir, e.checkpoint)  # a complete checkpoint, or refused
     task, hs, sizes = evaluated_task(e)
     train_roles = make_harness(task, e.trained.task.harness, **e.task.harness_kw).role_names
-    routes = routings(e.trained.policy.name, train_roles, hs, e.swap_roles, e.roles)
+    path = None
+    if e.served:  # one model as it is plays every role
+        routes = {name: Routing.default("shared", train_roles, h.role_names) for name, h in hs.items()}
+    else:
+        path = checkpoint.resolve(e.run_dir, e.checkpoint)  # a complete checkpoint, or refused
+        routes = routings(e.trained.policy.name, train_roles, hs, e.swap_roles, e.roles)
     check_writable(e.out.parent, "out", "the results are written there")  # before the work, not after
-    built = build_run(e.trained)  # the run's own task builds (or finds) its model; `task` is played
+    log = EpisodeLog(traces_path(e.out), record_header(e, path), e.overwrite)  # another evaluation's: refused
+    if log.resumed:
+        print(f"[evaluate] {log.resumed} episodes on record in {log.path}: playing only the rest")
+    built = build_run(e.trained)  # the task's model is built (or found); engine=openai probes its endpoint
     with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
-        state = checkpoint.load(path, built.engine, weights_only=True)
-        results: dict = {"run": str(e.run_dir), "checkpoint": str(path), "step": state["step"]}
+        if e.served:
+            results: dict = {"model": record_header(e)["engine"] | {"model_settings": asdict(e.trained.model)}}
+        else:
+            state = checkpoint.load(path, built.engine, weights_only=True)
+            results = {"run": str(e.run_dir), "checkpoint": str(path), "step": state["step"]}
         if e.env is not None:
             results["env"] = dict(e.env)
         for name, h in hs.items():
-            results[name] = {split: evaluate_split(h, split, sizes[split], e.samples, e.temperature, built.engine,
-                                                   routes[name], e.trained.algo.alpha, e.seed, loop)
-                             for split in e.splits}
+            for split in e.splits:
+                play_split(log, name, h, split, sizes[split], e, built.engine, routes[name], loop)
+    for name in e.harnesses:
+        results[name] = {split: {**summary(log.of(name, split, sizes[split], e.samples)), "temperature": e.temperature,
+                                 "roles": routes[name].as_dict()} for split in e.splits}
+    if len(e.harnesses) > 1:
+        results["effect"] = {split: harness_effects({h: log.of(h, split, sizes[split], e.samples)
+                                                     for h in e.harnesses}, e.seed) for split in e.splits}
+    results["episodes"] = str(log.path)
     write_json(e.out, results)
     if e.env is not None:
         print(f"\nenv {task.name}" + (f" ({e.env['data_dir']})" if e.env.get("data_dir") else ""))
     print_table(results, e.harnesses)
-    print(f"wrote {e.out}")
+    print(f"wrote {e.out} (episodes: {log.path})")
     return results
 
 
 def print_table(results: dict, harnesses) -> None:
-    print(f"\n{'harness':<8} {'split':<5} {'success':>8} {'95% CI':>13} {'turns':>6} {'parse fail':>10}  roles")
+    print(f"\n{'harness':<8} {'split':<5} {'success':>8} {'95% CI':>13} {'turns':>6} {'parse fail':>10} "
+          f"{'tokens/ep':>10} {'requests':>8} {'wall s':>7}  roles")
     for h in harnesses:
         for split, r in results[h].items():
             lo, hi = r["ci95"]
             roles = ", ".join(f"{k}<-{v}" for k, v in r["roles"].items())
-            over = f"; {r['prompt_overflow']} ended on a prompt over the budget" if r["prompt_overflow"] else ""
+            notes = [f"{r[k]} ended on {what}" for k, what in (("prompt_overflow", "a prompt over the budget"),
+                                                               ("api_error", "a failed request (api_error)")) if r[k]]
+            tokens = r["prompt_tokens_per_episode"] + r["completion_tokens_per_episode"]
             print(f"{h:<8} {split:<5} {r['success']:>8.1%} {f'{lo:.0%}-{hi:.0%}':>13} {r['mean_turns']:>6.2f} "
-                  f"{r['parse_fail_rate']:>10.1%}  {roles}{over}")
+                  f"{r['parse_fail_rate']:>10.1%} {tokens:>10.0f} {r['requests']:>8} {r['wall_s']:>7.1f}  {roles}"
+                  + "".join(f"; {x}" for x in notes))
+    for split, effects in results.get("effect", {}).items():
+        for h, x in effects.items():
+            lo, hi = x["ci95"]
+            p = "" if x["mcnemar_p"] is None else f", exact McNemar p = {x['mcnemar_p']:.3g}"
+            print(f"{h} - {x['vs']} on {split}: {x['diff']:+.1%} [95% CI {lo:+.1%}, {hi:+.1%}; paired bootstrap over "
+                  f"{x['problems']} problems{p}]; {h} better on {x['wins']}, {x['vs']} better on {x['losses']}")
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     run(evaluate_settings(cfg))
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="evaluate_model")
+def main_model(cfg: DictConfig) -> None:
+    run(evaluate_settings(cfg))
+
+
+# what says which model to evaluate as it is, where no run= is given
+CHOOSES_A_MODEL = ("+exp=", "exp=", "env=", "model=", "model.", "engine=", "engine.")
+
+
+def entry(argv: list[str]):
+    """The `main` for this command line: a run's checkpoint (`run=`), or a model as it is. Neither
+    named is refused: evaluating the tiny default model by accident would report a number about
+    nothing the user asked for."""
+    if any(a.startswith("run=") for a in argv):
+        refuse_misplaced_env(argv)
+        return main
+    asks_hydra = any(a.startswith("-") for a in argv)  # --help, --cfg job, ...
+    if not asks_hydra and not any(a.lstrip("+").startswith(CHOOSES_A_MODEL) for a in argv):
+        raise SystemExit("marl.evaluate: say what to evaluate: run=<run dir> (a run of marl.train, its checkpoint), "
+                         "or a model as it is: +exp=<task> [engine=openai engine.base_url=<url> engine.model=<name>] "
+                         "(model=tiny on engine=local by default)")
+    return main_model
 
 
 def refuse_misplaced_env(argv: list[str]) -> None:
@@ -190,5 +253,4 @@ def refuse_misplaced_env(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    refuse_misplaced_env(sys.argv[1:])
-    main()
+    entry(sys.argv[1:])()

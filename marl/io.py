@@ -56,6 +56,32 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def append_jsonl(path: Path, row: dict) -> None:
+    """One JSON line appended and flushed to disk: a kill leaves whole lines and at most a partial
+    last one (readers drop it: `read_jsonl`)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows `append_jsonl` wrote; a last line cut short by a kill is dropped, any other bad line refused."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                break  # the write a kill interrupted
+            raise ValueError(f"{path}, line {i + 1}: not a JSON record; the file was changed by hand or another "
+                             "program") from None
+    return rows
+
+
 def check_writable(directory: Path, setting: str, why: str) -> None:
     """Refuse, naming `setting`, a directory that cannot be created or written: a file is
     created in it and removed (permission bits alone do not say it: root writes anyway, and a

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from marl.config import LoggerSettings
-from marl.io import atomic_write_text
+from marl.io import append_jsonl, atomic_write_text, read_jsonl
 
 
 class Logger(Protocol):
@@ -40,18 +40,15 @@ class JsonlLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, metrics: dict, step: int) -> None:
-        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(self.path, {"step": step, **{k: _clean(v) for k, v in metrics.items()}})
 
     def rewind(self, step: int) -> None:
         """Drop the rows after `step` (a run killed after logging a step but before its
         checkpoint will log that step again when resumed). Atomic: a kill here loses nothing."""
         if not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text().splitlines(keepends=True)
-                if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_text(self.path, "".join(keep))
+        keep = [row for row in read_jsonl(self.path) if row["step"] <= step]  # a cut-short last row: dropped
+        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def finish(self) -> None:
         pass

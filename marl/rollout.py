@@ -17,7 +17,7 @@ from typing import Awaitable
 from marl.engine import PolicyClients
 from marl.grouping import at_grpo_key
 from marl.routing import Routing
-from marl.types import Episode, PromptOverflow, Sample
+from marl.types import ApiError, Episode, GenerateError, PromptOverflow, Sample
 from roles.base import Harness
 
 
@@ -75,12 +75,14 @@ async def rollout(harness: Harness, instance, problem_id: str, engine: PolicyCli
     episode ends there, failed whatever state it reached (as an unsolved episode at max_turns:
     no further reward), with the overflow recorded (`Episode.overflow`, counted in `train/` and
     evaluation metrics). That (turn, role) has no response, so no samples and no group; the
-    turns before it keep theirs, as in an episode that stopped early."""
+    turns before it keep theirs, as in an episode that stopped early. A request that fails for good
+    (`GenerateError`: an HTTP endpoint's, after its retries) ends the episode the same way, recorded
+    in `Episode.api_error`."""
     state = harness.reset(instance)
     samples: list[Sample] = []
     ret = 0.0
-    overflow = None
-    while not state.done and overflow is None:
+    overflow = error = None
+    while not state.done and overflow is None and error is None:
         for role in harness.role_names:
             pol = routing[role]
             prompt = harness.prompt(state, role)
@@ -90,8 +92,12 @@ async def rollout(harness: Harness, instance, problem_id: str, engine: PolicyCli
                 overflow = PromptOverflow(state.turn, role, pol, len(ids), budget)
                 break
             client = engine.client(pol)
-            comps = await asyncio.gather(*[client.generate(ids, spec.temperature, request_id=problem_id)
-                                           for _ in range(spec.k)])
+            try:
+                comps = await asyncio.gather(*[client.generate(ids, spec.temperature, request_id=problem_id,
+                                                               prompt=prompt) for _ in range(spec.k)])
+            except GenerateError as err:  # a request failed for good: this episode ends, the others go on
+                error = ApiError(state.turn, role, pol, str(err))
+                break
             # each candidate on its own copy of `state`; tool work of all K runs at once
             outs = await asyncio.gather(*[harness.act(state, role, c.text) for c in comps])
             rewards = [o.local + spec.alpha * o.team for o in outs]
@@ -103,10 +109,10 @@ async def rollout(harness: Harness, instance, problem_id: str, engine: PolicyCli
                     prompt=prompt, response=c.text, prompt_ids=ids, response_ids=c.token_ids,
                     logprobs=c.logprobs, temperature=spec.temperature, reward=r, local=o.local,
                     team=o.team, parse_ok=o.parse_ok, chosen=i == pick, episode=episode,
-                    group_id=key, info=o.info))
+                    group_id=key, info=o.info, usage=c.usage))
             ret += rewards[pick]
             state = outs[pick].state  # continue from the chosen candidate's own copy
             if state.done:
                 break
-    solved = overflow is None and bool(harness.task.is_solved(state.task_state))
-    return Episode(problem_id, samples, solved, state.turn, ret, overflow)
+    solved = overflow is None and error is None and bool(harness.task.is_solved(state.task_state))
+    return Episode(problem_id, samples, solved, state.turn, ret, overflow, error)

@@ -99,6 +99,12 @@ class Start:
 def check_start(s: RunSettings, run_dir: Path) -> Start:
     """Refuse a start that would lose or mix up work, before anything is built or written.
     `run_dir`: the directory Hydra (or the caller) chose; a resume writes the run's own."""
+    from marl.engine import engine_class, training_engines
+
+    if not engine_class(s.engine.name).trains:
+        raise ValueError(f"engine={s.engine.name} generates only (an endpoint's model is not trained here); "
+                         f"the engines that train: {', '.join(training_engines())}. To evaluate a served model: "
+                         f"python -m marl.evaluate +exp=<task> engine={s.engine.name} ...")
     run_dir = Path(run_dir)
     if not s.resume:
         if holds_a_run(run_dir):

@@ -13,6 +13,15 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float]  # log p(token) under the sampling distribution (logits / temperature)
     text: str
+    # (prompt, completion) tokens as an HTTP server counted them (engine=openai, which receives no
+    # ids); None: the ids are the count
+    usage: tuple[int, int] | None = None
+
+
+class GenerateError(RuntimeError):
+    """A generate request that failed for good (an HTTP endpoint's, after its retries). The
+    rollout ends that episode as an `api_error` outcome (`Episode.api_error`) instead of failing
+    every episode in flight; any other exception is a bug and propagates."""
 
 
 class GenerateClient(Protocol):
@@ -21,7 +30,7 @@ class GenerateClient(Protocol):
     to one server, where they share its prefix cache."""
 
     async def generate(self, prompt_ids: list[int], temperature: float,
-                       request_id: str | None = None) -> Completion: ...
+                       request_id: str | None = None, prompt: str | None = None) -> Completion: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,12 @@ class Sample:
     episode: int = 0  # which independent episode of this problem (trajectory GRPO; eval samples)
     group_id: str = ""
     info: dict = field(default_factory=dict)
+    usage: tuple[int, int] | None = None  # the server's (prompt, completion) count (Completion.usage)
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, response) tokens: the server's count where it gave one, else the ids'."""
+        return self.usage or (len(self.prompt_ids), len(self.response_ids))
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,16 @@ class PromptOverflow:
     budget: int
 
 
+@dataclass(frozen=True)
+class ApiError:
+    """The request an episode ended on: `role`'s at `turn` failed for good (`GenerateError`)."""
+
+    turn: int
+    role: str
+    policy: str
+    message: str
+
+
 @dataclass
 class Episode:
     problem_id: str
@@ -92,3 +117,13 @@ class Episode:
     turns: int
     return_: float  # sum of the rewards of the actions that were continued from
     overflow: PromptOverflow | None = None  # set when the episode ended on an over-budget prompt (marl.rollout)
+    api_error: ApiError | None = None       # set when it ended on a request that failed for good
+
+    @property
+    def outcome(self) -> str:
+        """solved | failed | prompt_overflow | api_error (the last two are failures, counted apart)."""
+        if self.api_error is not None:
+            return "api_error"
+        if self.overflow is not None:
+            return "prompt_overflow"
+        return "solved" if self.solved else "failed"

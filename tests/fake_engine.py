@@ -103,7 +103,8 @@ class FakeClient:
         self.seen: dict[str, int] = defaultdict(int)
         self.calls = 0
 
-    async def generate(self, prompt_ids: list[int], temperature: float, request_id: str | None = None) -> Completion:
+    async def generate(self, prompt_ids: list[int], temperature: float, request_id: str | None = None,
+                       prompt: str | None = None) -> Completion:
         prompt = self.codec.decode(prompt_ids)
         n = self.seen[prompt]
         self.seen[prompt] += 1

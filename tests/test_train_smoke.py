@@ -353,7 +353,7 @@ class _AttackClient:
     def __init__(self, inner, tok, attacks: list[str]):
         self.inner, self.tok, self.attacks = inner, tok, attacks
 
-    async def generate(self, prompt_ids, temperature, request_id=None):
+    async def generate(self, prompt_ids, temperature, request_id=None, prompt=None):
         from marl.types import Completion
         c = await self.inner.generate(prompt_ids, temperature, request_id=request_id)
         if not self.tok.decode(prompt_ids).rstrip().endswith("program:") or not self.attacks:

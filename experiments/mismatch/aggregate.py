@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from marl.evaluate import wilson
+from marl.evalstats import wilson
 from marl.io import atomic_write_text
 
 ARCHS = {"warm_start": "warm start (no RL)", "single": "trained single", "mas_shared": "trained team, shared",

@@ -13,8 +13,9 @@ through this interface, by policy id, in two halves:
 - `Learner` (what training needs beside): `update`, `sync_weights`, `save`, `load`.
 
 `Engine` is both halves plus construction from an `EngineSpec` (the local and verl engines); a
-generate-only engine (an OpenAI-compatible endpoint) implements `RolloutEngine` alone, so
-`marl.rollout`, `marl.episodes` and evaluation are typed against the rollout side only.
+generate-only engine (engine=openai, an OpenAI-compatible endpoint) implements `RolloutEngine`
+alone (`trains = False`: marl.train refuses it), so `marl.rollout`, `marl.episodes` and
+evaluation are typed against the rollout side only.
 
 Engines register by name (`register_engine`), as a class or as "module:Class" so an engine's
 heavy imports (verl, Ray) are paid only by runs that use it; a name is registered once.
@@ -26,7 +27,7 @@ import importlib
 import random
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, runtime_checkable
 
 from marl.engine.spec import EngineSpec, LoraSpec, OptimSpec, UpdateSpec
 from marl.types import Episode, GenerateClient, TrainSample
@@ -68,9 +69,12 @@ class RolloutEngine(PolicyClients, Protocol):
     def policy_ids(self) -> tuple[str, ...]:
         """The policies `encode` and `client` accept, in a fixed order."""
 
-    async def gather(self, jobs: list[RolloutJob]) -> list[Episode]:
-        """Run one step's `RolloutJob`s concurrently; their episodes in their order."""
-        return list(await asyncio.gather(*[job.run(self) for job in jobs]))
+    trains = False  # whether marl.train can train with it (an `Engine`'s learner side)
+
+    async def gather(self, jobs: list[RolloutJob], on_done: OnDone | None = None) -> list[Episode]:
+        """Run one step's `RolloutJob`s concurrently; their episodes in their order. `on_done(i,
+        episode)` is called as each finishes (marl.evaluate appends it to its record there)."""
+        return list(await asyncio.gather(*[reporting(i, job.run(self), on_done) for i, job in enumerate(jobs)]))
 
     @abstractmethod
     def stats(self) -> dict[str, float]:
@@ -109,6 +113,7 @@ class Engine(RolloutEngine, Learner, ABC):
     """Both sides, built from an `EngineSpec` by `make_engine` (the local and verl engines)."""
 
     spec: EngineSpec
+    trains = True
 
     @property
     def policy_ids(self) -> tuple[str, ...]:
@@ -129,10 +134,22 @@ class Engine(RolloutEngine, Learner, ABC):
             raise ValueError(f"no policy {policy_id!r} in this engine; policies: {list(self.policy_ids)}")
 
 
-_ENGINES: dict[str, type[Engine] | str] = {}
+OnDone = Callable[[int, Episode], None]
 
 
-def register_engine(name: str, engine: type[Engine] | str) -> None:
+async def reporting(i: int, episode: Awaitable[Episode], on_done: OnDone | None) -> Episode:
+    """`episode`, awaited, then reported as job `i`'s to `on_done` (if any)."""
+    ep = await episode
+    if on_done is not None:
+        on_done(i, ep)
+    return ep
+
+
+# an `Engine`, or a generate-only `RolloutEngine` built from an EngineSpec the same way (engine=openai)
+_ENGINES: dict[str, type[RolloutEngine] | str] = {}
+
+
+def register_engine(name: str, engine: type[RolloutEngine] | str) -> None:
     if name in _ENGINES:
         raise ValueError(f"engine {name!r} is already registered")
     _ENGINES[name] = engine
@@ -143,6 +160,7 @@ def engine_names() -> list[str]:
 
 
 def engine_class(name: str) -> type[Engine]:
+    """The registered class (an `Engine`, or a generate-only engine with `trains = False`)."""
     if name not in _ENGINES:
         raise ValueError(f"unknown engine {name!r}; registered: {', '.join(engine_names())}")
     cls = _ENGINES[name]
@@ -156,5 +174,11 @@ def make_engine(spec: EngineSpec) -> Engine:
     return engine_class(spec.name)(spec)
 
 
+def training_engines() -> list[str]:
+    """The registered engines marl.train can train with."""
+    return [n for n in engine_names() if engine_class(n).trains]
+
+
 register_engine("local", "marl.engine.local:LocalEngine")
 register_engine("verl", "marl.engine.verl:VerlEngine")
+register_engine("openai", "marl.engine.openai_api:OpenAIEngine")

@@ -12,9 +12,10 @@ def encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
     return tok.encode(prompt + "\n"), tok.encode(response) + [tok.eos_token_id]
 
 
-def load_tokenizer(path: str):
-    """(tokenizer, chat) from a local HF directory; a pad token is set where the model has none."""
-    tok = AutoTokenizer.from_pretrained(path)
+def load_tokenizer(path: str, local_files_only: bool = False):
+    """(tokenizer, chat) from a local HF directory (or cached hub id); a pad token is set where the
+    model has none."""
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok, tok.chat_template is not None
@@ -25,3 +26,13 @@ def encode_prompt(tok, chat: bool, prompt: str) -> list[int]:
         return tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                        tokenize=True, enable_thinking=False, return_dict=False)
     return encode_pair(tok, prompt, "")[0]
+
+
+def prompt_text(tok, chat: bool, prompt: str, **template_kw) -> str:
+    """The same rule as text, for a server that tokenises it (engine=openai's completions API):
+    `encode_prompt`'s ids are this text's tokens. `template_kw` (e.g. enable_thinking) reach the
+    chat template; thinking is off unless they say otherwise."""
+    if chat:
+        return tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=False, **{"enable_thinking": False, **template_kw})
+    return prompt + "\n"

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from marl.config import evaluate_settings, run_settings, save_run_settings
-from marl.evaluate import pass_at_k, wilson
+from marl.evalstats import pass_at_k, wilson
 from marl.routing import Routing, policy_ids
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from marl.engine import Engine, EngineSpec, UpdateSpec
+from marl.engine import Engine, EngineSpec, UpdateSpec, reporting
 from marl.engine.local.batching import Batcher, BatchingClient
 from marl.engine.local.decode import DEFAULT_MAX_BATCH, Runner
 from marl.engine.local.policies import FullPolicy, LoraPolicy, add_adapters
@@ -88,8 +88,8 @@ class LocalEngine(Engine):
         self.check_policy(policy_id)
         return self.prompt_budget
 
-    async def gather(self, jobs):
-        return await self.batcher.gather([job.run(self) for job in jobs])
+    async def gather(self, jobs, on_done=None):
+        return await self.batcher.gather([reporting(i, job.run(self), on_done) for i, job in enumerate(jobs)])
 
     def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec, rng: random.Random) -> dict:
         self.check_policy(policy_id)

@@ -139,6 +139,7 @@ class BatchingClient:
         self.batcher = batcher or Batcher()
 
     async def generate(self, prompt_ids: list[int], temperature: float,
-                       request_id: str | None = None) -> Completion:
-        """`request_id` is accepted for the interface: one local process has one cache to share."""
+                       request_id: str | None = None, prompt: str | None = None) -> Completion:
+        """`request_id` and `prompt` are accepted for the interface: one local process has one
+        cache to share, and generates from the ids."""
         return await self.batcher.submit(self, prompt_ids, temperature)

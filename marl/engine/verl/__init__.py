@@ -139,7 +139,7 @@ class VerlEngine(Engine):
         self.check_policy(policy_id)
         if policy_id not in self._clients:
             from marl.engine.verl.rollout_workers import RolloutSide
-            from marl.engine.verl.client import GenerateStats
+            from marl.engine.stats import GenerateStats
             self._clients[policy_id] = RolloutSide({policy_id: self.endpoints[policy_id]}, GenerateStats()).client(policy_id)
         return self._clients[policy_id]
 
@@ -151,11 +151,15 @@ class VerlEngine(Engine):
         self.check_policy(policy_id)
         return self.spec.settings.prompt_length
 
-    async def gather(self, jobs: list) -> list:
+    async def gather(self, jobs: list, on_done=None) -> list:
+        """The rollout workers return a step's episodes together: `on_done` hears of each then."""
         from marl.engine.verl.rollout_workers import run_on_workers
         episodes, st = await run_on_workers(self.workers, jobs)
         for k, v in st.items():
             self._stats[k] = self._stats.get(k, 0.0) + v
+        for i, ep in enumerate(episodes):
+            if on_done is not None:
+                on_done(i, ep)
         return episodes
 
     def update(self, policy_id: str, batch: list[TrainSample], spec: UpdateSpec, rng: random.Random) -> dict:

@@ -8,9 +8,9 @@ where they share its prefix cache.
 """
 from __future__ import annotations
 
-import time
 import uuid
 
+from marl.engine.stats import GenerateStats
 from marl.types import Completion
 
 ABORTED = ("aborted", "abort")
@@ -27,31 +27,6 @@ def sampling_params(temperature: float, max_new_tokens: int) -> dict:
             "max_tokens": int(max_new_tokens), "logprobs": True}
 
 
-class GenerateStats:
-    """Generate calls, sequences, new tokens, and seconds during which at least one call was in
-    flight (concurrent calls overlap: their latencies are not added up)."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        self.counts = {"calls": 0.0, "sequences": 0.0, "new_tokens": 0.0, "seconds": 0.0}
-        self._inflight, self._since = 0, 0.0
-
-    def begin(self) -> None:
-        if self._inflight == 0:
-            self._since = time.perf_counter()
-        self._inflight += 1
-
-    def end(self, new_tokens: int) -> None:
-        self._inflight -= 1
-        if self._inflight == 0:
-            self.counts["seconds"] += time.perf_counter() - self._since
-        self.counts["calls"] += 1
-        self.counts["sequences"] += 1
-        self.counts["new_tokens"] += new_tokens
-
-
 class VerlClient:
     def __init__(self, server, tokenizer, max_new_tokens: int, stats: GenerateStats | None = None):
         """server: a verl `LLMServerClient` (or anything with its `generate`)."""
@@ -59,7 +34,8 @@ class VerlClient:
         self.stats = stats or GenerateStats()
 
     async def generate(self, prompt_ids: list[int], temperature: float,
-                       request_id: str | None = None) -> Completion:
+                       request_id: str | None = None, prompt: str | None = None) -> Completion:
+        """From the ids (`prompt`, the text, is not sent: verl's servers take tokens)."""
         self.stats.begin()
         ids: list[int] = []
         try:

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from marl.engine import PolicyClients
 from marl.engine.tokens import encode_prompt, load_tokenizer
-from marl.engine.verl.client import GenerateStats, VerlClient
+from marl.engine.stats import GenerateStats
+from marl.engine.verl.client import VerlClient
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,9 @@ class EpisodeLog:
         self.records: dict[tuple, dict] = {}  # (harness, split, sample, problem) -> its latest record
         if self.path.exists() and overwrite:
             self.path.unlink()
-        if not self.path.exists():
-            append_jsonl(self.path, {"kind": "header", "format": FORMAT, **header})
-            self.resumed = 0
+        self.header = {"kind": "header", "format": FORMAT, **header}
+        self.resumed = 0
+        if not self.path.exists():  # written with the first episode: a refused start leaves no file
             return
         rows = read_jsonl(self.path)
         have = rows[0] if rows and rows[0].get("kind") == "header" else None
@@ -82,6 +82,8 @@ class EpisodeLog:
                 in (None, "api_error")]
 
     def append(self, record: dict) -> None:
+        if not self.path.exists():
+            append_jsonl(self.path, self.header)
         append_jsonl(self.path, record)
         self.records[self.key(record)] = record
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 import roles
 from marl.engine import (Engine, EngineSpec, Learner, LoraSpec, OptimSpec, RolloutEngine, UpdateSpec, engine_class,
-                         engine_names, make_engine, register_engine)
+                         engine_names, make_engine, register_engine, training_engines)
 from marl.episodes import play
 from marl.engine.local.decode import decode
 from marl.engine.local.logprobs import response_logprobs
@@ -61,11 +61,13 @@ def test_spec_refuses_unknown_kinds_and_lora_without_settings(model_dir):
 # --- the interface's two sides ------------------------------------------------------------------
 
 def test_registered_engines_are_both_sides_and_a_generate_only_engine_is_the_rollout_side(task, model_dir):
-    """The local and verl engines implement the rollout side and the learner side; the fake,
-    like the API engine to come, only the rollout side, and evaluation episodes run over it."""
+    """The engines that train implement the rollout side and the learner side; a generate-only
+    engine (engine=openai, the fake) only the rollout side, and evaluation episodes run over it."""
     for name in engine_names():
         cls = engine_class(name)
-        assert issubclass(cls, Engine) and not cls.__abstractmethods__, name
+        assert RolloutEngine in cls.__mro__ and not cls.__abstractmethods__, name
+        assert cls.trains == issubclass(cls, Engine) == (name in training_engines()), name
+    assert training_engines() == ["local", "verl"] and not engine_class("openai").trains
     local = engine_for(model_dir)
     assert isinstance(local, RolloutEngine) and isinstance(local, Learner)
     fake = FakeEngine(script=lambda prompt, n: good(prompt))

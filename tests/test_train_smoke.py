@@ -242,7 +242,7 @@ def test_unknown_config_name_lists_choices(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("group, options", [("policy", ["lora", "per_role", "shared"]), ("engine", ["local", "verl"]),
+@pytest.mark.parametrize("group, options", [("policy", ["lora", "per_role", "shared"]), ("engine", ["local", "openai", "verl"]),
                                             ("family", ["code", "math", "planning"]),
                                             ("env", ["aime24", "aime25", "apps", "code", "codecontests", "livecodebench",
                                                      "math", "olympiadbench", "planpath", "planpath10", "polaris",
@@ -260,7 +260,7 @@ def test_every_config_group_refuses_an_unknown_name_with_its_options(group, opti
      r"model.path=/nonexistent: does not exist. Pass a local Hugging Face model directory .* or model=tiny"),
     (["device=cuda"], r"device=cuda, but torch .* sees no CUDA GPU .*Run with device=cpu"),
     (["device=tpu"], r"device='tpu'; allowed: cpu, cuda, cuda:<index>"),
-    (["engine.name=ray"], r"unknown engine 'ray'; registered: local, verl$"),
+    (["engine.name=ray"], r"unknown engine 'ray'; registered: local, openai, verl$"),
     (["eval.val_samples=5"], r"eval.val_samples .* > 1 only with eval.val_temperature > 0 .*val_samples=5, "
                              r"val_temperature=0.0")])
 def test_bad_model_path_and_device_are_refused_before_anything_is_built(tmp_path, monkeypatch, overrides, msg):

@@ -33,9 +33,9 @@ def sent_lengths(engine: FakeEngine) -> list[int]:
     sent: list[int] = []
     client, generate = engine._client, engine._client.generate
 
-    async def recording(prompt_ids, temperature, request_id=None):
+    async def recording(prompt_ids, temperature, request_id=None, prompt=None):
         sent.append(len(prompt_ids))
-        return await generate(prompt_ids, temperature, request_id)
+        return await generate(prompt_ids, temperature, request_id, prompt)
     client.generate = recording
     return sent
 

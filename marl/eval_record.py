@@ -137,11 +137,19 @@ def wall_seconds(records: list[dict]) -> float:
 
 def harness_effects(recs: dict[str, list[list[dict]]], seed: int) -> dict:
     """{harness: effect} of each harness after the first minus the first, on the same problems
-    (`evalstats.paired_effect` over per-problem success rates)."""
+    (`evalstats.paired_effect` over per-problem success rates). A problem with an api_error
+    episode in either harness is left out of that pair (`excluded`): a failed request says
+    nothing about a harness, and counting it as one harness's failure would fake an effect."""
     names = list(recs)
     rates = {h: [sum(per[i]["solved"] for per in r) / len(r) for i in range(len(r[0]))] for h, r in recs.items()}
+    errored = {h: {i for per in r for i, x in enumerate(per) if x["outcome"] == "api_error"} for h, r in recs.items()}
     out = {}
     for h in names[1:]:
-        diff, m = paired_effect(rates[names[0]], rates[h], seed)
-        out[h] = {"vs": names[0], "diff": diff, **m}
+        skip = errored[names[0]] | errored[h]
+        keep = [i for i in range(len(rates[h])) if i not in skip]
+        if not keep:
+            out[h] = {"vs": names[0], "diff": None, "excluded": len(skip), "problems": 0}
+            continue
+        diff, m = paired_effect([rates[names[0]][i] for i in keep], [rates[h][i] for i in keep], seed)
+        out[h] = {"vs": names[0], "diff": diff, **m, "excluded": len(skip)}
     return out

@@ -203,10 +203,16 @@ def print_table(results: dict, harnesses) -> None:
                   + "".join(f"; {x}" for x in notes))
     for split, effects in results.get("effect", {}).items():
         for h, x in effects.items():
+            left_out = (f" ({x['excluded']} problems with an api_error left out: run the command again to play "
+                        "them)") if x["excluded"] else ""
+            if x["diff"] is None:
+                print(f"{h} - {x['vs']} on {split}: no problem without an api_error in both{left_out}")
+                continue
             lo, hi = x["ci95"]
             p = "" if x["mcnemar_p"] is None else f", exact McNemar p = {x['mcnemar_p']:.3g}"
             print(f"{h} - {x['vs']} on {split}: {x['diff']:+.1%} [95% CI {lo:+.1%}, {hi:+.1%}; paired bootstrap over "
-                  f"{x['problems']} problems{p}]; {h} better on {x['wins']}, {x['vs']} better on {x['losses']}")
+                  f"{x['problems']} problems{p}]; {h} better on {x['wins']}, {x['vs']} better on {x['losses']}"
+                  + left_out)
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="evaluate")

@@ -310,6 +310,9 @@ def _describe(err) -> str:
     """An `openai` error in one line: the HTTP status and the server's message, or the cause."""
     status = getattr(err, "status_code", None)
     msg = str(getattr(err, "message", None) or err).splitlines()[0][:300]
+    response = getattr(err, "response", None)
+    if status and msg.startswith("Error code") and response is not None:  # a body that is not OpenAI's JSON
+        msg = response.text.strip()[:300] or response.reason_phrase
     if status is None and err.__cause__ is not None:
         msg = f"{msg} ({type(err.__cause__).__name__}: {str(err.__cause__)[:200]})"
     return f"HTTP {status}: {msg}" if status else msg

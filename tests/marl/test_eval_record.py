@@ -8,7 +8,7 @@ import pytest
 
 import envs
 from fake_engine import FakeEngine, good
-from marl.eval_record import EpisodeLog, episode_record, summary, traces_path, wall_seconds
+from marl.eval_record import EpisodeLog, episode_record, harness_effects, summary, traces_path, wall_seconds
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.types import GenerateError
@@ -115,3 +115,17 @@ def test_summary_counts_api_errors_as_failures_and_tokens_per_solved_problem(tmp
 def test_wall_time_is_the_union_of_episode_spans():
     spans = [{"t0": 0, "t1": 5}, {"t0": 1, "t1": 3}, {"t0": 4, "t1": 6}, {"t0": 100, "t1": 101}]
     assert wall_seconds(spans) == 7  # [0, 6] and [100, 101]: the pause of a resumed evaluation is not counted
+
+
+def test_the_harness_effect_leaves_out_problems_with_an_api_error(tmp_path):
+    ok, failed = records(tmp_path, 4), records(tmp_path, 4, fail=1)
+    for r in ok + failed:
+        r["harness"] = "x"
+    assert [r["outcome"] for r in failed] == ["solved", "api_error", "solved", "solved"]
+    worse = [dict(r, solved=i != 3, outcome="solved" if i != 3 else "failed") for i, r in enumerate(ok)]
+    e = harness_effects({"single": [ok], "mas": [failed]}, seed=0)["mas"]
+    assert e["excluded"] == 1 and e["problems"] == 3 and e["diff"] == 0  # not -0.25: the failed request is no loss
+    e = harness_effects({"single": [worse], "mas": [failed]}, seed=0)["mas"]
+    assert e["excluded"] == 1 and e["problems"] == 3 and e["diff"] == pytest.approx(1 / 3) and e["wins"] == 1
+    all_failed = [dict(r, outcome="api_error", solved=False) for r in ok]
+    assert harness_effects({"single": [ok], "mas": [all_failed]}, seed=0)["mas"]["diff"] is None

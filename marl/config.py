@@ -210,7 +210,8 @@ def _from_dict(c: dict, saved: bool = False) -> RunSettings:
     if e["val_samples"] < 1 or (e["val_samples"] > 1 and e["val_temperature"] <= 0):
         raise ValueError(f"eval.val_samples must be >= 1, and > 1 only with eval.val_temperature > 0 (greedy "
                          f"episodes repeat); got val_samples={e['val_samples']}, val_temperature={e['val_temperature']}")
-    model = _model(c["model"])
+    # a generate-only engine (engine=openai) loads no weights: its model group gives settings only
+    model = _model(c["model"], check_path=engine_class(c["engine"]["name"]).trains)
     check_device(str(c["device"]))
     eng = c["engine"]
     options = engine_class(eng["name"]).read_settings(eng)
@@ -240,10 +241,10 @@ def _less_name(group: dict) -> dict:
     return {k: v for k, v in group.items() if k != "name"}
 
 
-def _model(m: dict) -> ModelSettings:
-    """Refuses a model path that would only fail deep inside transformers."""
+def _model(m: dict, check_path: bool = True) -> ModelSettings:
+    """Refuses a model path that would only fail deep inside transformers (where weights load)."""
     path = m.get("path")
-    if path:
+    if path and check_path:
         p = Path(path).expanduser()
         local = p.is_absolute() or str(path).startswith((".", "~")) or p.exists()
         if local and not (p / "config.json").exists():
@@ -253,7 +254,7 @@ def _model(m: dict) -> ModelSettings:
                              "a hub id already in the local cache (e.g. Qwen/Qwen3-1.7B), or model=tiny")
         if not local:
             _check_hub_cache(str(path))
-    elif m["name"] != "tiny":
+    elif not path and m["name"] != "tiny":
         raise ValueError(f"model={m['name']} needs model.path (a local HF directory or hub id)")
     return ModelSettings(m["name"], str(path) if path else None, m.get("dtype", "float32"), m["max_new_tokens"],
                          m.get("seed", 0), m.get("arch") or {}, m.get("sft") or {})

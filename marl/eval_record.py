@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from marl.evalstats import paired_effect, pass_at_ks, success_interval
-from marl.io import append_jsonl, read_jsonl
+from marl.io import append_jsonl, atomic_write_text, read_jsonl
 from marl.types import Episode
 
 FORMAT = 1
@@ -52,11 +52,12 @@ class EpisodeLog:
         self.path = Path(path)
         header = json.loads(json.dumps(header))  # as it reads back (tuples are lists)
         self.records: dict[tuple, dict] = {}  # (harness, split, sample, problem) -> its latest record
-        if self.path.exists() and overwrite:
-            self.path.unlink()
         self.header = {"kind": "header", "format": FORMAT, **header}
         self.resumed = 0
-        if not self.path.exists():  # written with the first episode: a refused start leaves no file
+        # the header is written with the first episode, replacing an old record only then
+        # (overwrite=true): a start refused before any episode leaves the file as it was
+        self.fresh = overwrite or not self.path.exists()
+        if self.fresh:
             return
         rows = read_jsonl(self.path)
         have = rows[0] if rows and rows[0].get("kind") == "header" else None
@@ -82,8 +83,9 @@ class EpisodeLog:
                 in (None, "api_error")]
 
     def append(self, record: dict) -> None:
-        if not self.path.exists():
-            append_jsonl(self.path, self.header)
+        if self.fresh:
+            atomic_write_text(self.path, json.dumps(self.header) + "\n")
+            self.fresh = False
         append_jsonl(self.path, record)
         self.records[self.key(record)] = record
 
@@ -97,22 +99,25 @@ def summary(recs: list[list[dict]]) -> dict:
     An api_error or prompt_overflow episode is a failure, and counted apart."""
     samples, n = len(recs), len(recs[0])
     flat = [r for per in recs for r in per]
+    # turns and tokens per episode: of the episodes played to their end (an api_error episode
+    # stopped at a failed request; it counts in success, as a failure, and in requests and time)
+    played = [r for r in flat if r["outcome"] != "api_error"] or flat
     solved = [sum(recs[s][i]["solved"] for s in range(samples)) for i in range(n)]  # (P,)
     steps = [st for r in flat for st in r["steps"]]
     role_r: dict[str, list[float]] = defaultdict(list)
     for st in steps:
         role_r[st["role"]].append(st["reward"])
     wins = sum(solved)
-    prompt_t, comp_t = sum(r["prompt_tokens"] for r in flat), sum(r["completion_tokens"] for r in flat)
+    prompt_t, comp_t = sum(r["prompt_tokens"] for r in played), sum(r["completion_tokens"] for r in played)
     wall = wall_seconds(flat)
     requests = sum(r["requests"] for r in flat)
     out = {"success": wins / len(flat), "ci95": list(success_interval(solved, samples)), **pass_at_ks(solved, samples),
            "n": len(flat), "problems": n, "samples": samples,
-           "mean_turns": sum(r["turns"] for r in flat) / len(flat),
+           "mean_turns": sum(r["turns"] for r in played) / len(played),
            "parse_fail_rate": sum(not st["parse_ok"] for st in steps) / max(len(steps), 1),
            "prompt_overflow": sum(r["outcome"] == "prompt_overflow" for r in flat),
            "api_error": sum(r["outcome"] == "api_error" for r in flat),
-           "prompt_tokens_per_episode": prompt_t / len(flat), "completion_tokens_per_episode": comp_t / len(flat),
+           "prompt_tokens_per_episode": prompt_t / len(played), "completion_tokens_per_episode": comp_t / len(played),
            "prompt_tokens_per_solved": prompt_t / wins if wins else None,
            "completion_tokens_per_solved": comp_t / wins if wins else None,
            "requests": requests, "wall_s": wall, "requests_per_s": requests / wall if wall else None,
@@ -151,5 +156,15 @@ def harness_effects(recs: dict[str, list[list[dict]]], seed: int) -> dict:
             out[h] = {"vs": names[0], "diff": None, "excluded": len(skip), "problems": 0}
             continue
         diff, m = paired_effect([rates[names[0]][i] for i in keep], [rates[h][i] for i in keep], seed)
+        if len(recs[h]) > 1:  # McNemar's test is of one outcome per problem
+            m["mcnemar_p"] = None
         out[h] = {"vs": names[0], "diff": diff, **m, "excluded": len(skip)}
     return out
+
+
+def samples_vary(recs: list[list[dict]]) -> bool:
+    """Whether any problem's sampled episodes [S][P] differ (responses or outcome): a server that
+    returns one episode for every sample is not sampling, and pass@k would say nothing."""
+    def play(r):
+        return r["outcome"], [st["response"] for st in r["steps"]]
+    return len(recs) < 2 or any(len({str(play(per[i])) for per in recs}) > 1 for i in range(len(recs[0])))

@@ -53,7 +53,7 @@ from omegaconf import DictConfig
 from marl import checkpoint
 from marl.build import build_run
 from marl.config import GENERATED_N, EvaluateSettings, evaluate_settings
-from marl.eval_record import EpisodeLog, episode_record, harness_effects, summary, traces_path
+from marl.eval_record import EpisodeLog, episode_record, harness_effects, samples_vary, summary, traces_path
 from marl.io import check_writable, set_threads, write_json
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing, policy_ids
@@ -158,33 +158,56 @@ def run(e: EvaluateSettings) -> dict:
         path = checkpoint.resolve(e.run_dir, e.checkpoint)  # a complete checkpoint, or refused
         routes = routings(e.trained.policy.name, train_roles, hs, e.swap_roles, e.roles)
     check_writable(e.out.parent, "out", "the results are written there")  # before the work, not after
+    for f in (e.out, traces_path(e.out)):
+        if f.is_dir():
+            raise ValueError(f"out={e.out}: {f} is a directory; out names the results' file (its episodes go beside it)")
     log = EpisodeLog(traces_path(e.out), record_header(e, path), e.overwrite)  # another evaluation's: refused
     if log.resumed:
         print(f"[evaluate] {log.resumed} episodes on record in {log.path}: playing only the rest")
+    if e.served and e.trained.engine.name == "openai":
+        print(f"[evaluate] engine=openai: at most {e.trained.model.max_new_tokens} new tokens per response "
+              f"(model.max_new_tokens of model={e.trained.model.name}); a real model wants its own model group, "
+              "e.g. model=qwen3_1.7b (its harness settings too), or model.max_new_tokens=<n>")
     built = build_run(e.trained)  # the task's model is built (or found); engine=openai probes its endpoint
     with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
         if e.served:
-            results: dict = {"model": record_header(e)["engine"] | {"model_settings": asdict(e.trained.model)}}
+            head = record_header(e)
+            results: dict = {"model": {**head["engine"], **head.get("model", {}), "max_new_tokens": head["max_new_tokens"]}}
         else:
             state = checkpoint.load(path, built.engine, weights_only=True)
             results = {"run": str(e.run_dir), "checkpoint": str(path), "step": state["step"]}
         if e.env is not None:
             results["env"] = dict(e.env)
-        for name, h in hs.items():
-            for split in e.splits:
-                play_split(log, name, h, split, sizes[split], e, built.engine, routes[name], loop)
+        try:
+            for name, h in hs.items():
+                for split in e.splits:
+                    play_split(log, name, h, split, sizes[split], e, built.engine, routes[name], loop)
+        except KeyboardInterrupt:
+            raise SystemExit(f"\n[evaluate] interrupted: {len(log.records)} episodes on record in {log.path}; "
+                             "the same command continues from them") from None
     for name in e.harnesses:
         results[name] = {split: {**summary(log.of(name, split, sizes[split], e.samples)), "temperature": e.temperature,
                                  "roles": routes[name].as_dict()} for split in e.splits}
     if len(e.harnesses) > 1:
         results["effect"] = {split: harness_effects({h: log.of(h, split, sizes[split], e.samples)
                                                      for h in e.harnesses}, e.seed) for split in e.splits}
+    errors = sum(results[h][sp]["api_error"] for h in e.harnesses for sp in e.splits)
     results["episodes"] = str(log.path)
+    results["complete"] = errors == 0  # false: some episodes ended on a failed request; rerun to play them
     write_json(e.out, results)
     if e.env is not None:
         print(f"\nenv {task.name}" + (f" ({e.env['data_dir']})" if e.env.get("data_dir") else ""))
     print_table(results, e.harnesses)
     print(f"wrote {e.out} (episodes: {log.path})")
+    same = [f"{h} {sp}" for h in e.harnesses for sp in e.splits
+            if not samples_vary(log.of(h, sp, sizes[sp], e.samples))]
+    if same:
+        print(f"[evaluate] warning: every sample of every problem is the same episode in {', '.join(same)}: the "
+              "engine is not sampling at this temperature, so pass@k and the interval say nothing about sampling "
+              "(transformers serve samples only with +engine.extra_body.generation_config='{\"do_sample\": true}')")
+    if errors:
+        print(f"[evaluate] INCOMPLETE: {errors} episodes ended on a request that failed for good (api_error); "
+              "they count as failures above. Run the same command again to play them")
     return results
 
 
@@ -217,12 +240,18 @@ def print_table(results: dict, harnesses) -> None:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    run(evaluate_settings(cfg))
+    finish(run(evaluate_settings(cfg)))
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="evaluate_model")
 def main_model(cfg: DictConfig) -> None:
-    run(evaluate_settings(cfg))
+    finish(run(evaluate_settings(cfg)))
+
+
+def finish(results: dict) -> None:
+    """Exit status 1 for an incomplete evaluation (api_error episodes), so a script notices."""
+    if not results["complete"]:
+        raise SystemExit(1)
 
 
 # what says which model to evaluate as it is, where no run= is given
@@ -233,9 +262,21 @@ def entry(argv: list[str]):
     """The `main` for this command line: a run's checkpoint (`run=`), or a model as it is. Neither
     named is refused: evaluating the tiny default model by accident would report a number about
     nothing the user asked for."""
+    for a in argv:
+        if a.lstrip("+").startswith("engine.api_key="):
+            raise SystemExit("marl.evaluate: engine.api_key: never give the key on the command line (shell history, "
+                             "logs); put it in the environment variable engine.api_key_env names (OPENAI_API_KEY)")
     if any(a.startswith("run=") for a in argv):
+        mixed = [a for a in argv if a.lstrip("+").startswith(("exp=", "model=", "engine=", "engine."))]
+        if mixed:
+            raise SystemExit(f"marl.evaluate: {mixed[0]}: run=<dir> evaluates that run's own task, model and engine; "
+                             "to evaluate a model as it is, drop run= (python -m marl.evaluate +exp=<task> ...)")
         refuse_misplaced_env(argv)
         return main
+    for a in argv:
+        if a.startswith(("harness=", "+harness=")):
+            raise SystemExit(f"marl.evaluate: {a}: the harnesses to evaluate are harnesses=[single,mas] (harness= is "
+                             "a training run's harness)")
     asks_hydra = any(a.startswith("-") for a in argv)  # --help, --cfg job, ...
     if not asks_hydra and not any(a.lstrip("+").startswith(CHOOSES_A_MODEL) for a in argv):
         raise SystemExit("marl.evaluate: say what to evaluate: run=<run dir> (a run of marl.train, its checkpoint), "

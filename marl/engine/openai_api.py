@@ -96,7 +96,7 @@ class OpenAISettings:
     def key_note(self) -> str:
         if not self.api_key_env:
             return "no key sent (engine.api_key_env=null)"
-        return f"the key from ${self.api_key_env}" + ("" if os.environ.get(self.api_key_env) else f" (unset: sent 'EMPTY')")
+        return f"the key from ${self.api_key_env}" + ("" if os.environ.get(self.api_key_env) else " (unset: sent 'EMPTY')")
 
 
 class OpenAIEngine(RolloutEngine):
@@ -201,11 +201,23 @@ class OpenAIEngine(RolloutEngine):
         except openai.APIError as err:
             tried.append(f"POST {url}/{'chat/completions' if path == 'chat' else 'completions'} (model={self.s.model}, "
                          f"max_tokens=1): {_describe(err)}")
-            hint = (" engine.api=chat uses /chat/completions instead." if path == "completions" and
-                    isinstance(err, openai.NotFoundError) else "")
             raise ValueError(f"engine=openai could not generate with model {self.s.model} at {url} (after "
-                             f"{1 + self.s.max_retries} tries each). Tried: {'; '.join(tried)}. Is engine.model a name "
-                             f"the server serves?{hint}") from None
+                             f"{1 + self.s.max_retries} tries each). Tried: {'; '.join(tried)}. "
+                             f"{self._hint(err, path, tried)}") from None
+
+    def _hint(self, err, path: str, tried: list[str]) -> str:
+        """What a failed probe most likely means, by the status the server answered."""
+        status = getattr(err, "status_code", None)
+        if status == 404:
+            models_404 = any("/models: HTTP 404" in t for t in tried)
+            if models_404 and not self.s.base_url.rstrip("/").endswith("/v1"):
+                return "The server has no such route: engine.base_url usually ends in /v1 (http://host:port/v1)."
+            other = "engine.api=chat uses /chat/completions" if path == "completions" else "engine.api=completions uses /completions"
+            return f"Is engine.model a name the server serves? ({other} instead.)"
+        if status and status >= 500:
+            return ("The server failed on the request; its own log says why (e.g. a model name it cannot load, or "
+                    "engine.api=chat for a model without a chat template).")
+        return "Is engine.model a name the server serves?"
 
     @asynccontextmanager
     async def session(self):

@@ -8,7 +8,8 @@ import pytest
 
 import envs
 from fake_engine import FakeEngine, good
-from marl.eval_record import EpisodeLog, episode_record, harness_effects, summary, traces_path, wall_seconds
+from marl.eval_record import (EpisodeLog, episode_record, harness_effects, samples_vary, summary, traces_path,
+                              wall_seconds)
 from marl.rollout import RolloutJob, RolloutSpec
 from marl.routing import Routing
 from marl.types import GenerateError
@@ -79,8 +80,12 @@ def test_the_log_resumes_its_own_evaluation_and_refuses_another(tmp_path):
     assert again.todo("mas", "test", 0, 2) == [0, 1]
     with pytest.raises(ValueError, match=r"another evaluation \(temperature: 0.0 on record, 1.0 now\)"):
         EpisodeLog(path, {**head, "temperature": 1.0})
-    assert EpisodeLog(path, {**head, "temperature": 1.0}, overwrite=True).todo("single", "test", 0, 4) == [0, 1, 2, 3]
-    assert not path.exists()
+    over = EpisodeLog(path, {**head, "temperature": 1.0}, overwrite=True)
+    assert over.todo("single", "test", 0, 4) == [0, 1, 2, 3]
+    assert len(EpisodeLog(path, head).records) == 3  # replaced only by overwrite's first episode (a refused start keeps it)
+    over.append(recs[3])
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert rows[0]["temperature"] == 1.0 and [r["problem"] for r in rows[1:]] == [3]
     (tmp_path / "other.episodes.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(ValueError, match="not an episode record"):
         EpisodeLog(tmp_path / "other.episodes.jsonl", head)
@@ -105,7 +110,9 @@ def test_summary_counts_api_errors_as_failures_and_tokens_per_solved_problem(tmp
     s = summary([recs])
     assert s["api_error"] == 1 and s["success"] == 0.75 and s["n"] == 4
     prompt = sum(r["prompt_tokens"] for r in recs)
-    assert prompt > 0 and s["prompt_tokens_per_episode"] == prompt / 4 and s["prompt_tokens_per_solved"] == prompt / 3
+    # per episode: of the 3 played to their end (the api_error one stopped at its failed request)
+    assert prompt > 0 and s["prompt_tokens_per_episode"] == prompt / 3 and s["prompt_tokens_per_solved"] == prompt / 3
+    assert s["mean_turns"] == sum(r["turns"] for r in recs if r["outcome"] != "api_error") / 3
     assert s["requests"] == sum(len(r["steps"]) for r in recs) + 1  # the failed request counts
     assert s["wall_s"] == 4.0  # [10, 11], [11, 12], ... touch end to start
     none = [dict(r, solved=False) for r in recs]
@@ -129,3 +136,15 @@ def test_the_harness_effect_leaves_out_problems_with_an_api_error(tmp_path):
     assert e["excluded"] == 1 and e["problems"] == 3 and e["diff"] == pytest.approx(1 / 3) and e["wins"] == 1
     all_failed = [dict(r, outcome="api_error", solved=False) for r in ok]
     assert harness_effects({"single": [ok], "mas": [all_failed]}, seed=0)["mas"]["diff"] is None
+
+
+def test_sampled_evaluations_know_when_the_engine_did_not_sample(tmp_path):
+    a, b = records(tmp_path, 3), records(tmp_path, 3)
+    for r in b:
+        r["sample"] = 1
+    assert not samples_vary([a, b]) and samples_vary([a])
+    b[2] = dict(b[2], steps=[dict(b[2]["steps"][0], response="R R")])
+    assert samples_vary([a, b])
+    e = harness_effects({"single": [a, a], "mas": [b, b]}, seed=0)["mas"]
+    assert e["mcnemar_p"] is None  # one outcome per problem only: not with samples > 1
+    assert harness_effects({"single": [a], "mas": [b]}, seed=0)["mas"]["mcnemar_p"] == 1.0

@@ -145,3 +145,31 @@ def test_the_completions_prompt_is_the_text_of_marls_prompt_ids(model_dir):
     assert text.endswith("<|assistant|>(quiet)")  # thinking off, marl's rule
     assert tok(text, add_special_tokens=False).input_ids == encode_prompt(tok, True, prompt)
     assert not prompt_text(tok, True, prompt, enable_thinking=True).endswith("(quiet)")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["+exp=planning", "engine=openai", "engine.api_key=sk-live-123"], "never give the key on the command line"),
+    (["run=runs/x", "engine=openai"], r"engine=openai: run=<dir> evaluates that run's own task, model and engine"),
+    (["run=runs/x", "+exp=code"], r"\+exp=code: run=<dir> evaluates that run's own"),
+    (["+exp=planning", "harness=mas"], r"harness=mas: the harnesses to evaluate are harnesses=\[single,mas\]"),
+])
+def test_command_lines_that_mean_something_else_are_refused_before_hydra(argv, msg):
+    with pytest.raises(SystemExit, match=msg) as err:
+        evaluate.entry(argv)
+    assert "sk-live-123" not in str(err.value)
+
+
+def test_a_served_model_takes_its_settings_from_a_model_group_it_need_not_have_on_disk(tmp_path):
+    e = evaluate_settings(compose_model("model=qwen3_1.7b", "model.path=Org/never-downloaded", "engine=openai",
+                                        "engine.base_url=http://h:1/v1", "engine.model=Org/never-downloaded"))
+    assert e.trained.model.max_new_tokens == 1024 and e.task.harness_kw["instructions"] is True
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache"):  # engine=local loads it: refused
+        evaluate_settings(compose_model("model=qwen3_1.7b", "model.path=Org/never-downloaded"))
+
+
+def test_an_out_that_is_a_directory_is_refused_before_any_work(tmp_path):
+    (tmp_path / "r.json").mkdir()
+    e = evaluate_settings(compose_model("engine=openai", "engine.base_url=http://127.0.0.1:9/v1", "engine.model=m",
+                                        f"out={tmp_path / 'r.json'}"))
+    with pytest.raises(ValueError, match=r"r.json is a directory; out names the results' file"):
+        evaluate.run(e)

@@ -121,16 +121,19 @@ def test_a_server_killed_mid_evaluation_gives_api_errors_and_the_rerun_completes
         wait_for_records(out, 5, proc)
         srv.kill()
         text, _ = proc.communicate(timeout=120)  # nothing hangs: every request left fails after one retry
-        assert proc.returncode == 0, text[-3000:]
-        first = json.loads(out.read_text())["single"]["test"]
-        assert 0 < first["api_error"] < 40 and "ended on a failed request (api_error)" in text
+        assert proc.returncode == 1 and "INCOMPLETE" in text, text[-3000:]  # written, and a script notices
+        results = json.loads(out.read_text())
+        first = results["single"]["test"]
+        assert not results["complete"] and 0 < first["api_error"] < 40
+        assert "ended on a failed request (api_error)" in text
         assert first["success"] <= (40 - first["api_error"]) / 40  # an api_error counts as a failure
         srv = Server(tmp_path / "serve.log", port=srv.port)  # the server is back
         proc = cli(*args)
         text, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0 and f"{40 - first['api_error']} episodes on record" in text, text[-3000:]
-        again = json.loads(out.read_text())["single"]["test"]
-        assert again["api_error"] == 0 and again["n"] == 40
+        results = json.loads(out.read_text())
+        again = results["single"]["test"]
+        assert results["complete"] and again["api_error"] == 0 and again["n"] == 40
     finally:
         srv.stop()
     whole = evaluate_model(tmp_path / "whole.json", f"model.path={model}", "n=40", "harnesses=[single]")

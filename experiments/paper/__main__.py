@@ -1,0 +1,100 @@
+"""The paper's tables, one command each:
+
+    python -m experiments.paper                                  # table=main on the tiny CPU default
+    python -m experiments.paper table=main tasks=[planning,sudoku] seeds=[0] rows=[single,mas_per_role]
+    python -m experiments.paper model=qwen3_1.7b device=cuda env=planpath10 tasks=[planning] ...
+    python -m experiments.paper engine=openai engine.base_url=<url> engine.model=<name> model=qwen3_1.7b
+    python -m experiments.paper table=mismatch seeds=[0,1,2]     # the train/deploy table (experiments.mismatch)
+
+`table=main`: rows (conf/row/) x tasks (conf/exp/) x seeds, each cell a job of a Hydra multirun
+of conf/paper.yaml (experiments/paper/cell.py) in `<out>/cells/<row>/<task>/seed<S>/`; the table
+(experiments/paper/table.py) is written into `<out>` when the cells are done. Untrained rows are
+greedy evaluations of one starting model, the same for every seed: they run with the first seed
+only. With a generate-only engine (engine=openai) only untrained rows can run. `table=mismatch`
+runs experiments.mismatch on each task into `<out>/mismatch/<task>`. Every other argument is a
+marl.train override passed to every cell. Reruns skip finished cells and resume killed ones.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+OWN = ("table", "tasks", "seeds", "rows", "out")
+TABLES = ("main", "mismatch")
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    """(this command's own settings, the marl.train overrides), each own setting checked."""
+    own = {"table": "main", "tasks": None, "seeds": [0, 1, 2], "rows": None, "out": None}
+    rest = []
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if eq and key in OWN:
+            own[key] = yaml.safe_load(value)
+        else:
+            rest.append(a)
+    if own["table"] not in TABLES:
+        raise SystemExit(f"experiments.paper: table={own['table']}; allowed: {', '.join(TABLES)}")
+    own["tasks"] = own["tasks"] or (["planning"] if own["table"] == "mismatch" else
+                                    ["planning", "sokoban", "sudoku", "code", "math"])
+    for key, allowed in (("tasks", names("exp")), ("rows", names("row"))):
+        v = own[key]
+        if v is not None and (not isinstance(v, list) or not v or any(x not in allowed for x in v)):
+            raise SystemExit(f"experiments.paper: {key}={v}; allowed: a non-empty list of {', '.join(allowed)}")
+    seeds = own["seeds"]
+    if not isinstance(seeds, list) or not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0
+                                                       for s in seeds):
+        raise SystemExit(f"experiments.paper: seeds={seeds}; allowed: a non-empty list of integers >= 0, e.g. [0,1,2]")
+    return own, rest
+
+
+def untrained(row: str) -> bool:
+    return not yaml.safe_load((CONF / "row" / f"{row}.yaml").read_text())["cell"]["trained"]
+
+
+def main_commands(own: dict, rest: list[str]) -> list[list[str]]:
+    """The multiruns of table=main: untrained rows with the first seed, trained rows with every seed."""
+    generate_only = any(a.startswith("engine=") and a != "engine=local" and a != "engine=verl" for a in rest)
+    rows = own["rows"] or ([r for r in names("row") if untrained(r)] if generate_only else
+                           ["single", "single_grpo", "mas", "mas_shared", "mas_per_role"])
+    if generate_only and not all(untrained(r) for r in rows):
+        raise SystemExit(f"experiments.paper: rows={rows} with a generate-only engine: only the untrained rows "
+                         f"({', '.join(r for r in names('row') if untrained(r))}) evaluate a served model; the trained "
+                         "rows need engine=local or engine=verl")
+    out = [f"paper.out={own['out']}"] if own["out"] else []
+    cmds = []
+    for group, seeds in (([r for r in rows if untrained(r)], own["seeds"][:1]),
+                         ([r for r in rows if not untrained(r)], own["seeds"])):
+        if group:
+            cmds.append([sys.executable, "-m", "experiments.paper.cell", f"row={','.join(group)}",
+                         f"exp={','.join(own['tasks'])}", f"seed={','.join(map(str, seeds))}", *out, *rest])
+    return cmds
+
+
+def mismatch_commands(own: dict, rest: list[str]) -> list[list[str]]:
+    base = Path(own["out"]) / "mismatch" if own["out"] else None
+    return [[sys.executable, "-m", "experiments.mismatch", f"exp={task}", f"seed={','.join(map(str, own['seeds']))}",
+             *([f"mismatch.out={base / task}"] if base else []), *rest] for task in own["tasks"]]
+
+
+def main(argv: list[str]) -> int:
+    own, rest = parse(argv)
+    cmds = main_commands(own, rest) if own["table"] == "main" else mismatch_commands(own, rest)
+    for cmd in cmds:
+        print("[paper] " + " ".join(cmd[1:]), flush=True)
+        code = subprocess.call(cmd, cwd=Path(__file__).resolve().parents[2])
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,143 @@
+"""One cell of the paper's main table: a Hydra multirun job of conf/paper.yaml (started by
+`python -m experiments.paper`, which sets its sweep).
+
+A trained row (conf/row/*.yaml, `cell.trained`) trains with marl.train in the cell directory and
+reports the checkpoint selected on validation, tested in the harness it was trained in
+(`eval.json`). An untrained row evaluates the starting model (engine=local) or a served one
+(engine=openai) with marl.evaluate in the row's harness on the same test problems. The cell
+writes `cell.json` last (its presence means the cell is done): the test success, its interval,
+and the compute it took (`compute`), beside the resolved `config.yaml` and the commit.
+
+Reruns skip finished cells, resume a killed trained cell from its last checkpoint (and an
+untrained one from its episode record), and refuse a cell directory holding another config.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from marl import runs
+from marl.config import RunSettings, run_settings, saved_config, save_run_settings
+from marl.io import read_jsonl, write_json
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def commit() -> str:
+    """The code's git commit ("+dirty" with uncommitted changes), or "unknown" outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def devices(s: RunSettings) -> tuple[str, float]:
+    """(unit, how many) of what a cell occupies: GPUs (device=cuda: one; engine=verl: its GPUs per
+    node x nodes) or CPU cores (the run's threads, or every core it may use)."""
+    if s.engine.name == "verl" and not s.engine.options.on_cpu:
+        return "GPU", float(s.engine.options.gpus(1))  # on GPUs the count does not depend on the policies
+    if s.device.startswith("cuda"):
+        return "GPU", 1.0
+    return "CPU core", float(s.threads or len(os.sched_getaffinity(0)))
+
+
+def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: int) -> dict:
+    """The cell's compute: wall time of the attempt that finished it, device-hours, tokens
+    generated, training samples and peak memory (from marl.train's metrics.jsonl; an untrained
+    cell's from its evaluation record and this process)."""
+    unit, n = devices(s)
+    out = {"wall_s": wall, "attempts": attempts, "device": unit, "devices": n,
+           "device_hours": n * wall / 3600, "commit": commit()}
+    if trained:
+        rows = read_jsonl(cell / "metrics.jsonl")
+        out["train_tokens_generated"] = int(sum(r.get("train/response_tokens", 0) for r in rows))
+        out["train_samples"] = int(sum(r.get("train/samples", 0) for r in rows))
+        out["peak_rss_mb"] = max((r["system/peak_rss_mb"] for r in rows if "system/peak_rss_mb" in r), default=None)
+    else:
+        recs = read_jsonl(cell / "evaluate.episodes.jsonl")[1:]
+        out["eval_tokens_generated"] = int(sum(r["completion_tokens"] for r in recs))
+        out["train_samples"] = 0
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if attempts > 1:
+        out["note"] = "wall time and device-hours of the last attempt only (the cell was resumed)"
+    return out
+
+
+def evaluate_untrained(c: dict, s: RunSettings, cell: Path) -> dict:
+    """The starting (or served) model on the test split in the row's harness, via marl.evaluate."""
+    from marl import evaluate as marl_evaluate
+    from marl.config import evaluate_settings
+
+    ev = {k: v for k, v in c.items() if k not in ("cell", "paper")}
+    results = marl_evaluate.run(evaluate_settings({**ev, "harnesses": [s.task.harness], "splits": ["test"],
+                                                   "n": s.eval.n_test, "samples": 1,
+                                                   "temperature": s.eval.temperature,
+                                                   "out": str(cell / "evaluate.json"), "overwrite": False}))
+    if not results["complete"]:
+        raise RuntimeError(f"{cell}: {sum(results[h]['test']['api_error'] for h in [s.task.harness])} episodes "
+                           "ended in api_error; rerun the command to play them (the cell is not finished)")
+    return results[s.task.harness]["test"]
+
+
+def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) -> dict:
+    """Train or evaluate one cell in `cell` (a resolved conf/paper.yaml job config `c`)."""
+    from marl import train as marl_train
+
+    s = run_settings(c)
+    spec = c["cell"]
+    if (cell / "cell.json").exists():
+        _check_same(cell, s)
+        print(f"[paper] {cell}: finished before, skipped")
+        return json.loads((cell / "cell.json").read_text())
+    _check_same(cell, s)
+    attempts = 1 + sum(1 for _ in cell.glob("attempt_*"))
+    cell.mkdir(parents=True, exist_ok=True)
+    (cell / f"attempt_{attempts}").touch()  # counted by a resumed attempt's compute note
+    t0 = time.perf_counter()
+    if spec["trained"]:
+        if not (cell / "eval.json").exists() or "final" not in json.loads((cell / "eval.json").read_text()):
+            marl_train.run(s.resumed(cell) if runs.holds_a_run(cell) else s, cell, hydra_files)
+        test = json.loads((cell / "eval.json").read_text())[s.task.harness]["test"]
+    else:
+        if not (cell / "config.yaml").exists():
+            save_run_settings(s, cell)  # the exact resolved config, as marl.train writes it
+        test = evaluate_untrained(c, s, cell)
+    wall = time.perf_counter() - t0
+    result = {"row": spec["row"], "label": spec["label"], "trained": spec["trained"], "task": c["paper"]["task"],
+              "env": s.task.env, "model": s.model.name, "seed": s.seed, "harness": s.task.harness,
+              "success": test["success"], "n": test["n"], "ci95": test.get("ci95"),
+              "compute": compute(s, cell, wall, spec["trained"], attempts)}
+    write_json(cell / "cell.json", result)  # written last: its presence means the cell is complete
+    return result
+
+
+def _check_same(cell: Path, s: RunSettings) -> None:
+    if not (cell / "config.yaml").exists():
+        return
+    diff = runs.changed_keys(saved_config(cell), s.config)
+    if diff:
+        raise ValueError(f"{cell} holds a cell of another config (differs in: {', '.join(diff)}); set "
+                         "out= to another directory or remove that one")
+
+
+@hydra.main(version_base=None, config_path=str(CONF), config_name="paper")
+def main(cfg: DictConfig) -> None:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["paper"]["task"] = HydraConfig.get().runtime.choices["exp"]
+    run_cell(c, Path(HydraConfig.get().runtime.output_dir), runs.HydraFiles.current(cfg))
+
+
+if __name__ == "__main__":
+    main()

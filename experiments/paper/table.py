@@ -1,0 +1,190 @@
+"""The main table from the finished cells of experiments.paper, beside the paper's numbers.
+
+    python -m experiments.paper.table <out dir>     # also run by the multirun's end (Hydra callback)
+
+Reads `<out>/cells/<row>/<task>/seed<S>/cell.json`; writes `<out>/table_main.md`, `.csv`, a
+figure (`table_main.png`) and `compute_main.md`. Each cell: the mean over seeds with a 95%
+interval (t over seeds; Wilson with one seed) and the seeds' values in brackets. Where the model
+and test set are the paper's (paper_numbers.yaml), the paper's value stands beside ours;
+otherwise ours stand alone, labelled as the tiny analogue. The paper's qualitative patterns are
+checked on our means.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+
+from experiments.mismatch.aggregate import summarize
+from marl.io import atomic_write_text
+
+PAPER = yaml.safe_load((Path(__file__).with_name("paper_numbers.yaml")).read_text())
+ROWS = ("single", "single_grpo", "mas", "mas_shared", "mas_per_role")
+LABELS = {"single": "single agent", "single_grpo": "single agent + GRPO", "mas": "MAS, prompt only",
+          "mas_shared": "MAS + AT-GRPO, shared", "mas_per_role": "MAS + AT-GRPO, per role"}
+PLANNING = ("planpath", "planpath10", "sokoban", "sudoku", "sudoku9")
+
+
+def load_cells(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("cells/*/*/seed*/cell.json"))]
+
+
+def paper_column(env: str) -> str | None:
+    """The paper's column that `env` is (paper_numbers.yaml), or None (a tiny analogue)."""
+    return next((k for k, c in PAPER["columns"].items() if env in c["envs"]), None)
+
+
+def table(cells: list[dict]) -> list[dict]:
+    """One row per (row, column): our mean and interval over seeds, the paper's value if comparable."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        by.setdefault((c["row"], c["env"]), []).append(c)
+    out = []
+    for (row, env), cs in by.items():
+        cs = sorted(cs, key=lambda c: c["seed"])
+        s = summarize([c["success"] for c in cs], cs[0]["n"])
+        col, model = paper_column(env), cs[0]["model"]
+        paper = PAPER["main"].get(model, {}).get(row, {}).get(col) if col else None
+        disputed = {"model": model, "row": row, "column": col} in PAPER["main"]["disputed"]
+        out.append({"row": row, "label": LABELS.get(row, row), "env": env, "model": model,
+                    "column": PAPER["columns"][col]["label"] if col else f"{env} (tiny analogue)" if model == "tiny" else env,
+                    "mean": s["mean"], "ci_lo": s["ci_lo"], "ci_hi": s["ci_hi"], "seeds": s["seeds"],
+                    "per_seed": " ".join(f"{c['success']:.2f}" for c in cs),
+                    "paper": paper / 100 if paper is not None else None, "paper_disputed": disputed,
+                    "wall_s": sum(c["compute"]["wall_s"] for c in cs),
+                    "device_hours": sum(c["compute"]["device_hours"] for c in cs), "device": cs[0]["compute"]["device"]})
+    order = {r: i for i, r in enumerate(ROWS)}
+    return sorted(out, key=lambda r: (order.get(r["row"], 99), r["env"]))
+
+
+def patterns(rows: list[dict]) -> list[dict]:
+    """Each of the paper's patterns (paper_numbers.yaml) checked on our means: on how many of the
+    tasks where every row it needs was run it holds, and where it does not."""
+    mean = {(r["row"], r["env"]): r["mean"] for r in rows}
+    envs = sorted({r["env"] for r in rows})
+
+    def check(pid: str, env: str) -> bool | None:
+        g = lambda row: mean.get((row, env))  # noqa: E731
+        team = max([x for x in (g("mas_shared"), g("mas_per_role")) if x is not None], default=None)
+        if pid == "planning_order":
+            if env not in PLANNING or None in (team, g("mas"), g("single")):
+                return None
+            return team > g("mas") > g("single")
+        if pid == "team_beats_single_rl":
+            return None if None in (team, g("single_grpo")) else team > g("single_grpo")
+        if pid == "prompt_only_team":
+            return None if None in (g("mas"), g("single")) else g("mas") >= g("single")
+        raise ValueError(f"unknown pattern {pid!r}")
+
+    out = []
+    for p in PAPER["patterns"]:
+        verdicts = {env: check(p["id"], env) for env in envs}
+        tested = {e: v for e, v in verdicts.items() if v is not None}
+        out.append({"claim": p["claim"], "tasks": len(tested), "holds": sum(tested.values()),
+                    "fails_on": [e for e, v in tested.items() if not v]})
+    return out
+
+
+def markdown(rows: list[dict], pats: list[dict]) -> str:
+    cols = list(dict.fromkeys(r["column"] for r in rows))
+    cell = {(r["row"], r["column"]): r for r in rows}
+    lines = ["| row | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for row in [r for r in ROWS if any(x["row"] == r for x in rows)]:
+        out = []
+        for col in cols:
+            r = cell.get((row, col))
+            if r is None:
+                out.append("")
+                continue
+            text = f"{r['mean']:.1%} [{r['ci_lo']:.0%}, {r['ci_hi']:.0%}] ({r['per_seed']})"
+            if r["paper"] is not None:
+                text += f"; paper {r['paper']:.1%}" + ("*" if r["paper_disputed"] else "")
+            out.append(text)
+        lines.append(f"| {LABELS[row]} | " + " | ".join(out) + " |")
+    lines += ["", "Mean test success over seeds [95% interval] (each seed's); a paper value where the model and "
+              "test set are the paper's (* disagrees with the paper's own printed delta).", "",
+              "| the paper's pattern | holds on ours |", "|---|---|"]
+    for p in pats:
+        verdict = (f"{p['holds']} of {p['tasks']} tasks" + (f" (not on {', '.join(p['fails_on'])})" if p["fails_on"] else "")
+                   if p["tasks"] else "not testable: a row it needs was not run")
+        lines.append(f"| {p['claim']} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def compute_markdown(cells: list[dict]) -> str:
+    lines = ["| row | task | seed | wall | device-hours | tokens generated | training samples | peak RSS MB | commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted(cells, key=lambda c: (ROWS.index(c["row"]) if c["row"] in ROWS else 99, c["task"], c["seed"])):
+        m = c["compute"]
+        tokens = m.get("train_tokens_generated", m.get("eval_tokens_generated", 0))
+        lines.append(f"| {LABELS.get(c['row'], c['row'])} | {c['task']} | {c['seed']} | {m['wall_s']:.0f} s | "
+                     f"{m['device_hours']:.4f} {m['device']} | {tokens} | {m['train_samples']} | "
+                     f"{(m['peak_rss_mb'] or 0):.0f} | {m['commit'][:10]} |")
+    total = sum(c["compute"]["wall_s"] for c in cells)
+    hours = sum(c["compute"]["device_hours"] for c in cells)
+    lines.append(f"\nTotal: {len(cells)} cells, {total / 60:.1f} min of cell wall time, {hours:.3f} device-hours.")
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    cols = list(dict.fromkeys(r["column"] for r in rows))
+    present = [r for r in ROWS if any(x["row"] == r for x in rows)]
+    fig = Figure(figsize=(2.2 * len(cols) + 2, 4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(present), 1)
+    for i, row in enumerate(present):
+        xs, ys, err = [], [], [[], []]
+        for j, col in enumerate(cols):
+            r = next((x for x in rows if x["row"] == row and x["column"] == col), None)
+            if r:
+                xs.append(j + i * width)
+                ys.append(r["mean"])
+                err[0].append(r["mean"] - r["ci_lo"])
+                err[1].append(r["ci_hi"] - r["mean"])
+        ax.bar(xs, ys, width, yerr=np.array(err), label=LABELS[row], capsize=2)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test success (mean over seeds, 95% CI)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def aggregate(out: Path) -> list[dict]:
+    out = Path(out)
+    cells = load_cells(out)
+    if not cells:
+        raise ValueError(f"no finished cells (cells/<row>/<task>/seed<S>/cell.json) under {out}")
+    rows = table(cells)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "table_main.csv", buf.getvalue())
+    md = markdown(rows, patterns(rows))
+    atomic_write_text(out / "table_main.md", md)
+    atomic_write_text(out / "compute_main.md", compute_markdown(cells))
+    figure(rows, out / "table_main.png")
+    print(md + f"wrote {out}/table_main.md, table_main.csv, table_main.png, compute_main.md")
+    return rows
+
+
+class Aggregate(Callback):
+    """Hydra callback: the table once every job of the multirun has finished."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        aggregate(Path(config.hydra.sweep.dir))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m experiments.paper.table <out dir>")
+    aggregate(Path(sys.argv[1]))

@@ -85,7 +85,7 @@ def patterns(rows: list[dict]) -> list[dict]:
     for p in PAPER["patterns"]:
         verdicts = {env: check(p["id"], env) for env in envs}
         tested = {e: v for e, v in verdicts.items() if v is not None}
-        out.append({"claim": p["claim"], "tasks": len(tested), "holds": sum(tested.values()),
+        out.append({"id": p["id"], "claim": p["claim"], "tasks": len(tested), "holds": sum(tested.values()),
                     "fails_on": [e for e, v in tested.items() if not v]})
     return out
 

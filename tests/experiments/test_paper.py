@@ -1,0 +1,111 @@
+"""experiments.paper: its own settings, the multiruns it starts, the table beside the paper's numbers
+and the patterns checked on it; one small end-to-end table (e2e tier)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.paper import __main__ as paper
+from experiments.paper.table import PAPER, markdown, patterns, table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["table=appendix"], r"table=appendix; allowed: main, mismatch"),
+    (["tasks=[planning,chess]"], r"tasks=\['planning', 'chess'\]; allowed: a non-empty list of code, math, planning"),
+    (["tasks=planning"], r"tasks=planning; allowed: a non-empty list"),
+    (["rows=[single,best]"], r"rows=\['single', 'best'\]; allowed: a non-empty list of mas, mas_per_role"),
+    (["seeds=[0,-1]"], r"seeds=\[0, -1\]; allowed: a non-empty list of integers >= 0"),
+    (["seeds=[]"], r"seeds=\[\]; allowed"),
+])
+def test_its_own_settings_are_refused_naming_what_is_allowed(argv, msg):
+    with pytest.raises(SystemExit, match=msg):
+        paper.parse(argv)
+
+
+def test_untrained_rows_run_once_and_trained_rows_for_every_seed():
+    own, rest = paper.parse(["tasks=[planning,sudoku]", "seeds=[3,4]", "train.steps=5"])
+    assert rest == ["train.steps=5"] and own["table"] == "main"
+    untrained, trained = paper.main_commands(own, rest)
+    assert untrained[3:] == ["row=single,mas", "exp=planning,sudoku", "seed=3", "train.steps=5"]
+    assert trained[3:] == ["row=single_grpo,mas_shared,mas_per_role", "exp=planning,sudoku", "seed=3,4", "train.steps=5"]
+    assert untrained[2] == trained[2] == "experiments.paper.cell"
+
+
+def test_a_served_model_runs_the_untrained_rows_only():
+    served = ["engine=openai", "engine.base_url=http://h:1/v1", "engine.model=m"]
+    own, rest = paper.parse(served)
+    [cmd] = paper.main_commands(own, rest)
+    assert "row=mas,single" in cmd and cmd[-3:] == served
+    own, rest = paper.parse(["rows=[single,mas_shared]", *served])
+    with pytest.raises(SystemExit, match=r"only the untrained rows \(mas, single\) evaluate a served model"):
+        paper.main_commands(own, rest)
+
+
+def test_the_mismatch_table_is_the_mismatch_experiment_per_task(tmp_path):
+    own, rest = paper.parse(["table=mismatch", f"out={tmp_path}", "seeds=[0,1]"])
+    [cmd] = paper.mismatch_commands(own, rest)
+    assert cmd[2:] == ["experiments.mismatch", "exp=planning", "seed=0,1", f"mismatch.out={tmp_path}/mismatch/planning"]
+
+
+def cell(row, env, seed, success, model="qwen3_1.7b"):
+    return {"row": row, "env": env, "seed": seed, "success": success, "n": 100, "model": model, "task": env,
+            "compute": {"wall_s": 10.0, "device_hours": 0.01, "device": "GPU"}}
+
+
+def test_the_table_puts_the_papers_number_beside_a_matching_cell_only():
+    cells = [cell("mas_shared", "planpath10", 0, 0.9), cell("mas_shared", "planpath10", 1, 0.94),
+             cell("mas_shared", "planpath", 0, 0.5, model="tiny"), cell("mas_shared", "olympiadbench", 0, 0.4)]
+    rows = {(r["row"], r["env"], r["model"]): r for r in table(cells)}
+    plan = rows["mas_shared", "planpath10", "qwen3_1.7b"]
+    assert plan["column"] == "Plan-Path" and plan["paper"] == pytest.approx(0.96) and plan["seeds"] == 2
+    assert plan["mean"] == pytest.approx(0.92) and plan["ci_lo"] < 0.92 < plan["ci_hi"] and plan["per_seed"] == "0.90 0.94"
+    tiny = rows["mas_shared", "planpath", "tiny"]
+    assert tiny["column"] == "planpath (tiny analogue)" and tiny["paper"] is None
+    olym = rows["mas_shared", "olympiadbench", "qwen3_1.7b"]
+    assert olym["paper_disputed"] and "paper 39.6%*" in markdown(table(cells), [])
+    assert PAPER["main"]["qwen3_8b"]["mas_per_role"]["sokoban"] == 98.0
+
+
+def test_the_papers_patterns_are_checked_on_our_means():
+    cells = [cell(r, "sudoku", 0, v, "tiny") for r, v in (("single", 0.2), ("mas", 0.5), ("mas_shared", 0.9),
+                                                           ("mas_per_role", 0.8), ("single_grpo", 0.95))]
+    cells += [cell(r, "planpath", 0, v, "tiny") for r, v in (("single", 0.5), ("mas", 0.4), ("mas_shared", 0.6),
+                                                             ("single_grpo", 0.55))]
+    verdict = {p["id"]: p for p in patterns(table(cells))}
+    order = verdict["planning_order"]  # sudoku holds; planpath does not (the team prompted is below one agent)
+    assert (order["holds"], order["tasks"], order["fails_on"]) == (1, 2, ["planpath"])
+    rl = verdict["team_beats_single_rl"]  # planpath holds; sudoku does not (GRPO alone 95% > the team's 90%)
+    assert (rl["holds"], rl["tasks"], rl["fails_on"]) == (1, 2, ["sudoku"])
+    assert verdict["prompt_only_team"]["fails_on"] == ["planpath"]
+    md = markdown(table(cells), patterns(table(cells)))
+    assert "| 1 of 2 tasks (not on planpath) |" in md
+
+
+@pytest.mark.e2e
+def test_a_small_main_table_runs_resumes_and_refuses_another_config(tmp_path):
+    small = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2", "train.problems_per_step=3",
+             "train.eval_every=2", "eval.n_val=4", "eval.n_test=4", "algo.k=2", "threads=1",
+             f"cache_dir={tmp_path / 'cache'}"]
+    cmd = [sys.executable, "-m", "experiments.paper", "tasks=[planning]", "seeds=[0,1]",
+           "rows=[single,mas,mas_shared]", f"out={tmp_path / 'out'}", *small]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "out"
+    done = sorted(str(c.relative_to(out / "cells").parent) for c in out.glob("cells/*/*/seed*/cell.json"))
+    assert done == ["mas/planning/seed0", "mas_shared/planning/seed0", "mas_shared/planning/seed1",
+                    "single/planning/seed0"]  # the untrained rows once
+    c = json.loads((out / "cells/mas_shared/planning/seed1/cell.json").read_text())
+    assert c["compute"]["train_samples"] > 0 and c["compute"]["device"] == "CPU core" and c["compute"]["commit"]
+    assert (out / "cells/single/planning/seed0/config.yaml").exists() and (out / "table_main.png").exists()
+    md = (out / "table_main.md").read_text()
+    assert "| MAS + AT-GRPO, shared | " in md and "planpath (tiny analogue)" in md and "(0." in md
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 4, again.stdout[-2000:]
+    other = subprocess.run([*cmd, "train.lr=0.5"], cwd=ROOT, capture_output=True, text=True)
+    assert other.returncode != 0 and "holds a cell of another config (differs in: train.lr)" in other.stderr

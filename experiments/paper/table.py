@@ -177,6 +177,30 @@ def aggregate(out: Path) -> list[dict]:
     return rows
 
 
+BEGIN, END = "<!-- experiments.paper: {} (generated; do not edit) -->", "<!-- end of experiments.paper: {} -->"
+
+
+def update_readme(readme: Path, out: Path) -> None:
+    """Put `<out>`'s table_main.md and compute total into `readme` between the markers naming `out`
+    (added at the end of the file the first time): the README's results are the table's, never
+    written by hand."""
+    readme, out = Path(readme), Path(out)
+    name = str(out)
+    compute = (out / "compute_main.md").read_text().strip().splitlines()[-1]
+    block = (f"{BEGIN.format(name)}\n\nFrom `{name}` (`python -m experiments.paper.table {name} --readme README.md`)."
+             f"\n\n{(out / 'table_main.md').read_text().strip()}\n\n{compute}\n\n{END.format(name)}")
+    text = readme.read_text()
+    begin, end = BEGIN.format(name), END.format(name)
+    if begin in text:
+        if end not in text:
+            raise ValueError(f"{readme}: the marker {begin!r} has no {end!r} after it; restore it before regenerating")
+        i, j = text.index(begin), text.index(end) + len(end)
+        text = text[:i] + block + text[j:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write_text(readme, text)
+
+
 class Aggregate(Callback):
     """Hydra callback: the table once every job of the multirun has finished."""
 
@@ -185,6 +209,8 @@ class Aggregate(Callback):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m experiments.paper.table <out dir>")
+    if len(sys.argv) not in (2, 4) or (len(sys.argv) == 4 and sys.argv[2] != "--readme"):
+        sys.exit("usage: python -m experiments.paper.table <out dir> [--readme README.md]")
     aggregate(Path(sys.argv[1]))
+    if len(sys.argv) == 4:
+        update_readme(Path(sys.argv[3]), Path(sys.argv[1]))

@@ -109,3 +109,22 @@ def test_a_small_main_table_runs_resumes_and_refuses_another_config(tmp_path):
     assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 4, again.stdout[-2000:]
     other = subprocess.run([*cmd, "train.lr=0.5"], cwd=ROOT, capture_output=True, text=True)
     assert other.returncode != 0 and "holds a cell of another config (differs in: train.lr)" in other.stderr
+
+
+def test_the_readme_block_is_the_table_and_is_regenerated_in_place(tmp_path):
+    from experiments.paper.table import update_readme
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "table_main.md").write_text("| row | x |\n|---|---|\n| single agent | 50.0% |\n")
+    (out / "compute_main.md").write_text("| a |\n\nTotal: 1 cells, 0.1 min of cell wall time, 0.001 device-hours.\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\n## Results\n\nhand-written text\n")
+    update_readme(readme, out)
+    first = readme.read_text()
+    assert "| single agent | 50.0% |" in first and "Total: 1 cells" in first and first.startswith("# title")
+    (out / "table_main.md").write_text("| row | x |\n|---|---|\n| single agent | 60.0% |\n")
+    update_readme(readme, out)
+    second = readme.read_text()
+    assert "60.0%" in second and "50.0%" not in second and second.count("generated; do not edit") == 1
+    assert "hand-written text" in second

@@ -54,6 +54,17 @@ def changed_keys(saved: dict, new: dict, may_differ=MAY_DIFFER) -> list[str]:
             if not any(k == m or k.startswith(m + ".") for m in may_differ)]
 
 
+def refuse_other_config(directory: Path, s: RunSettings, remedy: str) -> None:
+    """Refuse a directory holding a run (config.yaml) of another config than `s` (changed_keys),
+    naming the keys that differ: an experiment's cell is never overwritten or mixed."""
+    if not (Path(directory) / "config.yaml").exists():
+        return
+    diff = changed_keys(saved_config(directory), s.config)
+    if diff:
+        raise ValueError(f"{directory} holds a cell trained with another config (differs in: {', '.join(diff)}); "
+                         f"{remedy}")
+
+
 def run_dir_of(resume: str | Path) -> Path:
     """The run directory `resume=` names: itself, or the run above its checkpoints/ or above
     one checkpoint directory."""

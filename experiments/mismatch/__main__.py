@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from marl import evaluate as marl_evaluate
 from marl import runs
 from marl import train as marl_train
-from marl.config import RunSettings, evaluate_settings, run_settings, saved_config
+from marl.config import RunSettings, evaluate_settings, run_settings
 from marl.io import write_json
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -45,12 +45,7 @@ class MismatchSettings:
 
 
 def check_same_config(cell: Path, s: RunSettings) -> None:
-    if not (cell / "config.yaml").exists():
-        return
-    diff = runs.changed_keys(saved_config(cell), s.config)
-    if diff:
-        raise ValueError(f"{cell} holds a cell trained with another config (differs in: {', '.join(diff)}); "
-                         "set mismatch.out to another directory or remove that one")
+    runs.refuse_other_config(cell, s, "set mismatch.out to another directory or remove that one")
 
 
 def mismatch_settings(cfg: DictConfig) -> tuple[RunSettings, MismatchSettings]:

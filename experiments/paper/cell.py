@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from marl import runs
-from marl.config import RunSettings, run_settings, saved_config, save_run_settings
+from marl.config import RunSettings, run_settings, save_run_settings
 from marl.io import read_jsonl, write_json
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -124,12 +124,7 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
 
 
 def _check_same(cell: Path, s: RunSettings) -> None:
-    if not (cell / "config.yaml").exists():
-        return
-    diff = runs.changed_keys(saved_config(cell), s.config)
-    if diff:
-        raise ValueError(f"{cell} holds a cell of another config (differs in: {', '.join(diff)}); set "
-                         "out= to another directory or remove that one")
+    runs.refuse_other_config(cell, s, "set out= to another directory or remove that one")
 
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="paper")

@@ -11,8 +11,6 @@ checked on our means.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from experiments.mismatch.aggregate import summarize
+from experiments.mismatch.aggregate import summarize, write_csv
 from marl.io import atomic_write_text
 
 PAPER = yaml.safe_load((Path(__file__).with_name("paper_numbers.yaml")).read_text())
@@ -164,11 +162,7 @@ def aggregate(out: Path) -> list[dict]:
     if not cells:
         raise ValueError(f"no finished cells (cells/<row>/<task>/seed<S>/cell.json) under {out}")
     rows = table(cells)
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "table_main.csv", buf.getvalue())
+    write_csv(rows, out / "table_main.csv")
     md = markdown(rows, patterns(rows))
     atomic_write_text(out / "table_main.md", md)
     atomic_write_text(out / "compute_main.md", compute_markdown(cells))

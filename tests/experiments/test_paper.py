@@ -108,7 +108,7 @@ def test_a_small_main_table_runs_resumes_and_refuses_another_config(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 4, again.stdout[-2000:]
     other = subprocess.run([*cmd, "train.lr=0.5"], cwd=ROOT, capture_output=True, text=True)
-    assert other.returncode != 0 and "holds a cell of another config (differs in: train.lr)" in other.stderr
+    assert other.returncode != 0 and "holds a cell trained with another config (differs in: train.lr)" in other.stderr
 
 
 def test_the_readme_block_is_the_table_and_is_regenerated_in_place(tmp_path):

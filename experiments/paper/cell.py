@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def commit() -> str:
-    """The code's git commit ("+dirty" with uncommitted changes), or "unknown" outside a checkout."""
+    """The code's git commit ("+dirty" with uncommitted changes), or "unknown" outside a checkout.
+    Read once, when this module is imported (COMMIT): the multirun runs every cell with the code
+    it imported then, whatever the checkout holds by the time a cell ends."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
@@ -41,6 +43,9 @@ def commit() -> str:
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+COMMIT = commit()
 
 
 def devices(s: RunSettings) -> tuple[str, float]:
@@ -59,7 +64,7 @@ def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: in
     cell's from its evaluation record and this process)."""
     unit, n = devices(s)
     out = {"wall_s": wall, "attempts": attempts, "device": unit, "devices": n,
-           "device_hours": n * wall / 3600, "commit": commit()}
+           "device_hours": n * wall / 3600, "commit": COMMIT}
     if trained:
         rows = read_jsonl(cell / "metrics.jsonl")
         out["train_tokens_generated"] = int(sum(r.get("train/response_tokens", 0) for r in rows))

@@ -37,6 +37,14 @@ def paper_column(env: str) -> str | None:
     return next((k for k, c in PAPER["columns"].items() if env in c["envs"]), None)
 
 
+def column_label(env: str, col: str | None, model: str) -> str:
+    """The paper's test set where the model is one of the paper's too; otherwise the env, and for
+    the tiny model "(tiny analogue)": the same task, not a number comparable with the paper's."""
+    if col and model in PAPER["main"]:
+        return PAPER["columns"][col]["label"]
+    return f"{env} (tiny analogue)" if model == "tiny" else env
+
+
 def table(cells: list[dict]) -> list[dict]:
     """One row per (row, column): our mean and interval over seeds, the paper's value if comparable."""
     by: dict[tuple[str, str], list[dict]] = {}
@@ -50,7 +58,7 @@ def table(cells: list[dict]) -> list[dict]:
         paper = PAPER["main"].get(model, {}).get(row, {}).get(col) if col else None
         disputed = {"model": model, "row": row, "column": col} in PAPER["main"]["disputed"]
         out.append({"row": row, "label": LABELS.get(row, row), "env": env, "model": model,
-                    "column": PAPER["columns"][col]["label"] if col else f"{env} (tiny analogue)" if model == "tiny" else env,
+                    "column": column_label(env, col, model),
                     "mean": s["mean"], "ci_lo": s["ci_lo"], "ci_hi": s["ci_hi"], "seeds": s["seeds"],
                     "per_seed": " ".join(f"{c['success']:.2f}" for c in cs),
                     "paper": paper / 100 if paper is not None else None, "paper_disputed": disputed,

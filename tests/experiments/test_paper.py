@@ -128,3 +128,11 @@ def test_the_readme_block_is_the_table_and_is_regenerated_in_place(tmp_path):
     second = readme.read_text()
     assert "60.0%" in second and "50.0%" not in second and second.count("generated; do not edit") == 1
     assert "hand-written text" in second
+
+
+def test_a_tiny_cell_of_a_paper_task_is_labelled_an_analogue():
+    from experiments.paper.table import column_label
+
+    assert column_label("sokoban", "sokoban", "tiny") == "sokoban (tiny analogue)"
+    assert column_label("sokoban", "sokoban", "qwen3_8b") == "Sokoban"
+    assert column_label("planpath", None, "qwen3_8b") == "planpath"  # the 5x5 grid is not the paper's 10x10

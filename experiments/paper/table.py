@@ -153,8 +153,9 @@ def figure(rows: list[dict], path: Path) -> None:
             if r:
                 xs.append(j + i * width)
                 ys.append(r["mean"])
-                err[0].append(r["mean"] - r["ci_lo"])
-                err[1].append(r["ci_hi"] - r["mean"])
+                # clamped: a Wilson bound at 0 or 1 can sit a rounding error inside the mean
+                err[0].append(max(0.0, r["mean"] - r["ci_lo"]))
+                err[1].append(max(0.0, r["ci_hi"] - r["mean"]))
         ax.bar(xs, ys, width, yerr=np.array(err), label=LABELS[row], capsize=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols, fontsize=8)
     ax.set_ylim(0, 1)

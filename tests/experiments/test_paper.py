@@ -136,3 +136,12 @@ def test_a_tiny_cell_of_a_paper_task_is_labelled_an_analogue():
     assert column_label("sokoban", "sokoban", "tiny") == "sokoban (tiny analogue)"
     assert column_label("sokoban", "sokoban", "qwen3_8b") == "Sokoban"
     assert column_label("planpath", None, "qwen3_8b") == "planpath"  # the 5x5 grid is not the paper's 10x10
+
+
+def test_the_figure_draws_a_cell_solved_every_time(tmp_path):
+    from experiments.paper.table import figure
+
+    rows = table([cell("mas_shared", "planpath", 0, 1.0, "tiny"), cell("single", "planpath", 0, 0.0, "tiny")])
+    assert rows[1]["ci_hi"] <= 1.0 and rows[1]["mean"] == 1.0
+    figure(rows, tmp_path / "t.png")  # a Wilson bound a rounding error below 1.0 used to fail matplotlib
+    assert (tmp_path / "t.png").stat().st_size > 0

@@ -160,8 +160,8 @@ class OpenAIEngine(RolloutEngine):
         if temperature > 0:
             sampling["top_p"] = 1.0
         if self.s.api == "completions":
-            text = prompt if self.tok is None else self._render(prompt)
-            return "completions", {"model": self.s.model, "prompt": text, **sampling}
+            # api=completions always has the tokenizer (_tokenizer loads it or refuses the engine)
+            return "completions", {"model": self.s.model, "prompt": self._render(prompt), **sampling}
         body = {"model": self.s.model, "messages": [{"role": "user", "content": prompt}], **sampling}
         if self.s.chat_template_kwargs:
             body["chat_template_kwargs"] = dict(self.s.chat_template_kwargs)

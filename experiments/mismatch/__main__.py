@@ -74,7 +74,8 @@ def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custo
     if not (eval_json.exists() and "final" in json.loads(eval_json.read_text())):
         marl_train.run(s.resumed(cell) if runs.holds_a_run(cell) else s, cell, hydra_files)
     warm = json.loads(eval_json.read_text()).get("warm_start", {}).get("test", {})
-    result = {"arch": arch, "seed": s.seed, "harness": s.task.harness, "policy": s.policy.name,
+    result = {"arch": arch, "seed": s.seed, "env": s.task.env, "model": s.model.name,
+              "harness": s.task.harness, "policy": s.policy.name,
               "warm_start": {h: warm[h]["success"] for h in warm}, "n": m.n, "deploy": {}}
     base = OmegaConf.to_container(OmegaConf.load(CONF / "evaluate.yaml"))
     for swap, harnesses in deploy_settings(s, m):

@@ -87,8 +87,19 @@ def markdown(rows: list[dict]) -> str:
 
 
 def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
-    import numpy as np
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (a notebook's) alone
+
+    archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
+    deploys = [d for d in DEPLOYS if any(r["deploy"] == d for r in rows)]
+    fig = Figure(figsize=(2.0 * len(deploys) + 3.5, 0.9 * len(archs) + 1.6))
+    draw_heatmap(fig, fig.subplots(), rows, title or "train harness x deploy harness (mean over seeds, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def draw_heatmap(fig, ax, rows: list[dict], title: str) -> None:
+    """One (trained arch x deploy) heatmap of `rows` (table()'s) on `ax`, with its colour bar."""
+    import numpy as np
 
     archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
     deploys = [d for d in DEPLOYS if any(r["deploy"] == d for r in rows)]
@@ -99,8 +110,6 @@ def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
             i, j = archs.index(r["arch"]), deploys.index(r["deploy"])
             grid[i, j] = r["mean"]
             text[i][j] = f"{r['mean']:.0%}\n[{r['ci_lo']:.0%}, {r['ci_hi']:.0%}]"
-    fig = Figure(figsize=(2.0 * len(deploys) + 3.5, 0.9 * len(archs) + 1.6))
-    ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(deploys)), [DEPLOYS[d].replace(", ", ",\n") for d in deploys], fontsize=9)
     ax.set_yticks(range(len(archs)), [ARCHS[a] for a in archs])
@@ -109,9 +118,7 @@ def heatmap(rows: list[dict], path: Path, title: str = "") -> None:
             colour = "grey" if np.isnan(grid[i, j]) else "white" if grid[i, j] < 0.6 else "black"
             ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9, color=colour)
     fig.colorbar(im, ax=ax, label="test success")
-    ax.set_title(title or "train harness x deploy harness (mean over seeds, 95% CI)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.set_title(title, fontsize=10)
 
 
 def aggregate(out: Path) -> list[dict]:

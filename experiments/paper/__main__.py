@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
 OWN = ("table", "tasks", "seeds", "rows", "out")
 TABLES = ("main", "mismatch")
 
@@ -41,6 +42,8 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
             own[key] = yaml.safe_load(value)
         else:
             rest.append(a)
+    if own["out"] is not None:
+        own["out"] = str(Path(own["out"]).resolve())  # the multiruns run in the repository root
     if own["table"] not in TABLES:
         raise SystemExit(f"experiments.paper: table={own['table']}; allowed: {', '.join(TABLES)}")
     own["tasks"] = own["tasks"] or (["planning"] if own["table"] == "mismatch" else
@@ -79,10 +82,17 @@ def main_commands(own: dict, rest: list[str]) -> list[list[str]]:
     return cmds
 
 
+def out_dir(own: dict, rest: list[str]) -> Path:
+    """Where the table goes: out=, else conf/paper.yaml's default runs/paper/<model> (the model=
+    override's name, tiny by default), relative to the repository as the multiruns see it."""
+    model = next((a.partition("=")[2] for a in rest if a.startswith("model=")), "tiny")
+    return Path(own["out"]) if own["out"] else ROOT / "runs" / "paper" / model
+
+
 def mismatch_commands(own: dict, rest: list[str]) -> list[list[str]]:
-    base = Path(own["out"]) / "mismatch" if own["out"] else None
+    base = out_dir(own, rest) / "mismatch"
     return [[sys.executable, "-m", "experiments.mismatch", f"exp={task}", f"seed={','.join(map(str, own['seeds']))}",
-             *([f"mismatch.out={base / task}"] if base else []), *rest] for task in own["tasks"]]
+             f"mismatch.out={base / task}", *rest] for task in own["tasks"]]
 
 
 def main(argv: list[str]) -> int:
@@ -90,9 +100,12 @@ def main(argv: list[str]) -> int:
     cmds = main_commands(own, rest) if own["table"] == "main" else mismatch_commands(own, rest)
     for cmd in cmds:
         print("[paper] " + " ".join(cmd[1:]), flush=True)
-        code = subprocess.call(cmd, cwd=Path(__file__).resolve().parents[2])
+        code = subprocess.call(cmd, cwd=ROOT)
         if code:
             return code
+    if own["table"] == "mismatch":  # the per-task results beside the paper's, in one table
+        from experiments.paper import mismatch_table
+        mismatch_table.aggregate(out_dir(own, rest))
     return 0
 
 

@@ -184,14 +184,18 @@ BEGIN, END = "<!-- experiments.paper: {} (generated; do not edit) -->", "<!-- en
 
 
 def update_readme(readme: Path, out: Path) -> None:
-    """Put `<out>`'s table_main.md and compute total into `readme` between the markers naming `out`
-    (added at the end of the file the first time): the README's results are the table's, never
-    written by hand."""
+    """Put `<out>`'s table_main.md, its compute total and, where it was run, table_mismatch.md into
+    `readme` between the markers naming `out` (added at the end of the file the first time): the
+    README's results are the tables', never written by hand."""
     readme, out = Path(readme), Path(out)
     name = str(out)
     compute = (out / "compute_main.md").read_text().strip().splitlines()[-1]
-    block = (f"{BEGIN.format(name)}\n\nFrom `{name}` (`python -m experiments.paper.table {name} --readme README.md`)."
-             f"\n\n{(out / 'table_main.md').read_text().strip()}\n\n{compute}\n\n{END.format(name)}")
+    parts = [f"From `{name}` (`python -m experiments.paper.table {name} --readme README.md`).",
+             (out / "table_main.md").read_text().strip(), compute]
+    if (out / "table_mismatch.md").exists():
+        parts += ["The train/deploy mismatch table (`table=mismatch`, `table_mismatch.md`):",
+                  (out / "table_mismatch.md").read_text().strip()]
+    block = "\n\n".join([BEGIN.format(name), *parts, END.format(name)])
     text = readme.read_text()
     begin, end = BEGIN.format(name), END.format(name)
     if begin in text:

@@ -127,7 +127,11 @@ def test_the_readme_block_is_the_table_and_is_regenerated_in_place(tmp_path):
     update_readme(readme, out)
     second = readme.read_text()
     assert "60.0%" in second and "50.0%" not in second and second.count("generated; do not edit") == 1
-    assert "hand-written text" in second
+    assert "hand-written text" in second and "mismatch" not in second
+    (out / "table_mismatch.md").write_text("| test set | trained |\n|---|---|\n| planpath (tiny analogue) | x |\n")
+    update_readme(readme, out)
+    third = readme.read_text()
+    assert "| planpath (tiny analogue) | x |" in third and third.count("generated; do not edit") == 1
 
 
 def test_a_tiny_cell_of_a_paper_task_is_labelled_an_analogue():

@@ -168,7 +168,9 @@ def run(e: EvaluateSettings) -> dict:
         print(f"[evaluate] engine=openai: at most {e.trained.model.max_new_tokens} new tokens per response "
               f"(model.max_new_tokens of model={e.trained.model.name}); a real model wants its own model group, "
               "e.g. model=qwen3_1.7b (its harness settings too), or model.max_new_tokens=<n>")
-    built = build_run(e.trained)  # the task's model is built (or found); engine=openai probes its endpoint
+    # the task's model is built (or found); engine=openai probes its endpoint. A model evaluated as it
+    # is reads only the splits evaluated (sized above): an evaluation set (aime24) has no train split
+    built = build_run(e.trained, need={} if e.served else None)
     with closing(built.engine), asyncio.Runner() as loop:  # engine=verl: its GPU stacks end here
         if e.served:
             head = record_header(e)

@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-OWN = ("table", "tasks", "seeds", "rows", "out")
+OWN = ("table", "tasks", "seeds", "rows", "out", "envs", "tests")
 TABLES = ("main", "mismatch")
 
 
@@ -34,7 +34,7 @@ def names(group: str) -> list[str]:
 
 def parse(argv: list[str]) -> tuple[dict, list[str]]:
     """(this command's own settings, the marl.train overrides), each own setting checked."""
-    own = {"table": "main", "tasks": None, "seeds": [0, 1, 2], "rows": None, "out": None}
+    own = {"table": "main", "tasks": None, "seeds": [0, 1, 2], "rows": None, "out": None, "envs": {}, "tests": {}}
     rest = []
     for a in argv:
         key, eq, value = a.partition("=")
@@ -52,6 +52,7 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
         v = own[key]
         if v is not None and (not isinstance(v, list) or not v or any(x not in allowed for x in v)):
             raise SystemExit(f"experiments.paper: {key}={v}; allowed: a non-empty list of {', '.join(allowed)}")
+    check_task_maps(own, rest)
     seeds = own["seeds"]
     if not isinstance(seeds, list) or not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0
                                                        for s in seeds):
@@ -61,6 +62,54 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
 
 def untrained(row: str) -> bool:
     return not yaml.safe_load((CONF / "row" / f"{row}.yaml").read_text())["cell"]["trained"]
+
+
+def check_task_maps(own: dict, rest: list[str]) -> None:
+    """envs= (task -> env name, or {name, options}) and tests= (task -> {env name: options}):
+    per-task data sets, checked against the tasks run and conf/env/."""
+    envs = names("env")
+    for key in ("envs", "tests"):
+        m = own[key]
+        if not isinstance(m, dict) or any(t not in own["tasks"] for t in m):
+            raise SystemExit(f"experiments.paper: {key}={m}; allowed: a mapping from tasks run "
+                             f"({', '.join(own['tasks'])}) to " + ("an env name or {name: <env>, <option>: ...}"
+                                                                   if key == "envs" else "{<env name>: {<option>: ...}}"))
+    for task, spec in own["envs"].items():
+        name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
+        if name not in envs:
+            raise SystemExit(f"experiments.paper: envs.{task}={spec}; allowed: an env name ({', '.join(envs)}) or "
+                             "{name: <env>, data_dir: ...}")
+    for task, sets in own["tests"].items():
+        bad = [n for n in (sets or {}) if n not in envs] if isinstance(sets, dict) else [sets]
+        if bad or not sets or any(v is not None and not isinstance(v, dict) for v in sets.values()):
+            raise SystemExit(f"experiments.paper: tests.{task}={sets}; allowed: {{<env name>: {{data_dir: ...}}}} with "
+                             f"env names of conf/env/ ({', '.join(envs)})")
+    if len(own["tasks"]) > 1 and any(a.startswith(("env=", "env.", "+env.")) for a in rest):
+        raise SystemExit("experiments.paper: env= applies to every task of the table; with several tasks name each "
+                         "task's env in envs={planning: planpath10, code: {name: apps, data_dir: <dir>}}")
+
+
+def hydra_value(v) -> str:
+    """`v` as a Hydra override's value (a flow mapping or list, strings quoted)."""
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(hydra_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def task_overrides(own: dict, task: str) -> list[str]:
+    """The overrides that give `task` its env (envs=) and its extra test sets (tests=)."""
+    out = []
+    spec = own["envs"].get(task)
+    if spec is not None:
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        out += [f"env={spec.pop('name')}", *(f"env.{k}={hydra_value(v)}" for k, v in spec.items())]
+    if own["tests"].get(task):
+        out.append(f"paper.tests={hydra_value(own['tests'][task])}")
+    return out
 
 
 def main_commands(own: dict, rest: list[str]) -> list[list[str]]:
@@ -74,11 +123,15 @@ def main_commands(own: dict, rest: list[str]) -> list[list[str]]:
                          "rows need engine=local or engine=verl")
     out = [f"paper.out={own['out']}"] if own["out"] else []
     cmds = []
+    # tasks without their own env or test sets share one multirun; each other task runs its own
+    plain = [t for t in own["tasks"] if not task_overrides(own, t)]
+    task_groups = ([(plain, [])] if plain else []) + [([t], task_overrides(own, t)) for t in own["tasks"]
+                                                       if t not in plain]
     for group, seeds in (([r for r in rows if untrained(r)], own["seeds"][:1]),
                          ([r for r in rows if not untrained(r)], own["seeds"])):
-        if group:
+        for tasks, extra in task_groups if group else []:
             cmds.append([sys.executable, "-m", "experiments.paper.cell", f"row={','.join(group)}",
-                         f"exp={','.join(own['tasks'])}", f"seed={','.join(map(str, seeds))}", *out, *rest])
+                         f"exp={','.join(tasks)}", f"seed={','.join(map(str, seeds))}", *out, *extra, *rest])
     return cmds
 
 

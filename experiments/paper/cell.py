@@ -8,6 +8,11 @@ reports the checkpoint selected on validation, tested in the harness it was trai
 writes `cell.json` last (its presence means the cell is done): the test success, its interval,
 and the compute it took (`compute`), beside the resolved `config.yaml` and the commit.
 
+`paper.tests` ({env name: options}, set per task by `experiments.paper tests=`) names more test
+sets of the cell's task family (e.g. livecodebench and codecontests for a code run trained on
+apps, aime24/aime25/olympiadbench for a Polaris run): the same checkpoint (or starting model) is
+tested on each in the same harness, one column of the table each (`cell.json`'s `tests`).
+
 Reruns skip finished cells, resume a killed trained cell from its last checkpoint (and an
 untrained one from its episode record), and refuse a cell directory holding another config.
 """
@@ -71,7 +76,7 @@ def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: in
         out["train_samples"] = int(sum(r.get("train/samples", 0) for r in rows))
         out["peak_rss_mb"] = max((r["system/peak_rss_mb"] for r in rows if "system/peak_rss_mb" in r), default=None)
     else:
-        recs = read_jsonl(cell / "evaluate.episodes.jsonl")[1:]
+        recs = [r for f in sorted(cell.glob("evaluate*.episodes.jsonl")) for r in read_jsonl(f)[1:]]  # every test set
         out["eval_tokens_generated"] = int(sum(r["completion_tokens"] for r in recs))
         out["train_samples"] = 0
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -80,20 +85,76 @@ def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: in
     return out
 
 
-def evaluate_untrained(c: dict, s: RunSettings, cell: Path) -> dict:
-    """The starting (or served) model on the test split in the row's harness, via marl.evaluate."""
+def evaluate_untrained(c: dict, s: RunSettings, cell: Path, n: int | None, out: str) -> dict:
+    """The starting (or served) model on the test split of c's env in the row's harness, via
+    marl.evaluate; its results, refused while any episode ended in api_error."""
     from marl import evaluate as marl_evaluate
     from marl.config import evaluate_settings
 
     ev = {k: v for k, v in c.items() if k not in ("cell", "paper")}
     results = marl_evaluate.run(evaluate_settings({**ev, "harnesses": [s.task.harness], "splits": ["test"],
-                                                   "n": s.eval.n_test, "samples": 1,
-                                                   "temperature": s.eval.temperature,
-                                                   "out": str(cell / "evaluate.json"), "overwrite": False}))
+                                                   "n": n, "samples": 1, "temperature": s.eval.temperature,
+                                                   "out": out, "overwrite": False}))
     if not results["complete"]:
-        raise RuntimeError(f"{cell}: {sum(results[h]['test']['api_error'] for h in [s.task.harness])} episodes "
-                           "ended in api_error; rerun the command to play them (the cell is not finished)")
-    return results[s.task.harness]["test"]
+        raise RuntimeError(f"{cell}: {results[s.task.harness]['test']['api_error']} episodes of {out} ended in "
+                           "api_error; rerun the command to play them (the cell is not finished)")
+    return results
+
+
+def test_envs(c: dict, s: RunSettings) -> dict[str, dict]:
+    """paper.tests as full env groups (conf/env/<name>.yaml with the options given), each checked to
+    be a task of the cell's harness family (its policies play only that family's roles) before
+    any work."""
+    from roles.base import harness_family
+
+    own = harness_family(s.task.env)
+    out = {}
+    for name, opts in (c["paper"].get("tests") or {}).items():
+        path = CONF / "env" / f"{name}.yaml"
+        if not path.exists():
+            raise ValueError(f"paper.tests.{name}: no such env; allowed: {', '.join(sorted(p.stem for p in path.parent.glob('*.yaml')))}")
+        fam = harness_family(name)
+        if fam is None or own is None or fam.name != own.name:
+            raise ValueError(f"paper.tests.{name}: not a task of {s.task.env}'s family ({own.name if own else '?'}): "
+                             "a cell's policies are tested only on tasks whose roles they play")
+        out[name] = {**OmegaConf.to_container(OmegaConf.load(path), resolve=True), **(opts or {})}
+    return out
+
+
+def starting_model(s: RunSettings) -> str | None:
+    """The directory the cell's untrained rows evaluate: model.path, or the tiny model built for the
+    cell's task (found in cache_dir); None for a generate-only engine, which loads no weights."""
+    from marl.build import model_path, task_settings
+    from marl.engine import engine_class
+
+    if not engine_class(s.engine.name).trains:
+        return s.model.path
+    task, env_kw, h_kw = task_settings(s)
+    return model_path(s, task, h_kw, env_kw)
+
+
+def run_tests(c: dict, s: RunSettings, cell: Path, trained: bool, envs: dict[str, dict]) -> dict:
+    """The cell's model on each extra test set (whole test split, the row's harness): the checkpoint
+    selected on validation (trained) or the starting model; {name: {success, n, ci95}}."""
+    from marl import evaluate as marl_evaluate
+    from marl.config import evaluate_settings
+
+    out = {}
+    for name, env in envs.items():
+        dest = str(cell / f"evaluate_{name}.json")
+        if trained:
+            base = OmegaConf.to_container(OmegaConf.load(CONF / "evaluate.yaml"))
+            results = marl_evaluate.run(evaluate_settings({
+                **base, "run": str(cell), "env": env, "harnesses": [s.task.harness], "splits": ["test"], "n": None,
+                "temperature": s.eval.temperature, "threads": s.threads, "out": dest}))
+        else:  # the starting model of the cell's own task (the tiny model is built for a task), on `env`
+            results = evaluate_untrained({**c, "env": env, "model": {**c["model"], "path": starting_model(s)}},
+                                         s, cell, n=None, out=dest)
+        if not results.get("complete", True):
+            raise RuntimeError(f"{cell}: the {name} test has api_error episodes; rerun the command to play them")
+        r = results[s.task.harness]["test"]
+        out[name] = {"success": r["success"], "n": r["n"], "ci95": r.get("ci95")}
+    return out
 
 
 def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) -> dict:
@@ -107,6 +168,7 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
         print(f"[paper] {cell}: finished before, skipped")
         return json.loads((cell / "cell.json").read_text())
     _check_same(cell, s)
+    tests = test_envs(c, s)
     attempts = 1 + sum(1 for _ in cell.glob("attempt_*"))
     cell.mkdir(parents=True, exist_ok=True)
     (cell / f"attempt_{attempts}").touch()  # counted by a resumed attempt's compute note
@@ -118,11 +180,12 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
     else:
         if not (cell / "config.yaml").exists():
             save_run_settings(s, cell)  # the exact resolved config, as marl.train writes it
-        test = evaluate_untrained(c, s, cell)
+        test = evaluate_untrained(c, s, cell, s.eval.n_test, str(cell / "evaluate.json"))[s.task.harness]["test"]
+    more = run_tests(c, s, cell, spec["trained"], tests)
     wall = time.perf_counter() - t0
     result = {"row": spec["row"], "label": spec["label"], "trained": spec["trained"], "task": c["paper"]["task"],
               "env": s.task.env, "model": s.model.name, "seed": s.seed, "harness": s.task.harness,
-              "success": test["success"], "n": test["n"], "ci95": test.get("ci95"),
+              "success": test["success"], "n": test["n"], "ci95": test.get("ci95"), "tests": more,
               "compute": compute(s, cell, wall, spec["trained"], attempts)}
     write_json(cell / "cell.json", result)  # written last: its presence means the cell is complete
     return result

@@ -45,11 +45,22 @@ def column_label(env: str, col: str | None, model: str) -> str:
     return f"{env} (tiny analogue)" if model == "tiny" else env
 
 
+def tested(c: dict) -> list[dict]:
+    """One result per test set a cell was tested on: its own env's, then paper.tests' (`tests`), each
+    {env, seed, success, n, model, compute (None for the extra sets: the cell's compute counts once)}."""
+    own = {"env": c["env"], "trained_on": c["env"], "seed": c["seed"], "success": c["success"], "n": c["n"],
+           "model": c["model"], "compute": c["compute"]}
+    return [own] + [{**own, "env": env, "success": r["success"], "n": r["n"], "compute": None}
+                    for env, r in (c.get("tests") or {}).items()]
+
+
 def table(cells: list[dict]) -> list[dict]:
-    """One row per (row, column): our mean and interval over seeds, the paper's value if comparable."""
+    """One row per (row, column): our mean and interval over seeds, the paper's value if comparable.
+    A column is a test set: a cell's own env, or one of its extra test sets."""
     by: dict[tuple[str, str], list[dict]] = {}
     for c in cells:
-        by.setdefault((c["row"], c["env"]), []).append(c)
+        for r in tested(c):
+            by.setdefault((c["row"], r["env"]), []).append(r)
     out = []
     for (row, env), cs in by.items():
         cs = sorted(cs, key=lambda c: c["seed"])
@@ -57,13 +68,15 @@ def table(cells: list[dict]) -> list[dict]:
         col, model = paper_column(env), cs[0]["model"]
         paper = PAPER["main"].get(model, {}).get(row, {}).get(col) if col else None
         disputed = {"model": model, "row": row, "column": col} in PAPER["main"]["disputed"]
-        out.append({"row": row, "label": LABELS.get(row, row), "env": env, "model": model,
-                    "column": column_label(env, col, model),
+        computes = [c["compute"] for c in cs if c["compute"]]
+        out.append({"row": row, "label": LABELS.get(row, row), "env": env, "trained_on": cs[0]["trained_on"],
+                    "model": model, "column": column_label(env, col, model),
                     "mean": s["mean"], "ci_lo": s["ci_lo"], "ci_hi": s["ci_hi"], "seeds": s["seeds"],
                     "per_seed": " ".join(f"{c['success']:.2f}" for c in cs),
                     "paper": paper / 100 if paper is not None else None, "paper_disputed": disputed,
-                    "wall_s": sum(c["compute"]["wall_s"] for c in cs),
-                    "device_hours": sum(c["compute"]["device_hours"] for c in cs), "device": cs[0]["compute"]["device"]})
+                    "wall_s": sum(m["wall_s"] for m in computes),
+                    "device_hours": sum(m["device_hours"] for m in computes),
+                    "device": computes[0]["device"] if computes else ""})
     order = {r: i for i, r in enumerate(ROWS)}
     return sorted(out, key=lambda r: (order.get(r["row"], 99), r["env"]))
 

@@ -149,3 +149,66 @@ def test_the_figure_draws_a_cell_solved_every_time(tmp_path):
     assert rows[1]["ci_hi"] <= 1.0 and rows[1]["mean"] == 1.0
     figure(rows, tmp_path / "t.png")  # a Wilson bound a rounding error below 1.0 used to fail matplotlib
     assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_each_task_gets_its_own_env_and_test_sets_in_its_own_multirun():
+    own, rest = paper.parse(["tasks=[planning,sudoku,code]", "seeds=[0]", "rows=[mas,mas_per_role]",
+                             "envs={planning: planpath10, code: {name: apps, data_dir: /d/apps}}",
+                             "tests={code: {livecodebench: {data_dir: /d/lcb}, codecontests: {data_dir: /d/cc}}}"])
+    cmds = [c[3:] for c in paper.main_commands(own, rest)]
+    assert cmds == [
+        ["row=mas", "exp=sudoku", "seed=0"],
+        ["row=mas", "exp=planning", "seed=0", "env=planpath10"],
+        ["row=mas", "exp=code", "seed=0", "env=apps", "env.data_dir='/d/apps'",
+         "paper.tests={livecodebench:{data_dir:'/d/lcb'},codecontests:{data_dir:'/d/cc'}}"],
+        ["row=mas_per_role", "exp=sudoku", "seed=0"],
+        ["row=mas_per_role", "exp=planning", "seed=0", "env=planpath10"],
+        ["row=mas_per_role", "exp=code", "seed=0", "env=apps", "env.data_dir='/d/apps'",
+         "paper.tests={livecodebench:{data_dir:'/d/lcb'},codecontests:{data_dir:'/d/cc'}}"]]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["tasks=[planning,sudoku]", "env=planpath10"], r"env= applies to every task of the table; with several tasks"),
+    (["envs={math: polaris}"], r"envs=\{'math': 'polaris'\}; allowed: a mapping from tasks run \(planning\)"),
+    (["tasks=[code]", "envs={code: apss}"], r"envs.code=apss; allowed: an env name \(aime24, aime25, apps,"),
+    (["tasks=[math]", "tests={math: [aime24]}"], r"tests.math=\['aime24'\]; allowed: \{<env name>: \{data_dir"),
+    (["tasks=[math]", "tests={math: {aime2024: {data_dir: x}}}"], r"tests.math=.*allowed"),
+])
+def test_per_task_envs_and_tests_are_refused_naming_what_is_allowed(argv, msg):
+    argv = argv if any(a.startswith("tasks=") for a in argv) else ["tasks=[planning]", *argv]
+    with pytest.raises(SystemExit, match=msg):
+        paper.parse(argv)
+
+
+def test_each_extra_test_set_is_a_column_of_its_own():
+    polaris = {**cell("mas_per_role", "polaris", 0, 0.5), "tests": {"aime24": {"success": 0.2, "n": 30},
+                                                                    "olympiadbench": {"success": 0.4, "n": 675}}}
+    rows = {r["column"]: r for r in table([polaris, {**polaris, "seed": 1, "tests": {"aime24": {"success": 0.3, "n": 30}}}])}
+    assert set(rows) == {"polaris", "AIME24", "OlympiadBench"}
+    assert rows["AIME24"]["per_seed"] == "0.20 0.30" and rows["AIME24"]["paper"] == pytest.approx(0.133)
+    assert rows["OlympiadBench"]["seeds"] == 1 and rows["AIME24"]["trained_on"] == "polaris"
+    assert rows["polaris"]["wall_s"] == 20.0 and rows["AIME24"]["wall_s"] == 0  # a cell's compute counts once
+
+
+@pytest.mark.e2e
+def test_a_cell_is_tested_on_its_extra_test_sets(tmp_path):
+    from eval_sets import maths_files
+
+    small = ["logger=none", "model.sft.steps=30", "model.sft.instances=300", "train.steps=2", "train.problems_per_step=3",
+             "train.eval_every=2", "eval.n_val=4", "eval.n_test=4", "algo.k=2", "threads=1",
+             f"cache_dir={tmp_path / 'cache'}"]
+    a24, a25 = maths_files(tmp_path / "a24", 3), maths_files(tmp_path / "a25", 2)
+    cmd = [sys.executable, "-m", "experiments.paper", "tasks=[math]", "seeds=[0]", "rows=[mas,mas_shared]",
+           f"out={tmp_path / 'out'}", f"tests={{math: {{aime24: {{data_dir: {a24}}}, aime25: {{data_dir: {a25}}}}}}}",
+           *small]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for row in ("mas", "mas_shared"):
+        c = json.loads((tmp_path / f"out/cells/{row}/math/seed0/cell.json").read_text())
+        assert {k: v["n"] for k, v in c["tests"].items()} == {"aime24": 3, "aime25": 2}
+        assert (tmp_path / f"out/cells/{row}/math/seed0/evaluate_aime24.episodes.jsonl").exists()
+    md = (tmp_path / "out/table_main.md").read_text()
+    assert "aime24 (tiny analogue)" in md and "aime25 (tiny analogue)" in md and "math (tiny analogue)" in md
+    bad = subprocess.run([*cmd[:4], "rows=[mas]", f"out={tmp_path / 'bad'}", "tests={math: {sudoku: {}}}", *small],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "paper.tests.sudoku: not a task of math's family" in bad.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_sets import maths_files
 from hydra import compose, initialize_config_dir
 
 from marl.config import evaluate_settings, run_settings, save_run_settings
@@ -102,15 +103,6 @@ def cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "marl.evaluate", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def maths_files(d: Path, n: int = 2) -> Path:
-    """An AIME-shaped data set of n problems (rows {id, problem, answer}, as math-ai/aime25 has them)."""
-    d.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": i, "problem": f"Compute $2^{{{i + 3}}}$ modulo $1000$.", "answer": str(2 ** (i + 3) % 1000)}
-            for i in range(n)]
-    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return d
 
 
 def lcb_files(d: Path) -> Path:

@@ -132,6 +132,7 @@ def test_every_exp_composes_into_a_valid_config_with_every_model(exp, tmp_path):
                 make_harness(task, h, **h_kw)  # every harness builds
 
 
+@pytest.mark.e2e  # trains on from the shared run
 def test_resume_continues_from_checkpoint(tmp_path, trained_run):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run(cfg_for(tmp_path)), run_dir)
@@ -287,7 +288,8 @@ def test_settings_name_the_bad_value_and_what_is_allowed(override, msg):
         run_settings(cfg)
 
 
-@pytest.mark.parametrize("policy", ["per_role", pytest.param("lora", marks=pytest.mark.e2e)])
+@pytest.mark.e2e  # trains a per-role run of its own
+@pytest.mark.parametrize("policy", ["per_role", "lora"])
 def test_evaluate_swaps_per_role_policies_and_writes_results(tmp_path, policy, trained_run):
     from marl import evaluate
 

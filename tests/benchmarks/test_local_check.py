@@ -31,6 +31,7 @@ def status_lines(out: str) -> dict[str, str]:
     return {line[6:40].strip(): line[:4] for line in out.splitlines() if line[:4] in ("PASS", "FAIL")}
 
 
+@pytest.mark.e2e  # a rollout and an update on the CPU
 def test_the_small_check_passes_without_verl_and_writes_its_json(tmp_path):
     out = tmp_path / "check.json"
     p = run_check("--small", "--out", str(out), verl=False)

@@ -80,6 +80,7 @@ def test_a_run_without_warm_start_evaluation_resumes_from_step_0(tmp_path, monke
     same_run(tmp_path / "whole", tmp_path / "killed")
 
 
+@pytest.mark.e2e  # trains on from the shared run
 def test_a_resume_continues_in_the_runs_own_directory(tmp_path, trained_run):
     """Before, `resume=<run>` with another directory (Hydra's default hydra.run.dir) trained
     there: no `best`, no warm start, the final weights tested under another `selected_step`."""

@@ -201,6 +201,7 @@ def test_devices_per_node_default_to_a_node_of_gpus_or_one_cpu_worker_per_policy
         VerlSettings(n_gpus_per_node=0)
 
 
+@pytest.mark.e2e  # the command in a subprocess; the refusal itself: test_refused_without_gpus_before_anything_is_built
 def test_train_command_refuses_engine_verl_without_gpus(tmp_path):
     import os
     out = subprocess.run([sys.executable, "-m", "marl.train", "+exp=planning", "engine=verl", "logger=none",

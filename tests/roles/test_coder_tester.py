@@ -129,6 +129,7 @@ def test_the_testers_k_candidates_are_scored_on_their_own_copies():
     assert len({s.group_id for s in tester}) == 1
 
 
+@pytest.mark.e2e  # the attack suite's programs in the sandbox
 def test_a_rollout_with_attack_programs_among_the_candidates_completes():
     """Every attack of sandbox/attacks.py as a coder candidate: contained, scored zero, the episode
     goes on (fields the attacks aim at are filled with harmless values)."""

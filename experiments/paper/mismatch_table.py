@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from experiments.mismatch import aggregate as mm
-from experiments.paper.table import PAPER, column_label, paper_column
+from experiments.paper.table import PAPER, column_label, paper_column, verdict_lines
 from marl import runs
 from marl.io import atomic_write_text
 
@@ -94,11 +94,7 @@ def markdown(rows: list[dict], pats: list[dict]) -> str:
                      f"{r['mean']:.1%} [{r['ci_lo']:.0%}, {r['ci_hi']:.0%}] ({r['per_seed']}) | {_paper_text(r['paper'])} |")
     lines += ["", f"Test success; the paper's value ({PAPER['mismatch']['source']}) only where the model and test "
               "set are the paper's. A range is the paper's across its runs.", "",
-              "| the paper's conclusion | holds on ours |", "|---|---|"]
-    for p in pats:
-        verdict = (f"{p['holds']} of {p['tasks']} tasks" + (f" (not on {', '.join(p['fails_on'])})" if p["fails_on"] else "")
-                   if p["tasks"] else "not testable: a cell it needs was not run")
-        lines.append(f"| {p['claim']} | {verdict} |")
+              *verdict_lines(pats, "the paper's conclusion", "a cell it needs was not run")]
     return "\n".join(lines) + "\n"
 
 

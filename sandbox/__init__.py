@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from sandbox import seccomp
 from sandbox.bwrap import ENV, SandboxUnavailable, command, uid_pool
 from sandbox.driver import encode
 
@@ -101,12 +102,19 @@ class Session:
         self._first = True
         self._dead: str | None = None
         try:
-            self.proc = subprocess.Popen(command(DRIVER, limits.file_mb), stdin=subprocess.PIPE,
+            filter_fd = seccomp.pipe_fd()
+        except seccomp.FilterUnavailable as e:
+            self._release()
+            raise SandboxUnavailable(str(e)) from e
+        try:
+            self.proc = subprocess.Popen(command(DRIVER, limits.file_mb, filter_fd), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._err, env=dict(ENV),
-                                         start_new_session=True)
+                                         start_new_session=True, pass_fds=(filter_fd,))
         except OSError as e:
             self._release()
             raise SandboxUnavailable(f"could not start bwrap: {e}") from e
+        finally:
+            os.close(filter_fd)  # bwrap holds its own copy
         self._send({"code": code, "mode": mode, "fn": fn, "uid": self.uid, "limits": asdict(limits)})
 
     def run(self, stdin: str = "", args: tuple = ()) -> Result:
@@ -224,7 +232,12 @@ def _probe() -> str:
     except SandboxUnavailable as e:
         return str(e)
     if r.ok and r.out.strip() == "42":
-        return ""
+        # the filter holds: a user namespace (the first step of most escapes) is refused
+        ns = run_program("import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                         "print(libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))", Limits(timeout_s=5.0))
+        if ns.ok and ns.out.split() == ["-1", "EPERM"]:
+            return ""
+        return f"the seccomp filter is not in force (unshare(CLONE_NEWUSER) gave {ns.status}: {(ns.out + ns.err).strip()})"
     hint = ("" if os.geteuid() == 0 else "; as an ordinary user bwrap needs unprivileged user namespaces "
             "(sysctl kernel.unprivileged_userns_clone=1, and on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0)")
     return f"the sandbox could not run a test program ({r.status}: {r.err or r.out}){hint}"

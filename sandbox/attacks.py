@@ -185,6 +185,59 @@ ATTACKS = [
 ]
 
 
+# Raw system calls by number (x86_64), each line "<what> <errno name>" or "<what> ALLOWED": the
+# seccomp filter's (sandbox/seccomp.py) answer is EPERM (clone3: ENOSYS); any other answer means
+# the call reached the kernel. A call that succeeds as clone forks: that child leaves at once.
+SYSCALLS = (
+    "import ctypes, errno, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "def call(what, nr, *args):\n"
+    "    ctypes.set_errno(0)\n"
+    "    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])\n"
+    "    if r == 0 and what.startswith('clone'): os._exit(0)\n"
+    "    print(what, 'ALLOWED' if r >= 0 else errno.errorcode.get(ctypes.get_errno(), '?'), flush=True)\n"
+    "zero = ctypes.create_string_buffer(256)\nbuf = ctypes.addressof(zero)\n")
+
+
+def _refused(*expected: str) -> Callable:
+    """Contained: the program printed exactly `expected` calls, each refused by the filter."""
+    def check(r: Result, p: Probe, comm: str) -> str:
+        got = dict(line.rsplit(" ", 1) for line in r.out.splitlines() if " " in line)
+        wrong = [f"{w}: {got.get(w, 'not reached')}" for w in expected
+                 if got.get(w) != ("ENOSYS" if w.startswith("clone3") else "EPERM")]
+        return "reached the kernel: " + ", ".join(wrong) if wrong else ""
+    return check
+
+
+SYSCALL_ATTACKS = [
+    Attack("a namespace from inside (unshare, clone, setns)",
+           SYSCALLS + "call('unshare user', 272, 0x10000000)\ncall('unshare mount', 272, 0x20000)\n"
+           "call('unshare net', 272, 0x40000000)\ncall('clone user', 56, 0x10000000 | 17, 0, 0, 0, 0)\n"
+           "call('clone pid', 56, 0x20000000 | 17, 0, 0, 0, 0)\ncall('clone3', 435, buf, 88)\n"
+           "call('setns', 308, os.open('/proc/self/ns/net', os.O_RDONLY), 0)",
+           _refused("unshare user", "unshare mount", "unshare net", "clone user", "clone pid", "clone3", "setns")),
+    Attack("trace or read another process",
+           SYSCALLS + "call('ptrace traceme', 101, 0, 0, 0, 0)\ncall('ptrace attach parent', 101, 16, os.getppid(), 0, 0)\n"
+           "call('process_vm_readv', 310, os.getpid(), buf, 0, buf, 0, 0)\n"
+           "call('process_vm_writev', 311, os.getpid(), buf, 0, buf, 0, 0)",
+           _refused("ptrace traceme", "ptrace attach parent", "process_vm_readv", "process_vm_writev")),
+    Attack("the kernel's attack surface (bpf, perf, keyrings, userfaultfd, io_uring)",
+           SYSCALLS + "call('bpf', 321, 0, buf, 48)\ncall('perf_event_open', 298, buf, 0, -1, -1, 0)\n"
+           "call('keyctl', 250, 0, -3, 0)\ncall('add_key', 248, buf, buf, 0, 0, -3)\n"
+           "call('request_key', 249, buf, buf, 0, -3)\ncall('userfaultfd', 323, 0)\n"
+           "call('io_uring_setup', 425, 1, buf)",
+           _refused("bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd", "io_uring_setup")),
+    Attack("mount, modules, kexec, reboot, swap",
+           SYSCALLS + "call('mount', 165, buf, buf, buf, 0, 0)\ncall('umount2', 166, buf, 0)\n"
+           "call('pivot_root', 155, buf, buf)\ncall('fsopen', 430, buf, 0)\ncall('open_tree', 428, -100, buf, 0)\n"
+           "call('init_module', 175, buf, 0, buf)\ncall('finit_module', 313, -1, buf, 0)\n"
+           "call('kexec_load', 246, 0, 0, 0, 0)\ncall('reboot', 169, 0, 0, 0, 0)\ncall('swapon', 167, buf, 0)\n"
+           "call('acct', 163, 0)\ncall('open_by_handle_at', 304, -1, buf, 0)",
+           _refused("mount", "umount2", "pivot_root", "fsopen", "open_tree", "init_module", "finit_module",
+                    "kexec_load", "reboot", "swapon", "acct", "open_by_handle_at")),
+]
+ATTACKS += SYSCALL_ATTACKS
+
+
 def run_attack(a: Attack, probe: Probe, limits: Limits = LIMITS) -> tuple[Result, str, float]:
     """(result, "" if contained else why not, seconds until the run was over and none of its
     processes was left)."""

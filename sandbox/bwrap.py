@@ -4,7 +4,9 @@
 sandbox gets its own pid, network, IPC, UTS and mount namespaces, a root holding only read-only
 binds of /usr (with /bin, /lib, /lib64, /sbin as on the host) and the Python interpreter's prefix,
 a fresh /proc and /dev, size-capped tmpfs /work (the empty working directory) and /tmp, an
-environment of PATH, HOME and LANG only, and dies with its parent.
+environment of PATH, HOME and LANG only, and dies with its parent. Its first process and all
+that follow run under the seccomp filter of sandbox/seccomp.py (no namespaces, mounts, ptrace,
+bpf, keyrings, io_uring ...).
 
 Run as root, a user namespace would not help: its uid maps to root outside, so a program could read
 any host file it can see. As root, bwrap runs without one and keeps only CAP_SETUID, CAP_SETGID and
@@ -56,8 +58,9 @@ def _dirs_above(path: str) -> list[str]:
     return ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
 
 
-def command(driver: str, work_mb: int) -> list[str]:
-    """argv of one sandbox running `python -I -c driver`."""
+def command(driver: str, work_mb: int, seccomp_fd: int) -> list[str]:
+    """argv of one sandbox running `python -I -c driver` under the seccomp filter bwrap reads from
+    `seccomp_fd` (sandbox.seccomp; the caller passes the descriptor on)."""
     exe, prefix = interpreter()
     root = os.geteuid() == 0
     argv = [bwrap_path(), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -81,9 +84,10 @@ def command(driver: str, work_mb: int) -> list[str]:
         argv += ["--ro-bind", prefix, prefix]
     size = str(work_mb << 20)
     argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",  # multiprocessing's semaphores
              "--perms", "1777", "--size", size, "--tmpfs", "/work",
              "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
-             "--chdir", "/work", exe, "-I", "-c", driver]
+             "--chdir", "/work", "--seccomp", str(seccomp_fd), exe, "-I", "-c", driver]
     return argv
 
 

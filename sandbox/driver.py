@@ -66,6 +66,16 @@ def decode(j):
     return j
 
 
+def main_namespace():
+    """In a child, before program code: a fresh module as `__main__`, whose namespace the program
+    runs in, so what it defines is found where pickle looks (multiprocessing sends a program's
+    functions by reference to `__main__`)."""
+    import types
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    return main.__dict__
+
+
 def limit_and_drop(limits, uid):
     """In a fresh child: the rlimits, then (when root) the unprivileged uid. Runs before any program code."""
     cpu = int(limits["timeout_s"]) + 1
@@ -239,7 +249,7 @@ class Caller:
         req_r, ans_w = self.req_r, self.ans_w
 
         def serve():
-            g = {"__name__": "__main__"}
+            g = main_namespace()
             exec(compile(code, "<program>", "exec"), g)
             if "." in fn:  # "Class.method": LeetCode-style `class Solution`, called on a fresh instance
                 cls, method = fn.split(".", 1)
@@ -307,7 +317,7 @@ def run_stdin(setup, text):
     code = setup["code"]
 
     def body():
-        exec(compile(code, "<program>", "exec"), {"__name__": "__main__"})
+        exec(compile(code, "<program>", "exec"), main_namespace())
 
     fd = memfd_with(text)
     t0 = time.monotonic()

@@ -46,7 +46,9 @@ def _unsandboxed(code: str, stdin: str, out: Path) -> Result:
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", ["write outside the work directory", "read a canary file outside it",
                                   "connect to a loopback listener", "read the trainer's environment",
-                                  "a setsid() child outliving the timeout"])
+                                  "a setsid() child outliving the timeout",
+                                  "a namespace from inside (unshare, clone, setns)",
+                                  "the kernel's attack surface (bpf, perf, keyrings, userfaultfd, io_uring)"])
 def test_checks_detect_an_escape(name, probe, tmp_path):
     a = BY_NAME[name]
     comm = "marl-esc" + str(os.getpid() % 1000)

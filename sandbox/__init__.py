@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from sandbox import seccomp
+from sandbox import cgroup, seccomp
 from sandbox.bwrap import ENV, SandboxUnavailable, command, uid_pool
 from sandbox.driver import encode
 
@@ -54,11 +54,14 @@ def parse_python(code: str) -> ast.Module:
         return ast.parse(code)
 
 
+FALLBACK_PROCESSES = 8  # without a cgroup: tasks per program, each with memory_mb / 8 of address space
+
+
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 2.0          # wall clock per job; the CPU limit is its whole seconds + 1
-    memory_mb: int = 512            # address space of the program's process
-    processes: int = 32             # processes and threads of the sandbox uid (root) / the user (otherwise)
+    memory_mb: int = 512            # the program's memory, all its processes together (sandbox/cgroup.py)
+    processes: int = 32             # its processes and threads together
     open_files: int = 64
     file_mb: int = 16               # largest file written; also the size of /work and of /tmp
     output_bytes: int = 1 << 16     # stdout (or a call's result) kept per job; more is `output_limit`
@@ -67,6 +70,17 @@ class Limits:
         if self.timeout_s <= 0 or min(self.memory_mb, self.processes, self.open_files, self.file_mb,
                                       self.output_bytes) < 1:
             raise ValueError(f"sandbox limits must be positive, got {self}")
+
+    def caps(self, cgroup: bool) -> dict:
+        """The driver's per-process caps. With a cgroup holding the program's total (memory_mb,
+        processes), a process may take all of it. Without one, rlimits count per process, so the
+        budget is split: at most FALLBACK_PROCESSES tasks (threads count: RLIMIT_NPROC), each with
+        memory_mb / that many of address space, so processes x address space <= memory_mb (the
+        defaults: 8 tasks of 64 MB; Python itself needs about 18 MB)."""
+        if cgroup:
+            return {"address_mb": self.memory_mb, "processes": self.processes}
+        n = min(self.processes, FALLBACK_PROCESSES)
+        return {"address_mb": max(1, self.memory_mb // n), "processes": n}
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,7 @@ class Session:
             raise ValueError("mode 'call' needs the function's name (fn)")
         self.mode, self.limits = mode, limits
         self.uid = uid_pool().get() if os.geteuid() == 0 else os.geteuid()
+        self.budget = None
         self._err = tempfile.TemporaryFile()
         self._buf = b""
         self._first = True
@@ -107,7 +122,14 @@ class Session:
             self._release()
             raise SandboxUnavailable(str(e)) from e
         try:
-            self.proc = subprocess.Popen(command(DRIVER, limits.file_mb, filter_fd), stdin=subprocess.PIPE,
+            self.budget = cgroup.make(limits.memory_mb, limits.processes)  # None: no cgroups here
+        except OSError as e:
+            os.close(filter_fd)
+            self._release()
+            raise SandboxUnavailable(f"could not make the sandbox's cgroup: {e}") from e
+        argv = command(DRIVER, limits.file_mb, filter_fd)
+        try:
+            self.proc = subprocess.Popen(self.budget.join_argv(argv) if self.budget else argv, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._err, env=dict(ENV),
                                          start_new_session=True, pass_fds=(filter_fd,))
         except OSError as e:
@@ -115,11 +137,20 @@ class Session:
             raise SandboxUnavailable(f"could not start bwrap: {e}") from e
         finally:
             os.close(filter_fd)  # bwrap holds its own copy
-        self._send({"code": code, "mode": mode, "fn": fn, "uid": self.uid, "limits": asdict(limits)})
+        self._send({"code": code, "mode": mode, "fn": fn, "uid": self.uid,
+                    "limits": {**asdict(limits), **limits.caps(self.budget is not None)}})
 
     def run(self, stdin: str = "", args: tuple = ()) -> Result:
         if self._dead:
             return Result("error", err=self._dead)
+        kills = self.budget.oom_kills() if self.budget else 0
+        r = self._job(stdin, args)
+        if self.budget and r.status in ("error", "timeout") and self.budget.oom_kills() > kills:
+            return Result("memory", r.out, "over the program's memory budget (memory_mb, all its processes): "
+                          "killed by the kernel", r.seconds)
+        return r
+
+    def _job(self, stdin: str, args: tuple) -> Result:
         t0 = time.monotonic()
         job = {"args": encode(tuple(args))} if self.mode == "call" else {"stdin": stdin}
         if not self._send(job):
@@ -195,6 +226,9 @@ class Session:
         self._release()
 
     def _release(self) -> None:
+        if self.budget is not None:
+            self.budget.close()  # after bwrap: kills what is left, removes the cgroup
+            self.budget = None
         if self.uid is not None and os.geteuid() == 0:
             uid_pool().put(self.uid)
         self.uid = None

@@ -172,7 +172,7 @@ ATTACKS = [
            _status("error", "timeout", "memory")),
     Attack("SystemExit(0) before any output", "raise SystemExit(0)\nprint('{secret}')", _not_a_pass),
     Attack("threads that ignore signals",
-           MARK + "import signal, threading\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, range(1, 32))\n"
+           MARK + "import signal, threading\nthreading.stack_size(1 << 18)  # small stacks fit any memory cap\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, range(1, 32))\n"
            "    while True: pass\nfor _ in range(4): threading.Thread(target=spin).start()\nspin()",
            _status("timeout")),
     Attack("look for the expected output",
@@ -184,6 +184,23 @@ ATTACKS = [
            "print(found[0] if found else 'nothing')", _not_a_pass, stdin="a question whose answer only the trainer holds"),
 ]
 
+
+def _held_within_budget(r: Result, p: Probe, comm: str) -> str:
+    """Contained: the children never held more than the budget at once (each reports once it holds
+    its memory, then keeps it)."""
+    held = max([int(line.split()[1]) for line in r.out.splitlines() if line.startswith("held ")], default=0)
+    return f"its processes held {held} MB at once, over the {LIMITS.memory_mb} MB budget" if held > LIMITS.memory_mb \
+        else _none_left(r, p, comm)
+
+
+# Twelve children of 200 MB each, every one under the per-process cap: only a budget over all the
+# program's processes stops them (sandbox/cgroup.py; rlimit shares where no cgroup can be made).
+FAN_OUT = (MARK + "import os, time\nr, w = os.pipe()\nfor i in range(12):\n    if os.fork() == 0:\n"
+           "        os.close(r)\n        try:\n            x = bytearray(200 << 20)\n"
+           "            for j in range(0, len(x), 4096): x[j] = 1\n            os.write(w, b'x')\n"
+           "        except MemoryError: pass\n        time.sleep(5)\n        os._exit(0)\n"
+           "os.close(w)\nheld = 0\nwhile os.read(r, 1):\n    held += 200\n    print('held', held, flush=True)\n")
+ATTACKS.append(Attack("memory fan-out over child processes", FAN_OUT, _held_within_budget))
 
 # Raw system calls by number (x86_64), each line "<what> <errno name>" or "<what> ALLOWED": the
 # seccomp filter's (sandbox/seccomp.py) answer is EPERM (clone3: ENOSYS); any other answer means

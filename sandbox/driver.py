@@ -77,9 +77,18 @@ def main_namespace():
 
 
 def limit_and_drop(limits, uid):
-    """In a fresh child: the rlimits, then (when root) the unprivileged uid. Runs before any program code."""
+    """In a fresh child: the rlimits, then (when root) the unprivileged uid. Runs before any program
+    code. `address_mb` and `processes` are the parent's per-process caps (sandbox.Limits.caps): the
+    whole budget per process where a cgroup holds the program's total, a share of it where none
+    does. Program processes volunteer as the OOM killer's first victims (oom_score_adj 1000):
+    never the driver, never the trainer (where /proc lets them: not in a user namespace)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
     cpu = int(limits["timeout_s"]) + 1
-    for lim, v in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, limits["memory_mb"] << 20),
+    for lim, v in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, limits["address_mb"] << 20),
                    (resource.RLIMIT_NPROC, limits["processes"]), (resource.RLIMIT_NOFILE, limits["open_files"]),
                    (resource.RLIMIT_FSIZE, limits["file_mb"] << 20), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(lim, (v, v))

@@ -1,0 +1,52 @@
+"""One memory budget per program, over all its processes (sandbox/cgroup.py), and the per-process
+shares where no cgroup can be made."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import sandbox
+from sandbox import Limits, Session, cgroup
+from sandbox.attacks import FAN_OUT
+
+# 12 children x 200 MB, each under the per-process cap; the budget is 256 MB for all of them
+FAN = FAN_OUT.format(comm="marl-fan-test")
+needs_cgroup = pytest.mark.skipif(cgroup.layout() is None, reason="this process cannot make cgroups (not root, "
+                                  "or no memory and pids controllers): the per-process shares apply instead")
+
+
+def held(r) -> int:
+    return max([int(x.split()[1]) for x in r.out.splitlines() if x.startswith("held ")], default=0)
+
+
+@needs_cgroup
+def test_the_programs_processes_share_one_budget_and_a_neighbour_is_unaffected():
+    benign = {}
+    s = Session(FAN, limits=Limits(timeout_s=2.0, memory_mb=256))
+    dirs = list(s.budget.dirs)
+    assert all(d.is_dir() for d in dirs)
+    t = threading.Thread(target=lambda: benign.update(r=sandbox.run_program("print(6 * 7)", Limits(timeout_s=5.0))))
+    t.start()
+    r = s.run()
+    peak, kills = s.budget.peak_mb(), s.budget.oom_kills()
+    s.close()
+    t.join()
+    assert r.status == "memory" and "over the program's memory budget" in r.err, r
+    assert held(r) <= 256 and kills >= 1
+    assert peak <= 256  # the cgroup's own high-water mark: every process of the sandbox, driver included
+    assert benign["r"].status == "ok" and benign["r"].out == "42\n"
+    assert not any(d.exists() for d in dirs)  # removed with the session
+
+
+def test_without_a_cgroup_the_budget_is_split_over_the_processes(monkeypatch):
+    assert Limits().caps(cgroup=True) == {"address_mb": 512, "processes": 32}
+    assert Limits().caps(cgroup=False) == {"address_mb": 64, "processes": 8}
+    assert Limits(memory_mb=256, processes=4).caps(cgroup=False) == {"address_mb": 64, "processes": 4}
+    monkeypatch.setattr(cgroup, "layout", lambda: None)
+    r = sandbox.run_program(FAN, Limits(timeout_s=2.0, memory_mb=256))
+    assert held(r) == 0, r  # no child could fill 200 MB within its 32 MB share
+    threads = ("import threading\nts = [threading.Thread(target=sum, args=(range(10 ** 5),)) for _ in range(4)]\n"
+               "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(bytearray(20 << 20)))")
+    r = sandbox.run_program(threads, Limits(timeout_s=5.0))  # threads and 20 MB fit the 64 MB share
+    assert r.status == "ok" and r.out == f"{20 << 20}\n", r

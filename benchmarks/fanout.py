@@ -1,7 +1,7 @@
 """The memory fan-out attack: how much memory one sandboxed program's processes hold at once.
 
     python benchmarks/fanout.py [--reps 3] [--children 12] [--child-mb 200] [--memory-mb 256]
-    PYTHONPATH=<another checkout> python benchmarks/fanout.py     # the same with that checkout's sandbox
+    PYTHONPATH=<another checkout> python benchmarks/fanout.py --save-as fanout_before   # that checkout's sandbox
 
 The program forks `--children` children that each fill `--child-mb` (under the per-process cap)
 and hold it; `--memory-mb` is the sandbox's memory limit. A sampler outside sums the proportional
@@ -24,12 +24,19 @@ from common import median, save, table  # noqa: E402
 import sandbox  # noqa: E402
 from sandbox import Limits  # noqa: E402
 
-CHILD = ("import ctypes, os, time\nctypes.CDLL(None).prctl(15, b'{comm}', 0, 0, 0)\nr, w = os.pipe()\n"
-         "for i in range({children}):\n    if os.fork() == 0:\n        os.close(r)\n        try:\n"
-         "            x = bytearray({mb} << 20)\n            for j in range(0, len(x), 4096): x[j] = 1\n"
-         "            os.write(w, b'x')\n        except MemoryError: pass\n        time.sleep(5)\n        os._exit(0)\n"
-         "os.close(w)\nheld = 0\nwhile os.read(r, 1):\n    held += {mb}\n    print('held', held, flush=True)\n")
 
+def _attacks():
+    """This checkout's sandbox/attacks.py, whichever checkout `sandbox` came from (PYTHONPATH):
+    the same attack program measures an older sandbox."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("attacks_here", Path(__file__).resolve().parents[1] / "sandbox" / "attacks.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fan_out = _attacks().fan_out
 
 def pss_mb(comm: str) -> float:
     """Summed Pss of the live processes named `comm`."""
@@ -48,7 +55,7 @@ def pss_mb(comm: str) -> float:
 
 def one(children: int, child_mb: int, memory_mb: int) -> dict:
     comm = "marl-fan" + secrets.token_hex(2)
-    code = CHILD.format(comm=comm, children=children, mb=child_mb)
+    code = fan_out(children, child_mb).format(comm=comm)
     peak, done = [0.0], threading.Event()
 
     def sample():
@@ -84,6 +91,7 @@ def main():
     ap.add_argument("--children", type=int, default=12)
     ap.add_argument("--child-mb", type=int, default=200)
     ap.add_argument("--memory-mb", type=int, default=256)
+    ap.add_argument("--save-as", default="fanout", help="results/<name>.json (e.g. fanout_before for another checkout)")
     args = ap.parse_args()
     sandbox.check_available()
     runs = [one(args.children, args.child_mb, args.memory_mb) for _ in range(args.reps)]
@@ -94,7 +102,7 @@ def main():
            "seconds": median([r["seconds"] for r in runs]),
            "benign program beside it": "/".join(sorted({r["benign"] for r in runs}))}
     print(table([list(row.values())], list(row)))
-    save("fanout", {"args": vars(args), "runs": runs, "summary": row})
+    save(args.save_as, {"args": vars(args), "runs": runs, "summary": row})
 
 
 if __name__ == "__main__":

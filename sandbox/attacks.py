@@ -13,7 +13,7 @@ import secrets
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -103,6 +103,7 @@ class Attack:
     code: str  # formatted with Probe.fields
     check: Callable[[Result, Probe, str], str]  # "" if contained, else what got out
     stdin: str = ""
+    timeout_s: float | None = None  # this attack's job limit, where LIMITS' is too short to show it
 
 
 def _no_secret(r: Result, p: Probe, comm: str) -> str:
@@ -193,14 +194,21 @@ def _held_within_budget(r: Result, p: Probe, comm: str) -> str:
         else _none_left(r, p, comm)
 
 
-# Twelve children of 200 MB each, every one under the per-process cap: only a budget over all the
-# program's processes stops them (sandbox/cgroup.py; rlimit shares where no cgroup can be made).
-FAN_OUT = (MARK + "import os, time\nr, w = os.pipe()\nfor i in range(12):\n    if os.fork() == 0:\n"
-           "        os.close(r)\n        try:\n            x = bytearray(200 << 20)\n"
-           "            for j in range(0, len(x), 4096): x[j] = 1\n            os.write(w, b'x')\n"
-           "        except MemoryError: pass\n        time.sleep(5)\n        os._exit(0)\n"
-           "os.close(w)\nheld = 0\nwhile os.read(r, 1):\n    held += 200\n    print('held', held, flush=True)\n")
-ATTACKS.append(Attack("memory fan-out over child processes", FAN_OUT, _held_within_budget))
+def fan_out(children: int = 12, mb: int = 200) -> str:
+    """A program whose `children` each fill `mb` MB, every one under the per-process cap, and hold
+    it; the parent prints the total held as each reports. Only a budget over all the program's
+    processes stops them (sandbox/cgroup.py; rlimit shares where no cgroup can be made). Keeps
+    `{comm}` for Probe.fields."""
+    return (MARK + f"import os, time\nr, w = os.pipe()\nfor i in range({children}):\n    if os.fork() == 0:\n"
+            f"        os.close(r)\n        try:\n            x = bytearray({mb} << 20)\n"
+            "            for j in range(0, len(x), 4096): x[j] = 1\n            os.write(w, b'x')\n"
+            "        except MemoryError: pass\n        time.sleep(5)\n        os._exit(0)\n"
+            f"os.close(w)\nheld = 0\nfor i in range({children}):\n    if not os.read(r, 1): break\n    held += {mb}\n"
+            "    print('held', held, flush=True)\n")
+
+
+# 3 s: twelve children filling 200 MB each take longer than LIMITS' 1 s on two busy cores
+ATTACKS.append(Attack("memory fan-out over child processes", fan_out(), _held_within_budget, timeout_s=3.0))
 
 # Raw system calls by number (x86_64), each line "<what> <errno name>" or "<what> ALLOWED": the
 # seccomp filter's (sandbox/seccomp.py) answer is EPERM (clone3: ENOSYS); any other answer means
@@ -262,7 +270,8 @@ def run_attack(a: Attack, probe: Probe, limits: Limits = LIMITS) -> tuple[Result
     os.environ["MARL_PROBE_SECRET"] = probe.secret
     t0 = time.monotonic()
     try:
-        r = run_stdin(a.code.format(**probe.fields(comm)), [a.stdin], limits)[0]
+        r = run_stdin(a.code.format(**probe.fields(comm)), [a.stdin],
+                      replace(limits, timeout_s=a.timeout_s) if a.timeout_s else limits)[0]
     finally:
         del os.environ["MARL_PROBE_SECRET"]
     why = a.check(r, probe, comm)

@@ -32,7 +32,7 @@ def probe():
 def test_attack_is_contained(name, probe):
     r, why, seconds = run_attack(BY_NAME[name], probe)
     assert not why, f"{name}: {why} ({r})"
-    assert seconds < LIMITS.timeout_s + 2.5, f"{name} took {seconds:.1f}s to contain"
+    assert seconds < (BY_NAME[name].timeout_s or LIMITS.timeout_s) + 2.5, f"{name} took {seconds:.1f}s to contain"
 
 
 def _unsandboxed(code: str, stdin: str, out: Path) -> Result:
@@ -48,6 +48,7 @@ def _unsandboxed(code: str, stdin: str, out: Path) -> Result:
                                   "connect to a loopback listener", "read the trainer's environment",
                                   "a setsid() child outliving the timeout",
                                   "a namespace from inside (unshare, clone, setns)",
+                                  "memory fan-out over child processes",
                                   "the kernel's attack surface (bpf, perf, keyrings, userfaultfd, io_uring)"])
 def test_checks_detect_an_escape(name, probe, tmp_path):
     a = BY_NAME[name]

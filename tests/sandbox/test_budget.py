@@ -8,10 +8,10 @@ import pytest
 
 import sandbox
 from sandbox import Limits, Session, cgroup
-from sandbox.attacks import FAN_OUT
+from sandbox.attacks import fan_out
 
 # 12 children x 200 MB, each under the per-process cap; the budget is 256 MB for all of them
-FAN = FAN_OUT.format(comm="marl-fan-test")
+FAN = fan_out().format(comm="marl-fan-test")
 needs_cgroup = pytest.mark.skipif(cgroup.layout() is None, reason="this process cannot make cgroups (not root, "
                                   "or no memory and pids controllers): the per-process shares apply instead")
 
@@ -50,3 +50,32 @@ def test_without_a_cgroup_the_budget_is_split_over_the_processes(monkeypatch):
                "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(bytearray(20 << 20)))")
     r = sandbox.run_program(threads, Limits(timeout_s=5.0))  # threads and 20 MB fit the 64 MB share
     assert r.status == "ok" and r.out == f"{20 << 20}\n", r
+
+
+def test_cgroup_v2_files_and_the_joining_shell(monkeypatch, tmp_path):
+    """A v2 tree (a fake one: this project's machines have v1): the budget's files, and the shell
+    that moves itself into the cgroup before it execs the command."""
+    import subprocess
+
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "cgroup.subtree_control").write_text("memory pids\n")
+    monkeypatch.setattr(cgroup, "ROOT", tmp_path)
+    monkeypatch.setattr(cgroup, "_own", lambda controller: "/job" if controller == "" else None)
+    monkeypatch.setattr(cgroup.os, "geteuid", lambda: 0)
+    cgroup.layout.cache_clear()
+    try:
+        b = cgroup.make(256, 16)
+        assert b.version == "v2" and b.dirs == [b.memory] and b.memory.parent == tmp_path / "job"
+        assert (b.memory / "memory.max").read_text() == str(256 << 20) and (b.memory / "pids.max").read_text() == "16"
+        p = subprocess.run(b.join_argv(["/bin/echo", "inside"]), capture_output=True, text=True)
+        assert p.stdout == "inside\n" and int((b.memory / "cgroup.procs").read_text()) > 1
+        (b.memory / "cgroup.procs").write_text("")
+        (b.memory / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
+        assert b.oom_kills() == 2
+        for f in b.memory.iterdir():
+            f.unlink()
+        b.close()
+        assert not b.memory.exists()
+    finally:
+        cgroup.layout.cache_clear()

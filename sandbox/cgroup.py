@@ -48,13 +48,45 @@ def layout() -> tuple[str, dict[str, Path]] | None:
         ctl = (parent / "cgroup.subtree_control")
         if ctl.exists() and {"memory", "pids"} <= set(ctl.read_text().split()):
             dirs = {"memory": parent, "pids": parent}
-            return ("v2", dirs) if _can_make(dirs) else None
+            return _usable("v2", dirs)
         return None
     mem, pids = _own("memory"), _own("pids")
     if mem is None or pids is None or not (ROOT / "memory").is_dir() or not (ROOT / "pids").is_dir():
         return None
     dirs = {"memory": ROOT / "memory" / mem.lstrip("/"), "pids": ROOT / "pids" / pids.lstrip("/")}
-    return ("v1", dirs) if _can_make(dirs) else None
+    return _usable("v1", dirs)
+
+
+def _usable(version: str, dirs: dict[str, Path]) -> tuple[str, dict[str, Path]] | None:
+    """(version, dirs) where a child cgroup can be made there, the leftovers of killed trainers
+    swept first; else None."""
+    if not _can_make(dirs):
+        return None
+    sweep(dirs.values())
+    return version, dirs
+
+
+def sweep(parents) -> list[Path]:
+    """Remove the empty cgroups a killed trainer left (marl-<pid>-<n> whose pid is gone): a
+    SIGKILLed trainer never ends its sessions, and bwrap dies with it (--die-with-parent), so they
+    are empty. Returns those removed."""
+    gone = []
+    for parent in set(parents):
+        for d in parent.glob("marl-*-*"):
+            try:
+                pid = int(d.name.split("-")[1])
+                os.kill(pid, 0)
+            except ValueError:
+                continue
+            except ProcessLookupError:
+                try:
+                    d.rmdir()
+                    gone.append(d)
+                except OSError:
+                    pass  # still has processes: left alone
+            except PermissionError:
+                pass  # alive, another user's
+    return gone
 
 
 def _can_make(dirs: dict[str, Path]) -> bool:

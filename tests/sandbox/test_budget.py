@@ -79,3 +79,28 @@ def test_cgroup_v2_files_and_the_joining_shell(monkeypatch, tmp_path):
         assert not b.memory.exists()
     finally:
         cgroup.layout.cache_clear()
+
+
+@needs_cgroup
+def test_a_killed_trainers_cgroups_are_swept_and_a_live_ones_kept():
+    """A SIGKILLed trainer leaves its sessions' (empty) cgroups: the next one removes them."""
+    import subprocess
+    import sys
+
+    code = ("import os, sandbox\ns = sandbox.Session('import time\\ntime.sleep(30)')\n"
+            "print(s.budget.memory, flush=True)\ns.run()")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    left = cgroup.Path(p.stdout.readline().strip())
+    p.kill()
+    p.wait()
+    live = cgroup.make(64, 4)
+    try:
+        parents = cgroup.layout()[1].values()
+        for _ in range(100):  # bwrap and the program die with it (--die-with-parent), not at once
+            cgroup.sweep(parents)
+            if not left.exists():
+                break
+            cgroup.time.sleep(0.05)
+        assert not left.exists() and live.memory.exists()  # a live trainer's (this one's) stays
+    finally:
+        live.close()

@@ -383,7 +383,7 @@ def test_a_training_step_with_attack_programs_among_the_candidates_completes(tmp
     monkeypatch.setenv("MARL_PROBE_SECRET", probe.secret)
     try:
         run_dir = tmp_path / "run"
-        train.run(cfg_for(tmp_path, "train.steps=1", "train.problems_per_step=4", "algo.k=4",
+        train.run(cfg_for(tmp_path, "train.steps=1", f"train.problems_per_step={-(-len(attacks) // 4)}", "algo.k=4",  # a first candidate per attack
                           "eval.warm_start=false", exp="code"), run_dir)
         assert not pending, "every attack was among the candidates"
         traces = [json.loads(x) for x in (run_dir / "traces" / "step_000001.jsonl").read_text().splitlines()]

@@ -55,6 +55,7 @@ def parse_python(code: str) -> ast.Module:
 
 
 FALLBACK_PROCESSES = 8  # without a cgroup: tasks per program, each with memory_mb / 8 of address space
+SANDBOX_TASKS = 3       # the sandbox's own tasks beside the program's (bwrap, its pid 1, the driver)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ class Limits:
         if cgroup:
             return {"address_mb": self.memory_mb, "processes": self.processes}
         n = min(self.processes, FALLBACK_PROCESSES)
-        return {"address_mb": max(1, self.memory_mb // n), "processes": n}
+        # RLIMIT_NPROC counts the uid's tasks in the sandbox's user namespace, its own ones too
+        return {"address_mb": max(1, self.memory_mb // n), "processes": n + SANDBOX_TASKS}
 
 
 @dataclass(frozen=True)
@@ -116,36 +118,34 @@ class Session:
         self._buf = b""
         self._first = True
         self._dead: str | None = None
-        try:
+        self._kills = self._closed_kills = 0  # the budget's OOM kills so far (at start-up: the first job's)
+        filter_fd = None
+        try:  # whatever fails here, nothing is left behind: cgroup, uid, descriptor
             filter_fd = seccomp.pipe_fd()
-        except seccomp.FilterUnavailable as e:
-            self._release()
-            raise SandboxUnavailable(str(e)) from e
-        try:
-            self.budget = cgroup.make(limits.memory_mb, limits.processes)  # None: no cgroups here
-        except OSError as e:
-            os.close(filter_fd)
-            self._release()
-            raise SandboxUnavailable(f"could not make the sandbox's cgroup: {e}") from e
-        argv = command(DRIVER, limits.file_mb, filter_fd)
-        try:
+            self.budget = cgroup.make(limits.memory_mb, limits.processes + SANDBOX_TASKS)  # None: no cgroups here
+            argv = command(DRIVER, limits.file_mb, filter_fd)
             self.proc = subprocess.Popen(self.budget.join_argv(argv) if self.budget else argv, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._err, env=dict(ENV),
                                          start_new_session=True, pass_fds=(filter_fd,))
-        except OSError as e:
+        except BaseException as e:
             self._release()
-            raise SandboxUnavailable(f"could not start bwrap: {e}") from e
+            if isinstance(e, seccomp.FilterUnavailable):
+                raise SandboxUnavailable(str(e)) from e
+            if isinstance(e, OSError):
+                raise SandboxUnavailable(f"could not start the sandbox: {e}") from e
+            raise
         finally:
-            os.close(filter_fd)  # bwrap holds its own copy
+            if filter_fd is not None:
+                os.close(filter_fd)  # bwrap holds its own copy
         self._send({"code": code, "mode": mode, "fn": fn, "uid": self.uid,
                     "limits": {**asdict(limits), **limits.caps(self.budget is not None)}})
 
     def run(self, stdin: str = "", args: tuple = ()) -> Result:
         if self._dead:
             return Result("error", err=self._dead)
-        kills = self.budget.oom_kills() if self.budget else 0
         r = self._job(stdin, args)
-        if self.budget and r.status in ("error", "timeout") and self.budget.oom_kills() > kills:
+        kills, self._kills = self._kills, self.budget.oom_kills() if self.budget else self._closed_kills
+        if r.status in ("error", "timeout") and self._kills > kills:
             return Result("memory", r.out, "over the program's memory budget (memory_mb, all its processes): "
                           "killed by the kernel", r.seconds)
         return r
@@ -227,6 +227,7 @@ class Session:
 
     def _release(self) -> None:
         if self.budget is not None:
+            self._closed_kills = self.budget.oom_kills()  # a job that ended the session reads them after
             self.budget.close()  # after bwrap: kills what is left, removes the cgroup
             self.budget = None
         if self.uid is not None and os.geteuid() == 0:

@@ -75,18 +75,24 @@ def sweep(parents) -> list[Path]:
         for d in parent.glob("marl-*-*"):
             try:
                 pid = int(d.name.split("-")[1])
-                os.kill(pid, 0)
             except ValueError:
                 continue
-            except ProcessLookupError:
-                try:
-                    d.rmdir()
-                    gone.append(d)
-                except OSError:
-                    pass  # still has processes: left alone
-            except PermissionError:
-                pass  # alive, another user's
+            if _alive(pid):
+                continue
+            try:
+                d.rmdir()
+                gone.append(d)
+            except OSError:
+                pass  # still has processes: left alone
     return gone
+
+
+def _alive(pid: int) -> bool:
+    """A process that is neither gone nor a zombie (a killed trainer not yet reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _can_make(dirs: dict[str, Path]) -> bool:

@@ -81,12 +81,16 @@ def limit_and_drop(limits, uid):
     code. `address_mb` and `processes` are the parent's per-process caps (sandbox.Limits.caps): the
     whole budget per process where a cgroup holds the program's total, a share of it where none
     does. Program processes volunteer as the OOM killer's first victims (oom_score_adj 1000):
-    never the driver, never the trainer (where /proc lets them: not in a user namespace)."""
+    never the driver, never the trainer."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE 1: a non-dumpable process's /proc files are root's
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
     except OSError:
         pass
+    libc.prctl(4, 0, 0, 0, 0)  # and non-dumpable again, as the driver made it
     cpu = int(limits["timeout_s"]) + 1
     for lim, v in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, limits["address_mb"] << 20),
                    (resource.RLIMIT_NPROC, limits["processes"]), (resource.RLIMIT_NOFILE, limits["open_files"]),

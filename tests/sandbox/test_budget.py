@@ -41,8 +41,8 @@ def test_the_programs_processes_share_one_budget_and_a_neighbour_is_unaffected()
 
 def test_without_a_cgroup_the_budget_is_split_over_the_processes(monkeypatch):
     assert Limits().caps(cgroup=True) == {"address_mb": 512, "processes": 32}
-    assert Limits().caps(cgroup=False) == {"address_mb": 64, "processes": 8}
-    assert Limits(memory_mb=256, processes=4).caps(cgroup=False) == {"address_mb": 64, "processes": 4}
+    assert Limits().caps(cgroup=False) == {"address_mb": 64, "processes": 8 + 3}  # + bwrap's and the driver's
+    assert Limits(memory_mb=256, processes=4).caps(cgroup=False) == {"address_mb": 64, "processes": 4 + 3}
     monkeypatch.setattr(cgroup, "layout", lambda: None)
     r = sandbox.run_program(FAN, Limits(timeout_s=2.0, memory_mb=256))
     assert held(r) == 0, r  # no child could fill 200 MB within its 32 MB share
@@ -104,3 +104,33 @@ def test_a_killed_trainers_cgroups_are_swept_and_a_live_ones_kept():
         assert not left.exists() and live.memory.exists()  # a live trainer's (this one's) stays
     finally:
         live.close()
+
+
+def test_a_session_that_cannot_start_leaves_nothing_behind(monkeypatch):
+    """Every failed start returns its uid, cgroup and descriptor: more failures than the uid pool
+    holds still fail at once, and a working sandbox follows."""
+    import os
+
+    import sandbox.bwrap as bw
+
+    def broken():
+        raise bw.SandboxUnavailable("no bwrap: test")
+
+    fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(bw, "bwrap_path", broken)
+    for _ in range(bw.UIDS + 2):
+        with pytest.raises(sandbox.SandboxUnavailable, match="no bwrap: test"):
+            Session("print(1)")
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    if cgroup.layout() is not None:
+        assert not [d for p in cgroup.layout()[1].values() for d in p.glob(f"marl-{os.getpid()}-*")]
+    assert sandbox.run_program("print(6 * 7)").out == "42\n"
+
+
+@needs_cgroup
+def test_program_processes_volunteer_for_the_oom_killer_and_a_start_up_kill_is_memory():
+    r = sandbox.run_program("print(open('/proc/self/oom_score_adj').read())")
+    assert r.out.strip() == "1000", r
+    r = sandbox.run_program("print(1)", Limits(memory_mb=8))  # the driver itself does not fit
+    assert r.status == "memory" and "memory budget" in r.err, r

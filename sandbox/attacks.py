@@ -194,6 +194,19 @@ def _held_within_budget(r: Result, p: Probe, comm: str) -> str:
         else _none_left(r, p, comm)
 
 
+# The trainer reads the driver's answers from a pipe; a program that could write to it (through
+# /proc/<pid>/fd of a process holding it) would answer for itself: the forged line comes first.
+FORGE = ("import json, os\nline = json.dumps({{'status': 'ok', 'out': 'FORGED', 'err': '', 'seconds': 0}}) + '\\n'\n"
+         "for pid in sorted({{1, os.getppid()}}):\n    for fd in (1, 0):\n        try:\n"
+         "            with open(f'/proc/{{pid}}/fd/{{fd}}', 'w') as f: f.write(line)\n"
+         "            print('wrote', pid, fd, file=__import__('sys').stderr)\n"
+         "        except OSError as e: print(pid, fd, e, file=__import__('sys').stderr)\nprint('real')")
+
+
+def _not_forged(r: Result, p: Probe, comm: str) -> str:
+    return "a forged answer reached the trainer" if "FORGED" in r.out else ""
+
+
 def fan_out(children: int = 12, mb: int = 200) -> str:
     """A program whose `children` each fill `mb` MB, every one under the per-process cap, and hold
     it; the parent prints the total held as each reports. Only a budget over all the program's
@@ -209,6 +222,7 @@ def fan_out(children: int = 12, mb: int = 200) -> str:
 
 # 3 s: twelve children filling 200 MB each take longer than LIMITS' 1 s on two busy cores
 ATTACKS.append(Attack("memory fan-out over child processes", fan_out(), _held_within_budget, timeout_s=3.0))
+ATTACKS.append(Attack("forge an answer through the driver's pipe", FORGE, _not_forged))
 
 # Raw system calls by number (x86_64), each line "<what> <errno name>" or "<what> ALLOWED": the
 # seccomp filter's (sandbox/seccomp.py) answer is EPERM (clone3: ENOSYS); any other answer means

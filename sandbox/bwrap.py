@@ -4,7 +4,8 @@
 sandbox gets its own pid, network, IPC, UTS and mount namespaces, a root holding only read-only
 binds of /usr (with /bin, /lib, /lib64, /sbin as on the host) and the Python interpreter's prefix,
 a fresh /proc and /dev, size-capped tmpfs /work (the empty working directory) and /tmp, an
-environment of PATH, HOME and LANG only, and dies with its parent. Its first process and all
+environment of PATH, HOME and LANG only, and dies with its parent. The driver is the pid
+namespace's init (`--as-pid-1`): no other process inside holds the trainer's pipes. Its first process and all
 that follow run under the seccomp filter of sandbox/seccomp.py (no namespaces, mounts, ptrace,
 bpf, keyrings, io_uring ...).
 
@@ -63,7 +64,11 @@ def command(driver: str, work_mb: int, seccomp_fd: int) -> list[str]:
     `seccomp_fd` (sandbox.seccomp; the caller passes the descriptor on)."""
     exe, prefix = interpreter()
     root = os.geteuid() == 0
-    argv = [bwrap_path(), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+    # --as-pid-1: the driver is the namespace's init, with no bwrap reaper beside it holding the
+    # trainer's pipes (as the program's own uid, a program could write answers into them through
+    # /proc/1/fd); the driver is non-dumpable or root, so its /proc/1/fd is closed to programs,
+    # it reaps orphans (kill_all), and signals from inside cannot kill it
+    argv = [bwrap_path(), "--unshare-pid", "--as-pid-1", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
     if root:
         argv += ["--cap-drop", "ALL"] + [a for c in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL") for a in ("--cap-add", c)]

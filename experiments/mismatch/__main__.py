@@ -65,7 +65,8 @@ def deploy_settings(s: RunSettings, m: MismatchSettings) -> list[tuple[bool, lis
 
 
 def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custom",
-             hydra_files: runs.HydraFiles | None = None) -> dict:
+             hydra_files: runs.HydraFiles | None = None, env: str | None = None) -> dict:
+    """`env`: the env as chosen (conf/env/<choice>.yaml; planpath10's `name` is planpath)."""
     check_same_config(cell, s)
     if (cell / "cell.json").exists():
         print(f"[mismatch] {cell}: finished before, skipped")
@@ -74,7 +75,7 @@ def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custo
     if not (eval_json.exists() and "final" in json.loads(eval_json.read_text())):
         marl_train.run(s.resumed(cell) if runs.holds_a_run(cell) else s, cell, hydra_files)
     warm = json.loads(eval_json.read_text()).get("warm_start", {}).get("test", {})
-    result = {"arch": arch, "seed": s.seed, "env": s.task.env, "model": s.model.name,
+    result = {"arch": arch, "seed": s.seed, "env": env or s.task.env, "model": s.model.name,
               "harness": s.task.harness, "policy": s.policy.name,
               "warm_start": {h: warm[h]["success"] for h in warm}, "n": m.n, "deploy": {}}
     base = OmegaConf.to_container(OmegaConf.load(CONF / "evaluate.yaml"))
@@ -92,8 +93,9 @@ def run_cell(s: RunSettings, m: MismatchSettings, cell: Path, arch: str = "custo
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="mismatch")
 def main(cfg: DictConfig) -> None:
-    arch = HydraConfig.get().runtime.choices.get("arch", "custom")
-    run_cell(*mismatch_settings(cfg), Path(HydraConfig.get().runtime.output_dir), arch, runs.HydraFiles.current(cfg))
+    choices = HydraConfig.get().runtime.choices
+    run_cell(*mismatch_settings(cfg), Path(HydraConfig.get().runtime.output_dir), choices.get("arch", "custom"),
+             runs.HydraFiles.current(cfg), choices.get("env"))
 
 
 if __name__ == "__main__":

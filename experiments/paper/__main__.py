@@ -84,6 +84,12 @@ def check_task_maps(own: dict, rest: list[str]) -> None:
         if bad or not sets or any(v is not None and not isinstance(v, dict) for v in sets.values()):
             raise SystemExit(f"experiments.paper: tests.{task}={sets}; allowed: {{<env name>: {{data_dir: ...}}}} with "
                              f"env names of conf/env/ ({', '.join(envs)})")
+    if any(a.lstrip("+").startswith("paper.tests") for a in rest):
+        raise SystemExit("experiments.paper: paper.tests= would test every task on the same sets; name each "
+                         "task's in tests={code: {livecodebench: {data_dir: <dir>}}}")
+    if own["table"] == "mismatch" and own["tests"]:
+        raise SystemExit("experiments.paper: tests= is for table=main; the mismatch table tests each cell in "
+                         "its own task's test split")
     if len(own["tasks"]) > 1 and any(a.startswith(("env=", "env.", "+env.")) for a in rest):
         raise SystemExit("experiments.paper: env= applies to every task of the table; with several tasks name each "
                          "task's env in envs={planning: planpath10, code: {name: apps, data_dir: <dir>}}")
@@ -96,7 +102,7 @@ def hydra_value(v) -> str:
     if isinstance(v, list):
         return "[" + ",".join(hydra_value(x) for x in v) + "]"
     if isinstance(v, str):
-        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "'" + v.replace("'", "\\'") + "'"
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
@@ -121,7 +127,7 @@ def main_commands(own: dict, rest: list[str]) -> list[list[str]]:
         raise SystemExit(f"experiments.paper: rows={rows} with a generate-only engine: only the untrained rows "
                          f"({', '.join(r for r in names('row') if untrained(r))}) evaluate a served model; the trained "
                          "rows need engine=local or engine=verl")
-    out = [f"paper.out={own['out']}"] if own["out"] else []
+    out = [f"paper.out={hydra_value(own['out'])}"] if own["out"] else []  # quoted: a comma would sweep
     cmds = []
     # tasks without their own env or test sets share one multirun; each other task runs its own
     plain = [t for t in own["tasks"] if not task_overrides(own, t)]
@@ -145,7 +151,8 @@ def out_dir(own: dict, rest: list[str]) -> Path:
 def mismatch_commands(own: dict, rest: list[str]) -> list[list[str]]:
     base = out_dir(own, rest) / "mismatch"
     return [[sys.executable, "-m", "experiments.mismatch", f"exp={task}", f"seed={','.join(map(str, own['seeds']))}",
-             f"mismatch.out={base / task}", *rest] for task in own["tasks"]]
+             f"mismatch.out={hydra_value(str(base / task))}", *task_overrides(own, task), *rest]
+            for task in own["tasks"]]
 
 
 def main(argv: list[str]) -> int:

@@ -101,23 +101,40 @@ def evaluate_untrained(c: dict, s: RunSettings, cell: Path, n: int | None, out: 
     return results
 
 
+def env_group(name: str, opts: dict | None = None) -> dict:
+    """conf/env/<name>.yaml as Hydra composes it (its defaults first, e.g. planpath10 over
+    planpath), with `opts` over it."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONF / "env" / f"{name}.yaml"))
+    out: dict = {}
+    for base in raw.pop("defaults", []):
+        if base != "_self_":
+            out.update(env_group(base))
+    return {**out, **raw, **(opts or {})}
+
+
 def test_envs(c: dict, s: RunSettings) -> dict[str, dict]:
-    """paper.tests as full env groups (conf/env/<name>.yaml with the options given), each checked to
-    be a task of the cell's harness family (its policies play only that family's roles) before
-    any work."""
+    """paper.tests as full env groups, each checked before any work: a conf/env file, a task of the
+    cell's harness family (its policies play only that family's roles), options its env accepts,
+    and a test split that is there and not empty."""
+    import envs
+    from marl.build import check_data
     from roles.base import harness_family
 
     own = harness_family(s.task.env)
+    allowed = sorted(p.stem for p in (CONF / "env").glob("*.yaml"))
     out = {}
     for name, opts in (c["paper"].get("tests") or {}).items():
-        path = CONF / "env" / f"{name}.yaml"
-        if not path.exists():
-            raise ValueError(f"paper.tests.{name}: no such env; allowed: {', '.join(sorted(p.stem for p in path.parent.glob('*.yaml')))}")
-        fam = harness_family(name)
+        if name not in allowed:
+            raise ValueError(f"paper.tests.{name}: no such env; allowed: {', '.join(allowed)}")
+        env = env_group(name, opts)
+        fam = harness_family(env["name"])
         if fam is None or own is None or fam.name != own.name:
             raise ValueError(f"paper.tests.{name}: not a task of {s.task.env}'s family ({own.name if own else '?'}): "
                              "a cell's policies are tested only on tasks whose roles they play")
-        out[name] = {**OmegaConf.to_container(OmegaConf.load(path), resolve=True), **(opts or {})}
+        kw = {k: v for k, v in env.items() if k != "name"}
+        envs.check_options(env["name"], kw)
+        check_data(envs.make(env["name"], **kw), {"test": 1}, {"test": f"paper.tests.{name}"})
+        out[name] = env
     return out
 
 
@@ -184,7 +201,7 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
     more = run_tests(c, s, cell, spec["trained"], tests)
     wall = time.perf_counter() - t0
     result = {"row": spec["row"], "label": spec["label"], "trained": spec["trained"], "task": c["paper"]["task"],
-              "env": s.task.env, "model": s.model.name, "seed": s.seed, "harness": s.task.harness,
+              "env": c["paper"].get("env", s.task.env), "model": s.model.name, "seed": s.seed, "harness": s.task.harness,
               "success": test["success"], "n": test["n"], "ci95": test.get("ci95"), "tests": more,
               "compute": compute(s, cell, wall, spec["trained"], attempts)}
     write_json(cell / "cell.json", result)  # written last: its presence means the cell is complete
@@ -192,13 +209,25 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
 
 
 def _check_same(cell: Path, s: RunSettings) -> None:
+    """Refuse a cell directory of another config, its extra test sets included (marl.train's keys
+    do not hold them): a finished cell is never silently left without a requested column."""
     runs.refuse_other_config(cell, s, "set out= to another directory or remove that one")
+    if (cell / "config.yaml").exists():
+        saved = (runs.saved_config(cell).get("paper") or {}).get("tests")
+        if saved != (s.config.get("paper") or {}).get("tests"):
+            raise ValueError(f"{cell} holds a cell tested on paper.tests={saved}, not "
+                             f"{(s.config.get('paper') or {}).get('tests')}; set out= to another directory or "
+                             "remove that one")
 
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="paper")
 def main(cfg: DictConfig) -> None:
     c = OmegaConf.to_container(cfg, resolve=True)
-    c["paper"]["task"] = HydraConfig.get().runtime.choices["exp"]
+    choices = HydraConfig.get().runtime.choices
+    c["paper"]["task"] = choices["exp"]
+    # the env as chosen (conf/env/<choice>.yaml): planpath10 is `name: planpath` with size 10, and
+    # only the choice tells the paper's test set from the tiny one
+    c["paper"]["env"] = choices.get("env") or c["env"]["name"]
     run_cell(c, Path(HydraConfig.get().runtime.output_dir), runs.HydraFiles.current(cfg))
 
 

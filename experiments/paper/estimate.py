@@ -37,6 +37,9 @@ def n_evals(steps: int, every: int) -> int:
 
 def extrapolate(cell: dict, cell_dir: Path, steps: int) -> dict:
     """One trained cell's estimate at `steps` steps from its short run (module docstring)."""
+    if cell["compute"].get("attempts", 1) > 1:  # its wall time is the last attempt's, its metrics all of them
+        raise ValueError(f"{cell_dir}: a resumed cell ({cell['compute']['attempts']} attempts) cannot be split into "
+                         "fixed and per-step time; rerun the short run in a fresh out= directory")
     rows = read_jsonl(cell_dir / "metrics.jsonl")
     stepped = [r for r in rows if "timing/step" in r]
     if not stepped:

@@ -54,6 +54,18 @@ def tested(c: dict) -> list[dict]:
                     for env, r in (c.get("tests") or {}).items()]
 
 
+UNTRAINED = ("single", "mas")
+
+
+def comparable(col: str, model: str, row: str, results: list[dict]) -> bool:
+    """Whether our cells of `row` on the paper's column `col` stand beside the paper's: an untrained
+    row always (the same model on the same test set); a trained row only if it trained where the
+    paper's did (paper_numbers.yaml, columns.<col>.trained_on), e.g. AIME24 after Polaris."""
+    want = PAPER["columns"][col].get("trained_on")
+    want = want.get(model) if isinstance(want, dict) else want
+    return row in UNTRAINED or want is None or all(r["trained_on"] == want for r in results)
+
+
 def table(cells: list[dict]) -> list[dict]:
     """One row per (row, column): our mean and interval over seeds, the paper's value if comparable.
     A column is a test set: a cell's own env, or one of its extra test sets."""
@@ -66,7 +78,7 @@ def table(cells: list[dict]) -> list[dict]:
         cs = sorted(cs, key=lambda c: c["seed"])
         s = summarize([c["success"] for c in cs], cs[0]["n"])
         col, model = paper_column(env), cs[0]["model"]
-        paper = PAPER["main"].get(model, {}).get(row, {}).get(col) if col else None
+        paper = PAPER["main"].get(model, {}).get(row, {}).get(col) if col and comparable(col, model, row, cs) else None
         disputed = {"model": model, "row": row, "column": col} in PAPER["main"]["disputed"]
         computes = [c["compute"] for c in cs if c["compute"]]
         out.append({"row": row, "label": LABELS.get(row, row), "env": env, "trained_on": cs[0]["trained_on"],

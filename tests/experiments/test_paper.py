@@ -50,7 +50,12 @@ def test_a_served_model_runs_the_untrained_rows_only():
 def test_the_mismatch_table_is_the_mismatch_experiment_per_task(tmp_path):
     own, rest = paper.parse(["table=mismatch", f"out={tmp_path}", "seeds=[0,1]"])
     [cmd] = paper.mismatch_commands(own, rest)
-    assert cmd[2:] == ["experiments.mismatch", "exp=planning", "seed=0,1", f"mismatch.out={tmp_path}/mismatch/planning"]
+    assert cmd[2:] == ["experiments.mismatch", "exp=planning", "seed=0,1", f"mismatch.out='{tmp_path}/mismatch/planning'"]
+    own, rest = paper.parse(["table=mismatch", "out=/tmp/a,b", "envs={planning: planpath10}"])
+    [cmd] = paper.mismatch_commands(own, rest)  # quoted: a comma in a path is not a sweep; the task's env applies
+    assert cmd[5:] == ["mismatch.out='/tmp/a,b/mismatch/planning'", "env=planpath10"]
+    own, rest = paper.parse(["out=/tmp/a,b"])
+    assert all(c[-1] == "paper.out='/tmp/a,b'" for c in paper.main_commands(own, rest))
 
 
 def cell(row, env, seed, success, model="qwen3_1.7b"):
@@ -60,7 +65,8 @@ def cell(row, env, seed, success, model="qwen3_1.7b"):
 
 def test_the_table_puts_the_papers_number_beside_a_matching_cell_only():
     cells = [cell("mas_shared", "planpath10", 0, 0.9), cell("mas_shared", "planpath10", 1, 0.94),
-             cell("mas_shared", "planpath", 0, 0.5, model="tiny"), cell("mas_shared", "olympiadbench", 0, 0.4)]
+             cell("mas_shared", "planpath", 0, 0.5, model="tiny"),
+             {**cell("mas_shared", "polaris", 0, 0.5), "tests": {"olympiadbench": {"success": 0.4, "n": 100}}}]
     rows = {(r["row"], r["env"], r["model"]): r for r in table(cells)}
     plan = rows["mas_shared", "planpath10", "qwen3_1.7b"]
     assert plan["column"] == "Plan-Path" and plan["paper"] == pytest.approx(0.96) and plan["seeds"] == 2
@@ -173,11 +179,24 @@ def test_each_task_gets_its_own_env_and_test_sets_in_its_own_multirun():
     (["tasks=[code]", "envs={code: apss}"], r"envs.code=apss; allowed: an env name \(aime24, aime25, apps,"),
     (["tasks=[math]", "tests={math: [aime24]}"], r"tests.math=\['aime24'\]; allowed: \{<env name>: \{data_dir"),
     (["tasks=[math]", "tests={math: {aime2024: {data_dir: x}}}"], r"tests.math=.*allowed"),
+    (["tasks=[math]", "paper.tests={aime24: {data_dir: x}}"], r"paper.tests= would test every task on the same sets"),
+    (["table=mismatch", "tests={planning: {sokoban: {}}}"], r"tests= is for table=main"),
 ])
 def test_per_task_envs_and_tests_are_refused_naming_what_is_allowed(argv, msg):
     argv = argv if any(a.startswith("tasks=") for a in argv) else ["tasks=[planning]", *argv]
     with pytest.raises(SystemExit, match=msg):
         paper.parse(argv)
+
+
+def test_a_trained_row_stands_beside_the_paper_only_where_it_trained_as_the_paper_did():
+    """AIME24 after Polaris is the paper's cell; AIME24 after the generated maths task is not. The
+    untrained rows are the same model on the same set either way."""
+    def trained_on(env, row="mas_per_role"):
+        return {**cell(row, env, 0, 0.5), "tests": {"aime24": {"success": 0.2, "n": 30}}}
+    aime = lambda cs: next(r for r in table(cs) if r["env"] == "aime24")  # noqa: E731
+    assert aime([trained_on("polaris")])["paper"] == pytest.approx(0.133)
+    assert aime([trained_on("math")])["paper"] is None
+    assert aime([trained_on("math", row="mas")])["paper"] == pytest.approx(0.133)
 
 
 def test_each_extra_test_set_is_a_column_of_its_own():

@@ -65,3 +65,13 @@ def test_the_cli_writes_the_estimate_beside_the_short_run(tmp_path, capsys):
     md = (tmp_path / "estimate_main.md").read_text()
     assert "| MAS + AT-GRPO, per role | sudoku | 1 | 2, 40 s | 31 s | 2.0 s | 5.0 s | 200 | 8.0 min | 1.069 GPU |" in md
     assert "Total for 3 seed(s) of the trained rows: 0.40 h of cell wall time, 3.21 GPU-hours." in md
+
+
+def test_a_resumed_cell_is_refused(tmp_path):
+    short_cell(tmp_path, "mas_shared", "planning", 0)
+    f = tmp_path / "cells/mas_shared/planning/seed0/cell.json"
+    c = json.loads(f.read_text())
+    c["compute"]["attempts"] = 2
+    f.write_text(json.dumps(c))
+    with pytest.raises(ValueError, match="a resumed cell \\(2 attempts\\) cannot be split"):
+        est.estimate(tmp_path, 200)

@@ -81,7 +81,7 @@ def test_one_task_directory_of_two_experiments_is_refused(tmp_path):
 def test_without_out_the_mismatch_runs_go_under_the_models_paper_directory():
     own, rest = paper.parse(["table=mismatch", "model=qwen3_1.7b", "tasks=[planning,sudoku]"])
     cmds = paper.mismatch_commands(own, rest)
-    assert [c[-2] for c in cmds] == [f"mismatch.out={paper.ROOT}/runs/paper/qwen3_1.7b/mismatch/{t}"
+    assert [c[-2] for c in cmds] == [f"mismatch.out='{paper.ROOT}/runs/paper/qwen3_1.7b/mismatch/{t}'"
                                      for t in ("planning", "sudoku")]
     own, rest = paper.parse(["table=mismatch", "out=rel/dir"])
-    assert paper.mismatch_commands(own, rest)[0][-1] == f"mismatch.out={Path('rel/dir').resolve()}/mismatch/planning"
+    assert paper.mismatch_commands(own, rest)[0][-1] == f"mismatch.out='{Path('rel/dir').resolve()}/mismatch/planning'"

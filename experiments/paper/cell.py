@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from marl import runs
 from marl.config import RunSettings, run_settings, save_run_settings
 from marl.io import read_jsonl, write_json
+from marl.metrics import memory_mb
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +63,21 @@ def devices(s: RunSettings) -> tuple[str, float]:
     return "CPU core", float(s.threads or len(os.sched_getaffinity(0)))
 
 
-def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: int) -> dict:
+def peak_mb(rows: list[dict], end: dict[str, float]) -> float:
+    """The cell's peak resident memory: the largest of marl.train's per-step peaks (each since the
+    previous reset; the first since the cell began) and of the peak since its last step (`end`,
+    memory_mb() when the cell ends: validation, final test, extra test sets). Where the high-water
+    mark cannot be reset, the process's peak so far, which can be an earlier cell's."""
+    if "system/step_peak_rss_mb" not in end:
+        return end["system/peak_rss_mb"]
+    return max([r["system/step_peak_rss_mb"] for r in rows if "system/step_peak_rss_mb" in r]
+               + [end["system/step_peak_rss_mb"]])
+
+
+def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: int, end: dict[str, float]) -> dict:
     """The cell's compute: wall time of the attempt that finished it, device-hours, tokens
-    generated, training samples and peak memory (from marl.train's metrics.jsonl; an untrained
-    cell's from its evaluation record and this process)."""
+    generated, training samples (from marl.train's metrics.jsonl; an untrained cell's from its
+    evaluation record) and peak memory (peak_mb; `end`: memory_mb() when the cell ended)."""
     unit, n = devices(s)
     out = {"wall_s": wall, "attempts": attempts, "device": unit, "devices": n,
            "device_hours": n * wall / 3600, "commit": COMMIT}
@@ -74,12 +85,12 @@ def compute(s: RunSettings, cell: Path, wall: float, trained: bool, attempts: in
         rows = read_jsonl(cell / "metrics.jsonl")
         out["train_tokens_generated"] = int(sum(r.get("train/response_tokens", 0) for r in rows))
         out["train_samples"] = int(sum(r.get("train/samples", 0) for r in rows))
-        out["peak_rss_mb"] = max((r["system/peak_rss_mb"] for r in rows if "system/peak_rss_mb" in r), default=None)
     else:
         recs = [r for f in sorted(cell.glob("evaluate*.episodes.jsonl")) for r in read_jsonl(f)[1:]]  # every test set
         out["eval_tokens_generated"] = int(sum(r["completion_tokens"] for r in recs))
         out["train_samples"] = 0
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rows = []
+    out["peak_rss_mb"] = peak_mb(rows, end)
     if attempts > 1:
         out["note"] = "wall time and device-hours of the last attempt only (the cell was resumed)"
     return out
@@ -189,6 +200,7 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
     attempts = 1 + sum(1 for _ in cell.glob("attempt_*"))
     cell.mkdir(parents=True, exist_ok=True)
     (cell / f"attempt_{attempts}").touch()  # counted by a resumed attempt's compute note
+    memory_mb()  # resets the resident high-water mark: the cell's peak is its own, not an earlier cell's
     t0 = time.perf_counter()
     if spec["trained"]:
         if not (cell / "eval.json").exists() or "final" not in json.loads((cell / "eval.json").read_text()):
@@ -203,7 +215,7 @@ def run_cell(c: dict, cell: Path, hydra_files: runs.HydraFiles | None = None) ->
     result = {"row": spec["row"], "label": spec["label"], "trained": spec["trained"], "task": c["paper"]["task"],
               "env": c["paper"].get("env", s.task.env), "model": s.model.name, "seed": s.seed, "harness": s.task.harness,
               "success": test["success"], "n": test["n"], "ci95": test.get("ci95"), "tests": more,
-              "compute": compute(s, cell, wall, spec["trained"], attempts)}
+              "compute": compute(s, cell, wall, spec["trained"], attempts, memory_mb())}
     write_json(cell / "cell.json", result)  # written last: its presence means the cell is complete
     return result
 

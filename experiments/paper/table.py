@@ -166,6 +166,8 @@ def compute_markdown(cells: list[dict]) -> str:
     total = sum(c["compute"]["wall_s"] for c in cells)
     hours = sum(c["compute"]["device_hours"] for c in cells)
     lines.append(f"\nTotal: {len(cells)} cells, {total / 60:.1f} min of cell wall time, {hours:.3f} device-hours.")
+    lines.append("\nPeak RSS: the process's resident peak while the cell ran. The cells of one multirun share a "
+                 "process, so it includes memory an earlier cell left allocated.")
     return "\n".join(lines) + "\n"
 
 

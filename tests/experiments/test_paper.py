@@ -231,3 +231,43 @@ def test_a_cell_is_tested_on_its_extra_test_sets(tmp_path):
     bad = subprocess.run([*cmd[:4], "rows=[mas]", f"out={tmp_path / 'bad'}", "tests={math: {sudoku: {}}}", *small],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "paper.tests.sudoku: not a task of math's family" in bad.stderr
+
+
+def test_a_cells_peak_memory_is_its_own_not_an_earlier_cells_of_the_multirun(tmp_path, monkeypatch):
+    """Cells of a multirun share a process: the cell resets the resident high-water mark when it
+    begins, so 1 GB an earlier cell held and freed is not this cell's peak."""
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from experiments.paper import cell as paper_cell
+    from marl.metrics import memory_mb
+
+    if "system/step_peak_rss_mb" not in memory_mb():
+        pytest.skip("this container does not allow resetting the high-water mark")
+
+    def evaluate(c, s, cell, n, out):  # the cell's own work: 100 MB touched, then freed
+        a = np.ones(100 * 2**20 // 8)
+        del a
+        return {s.task.harness: {"test": {"success": 0.5, "n": 4}}}
+
+    monkeypatch.setattr(paper_cell, "evaluate_untrained", evaluate)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose("paper", overrides=["row=single", "exp=planning", f"cache_dir={tmp_path / 'cache'}"])
+    from omegaconf import OmegaConf
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["paper"].update(task="planning", env="planpath")
+    earlier = np.ones(1024 * 2**20 // 8)  # an earlier cell's peak, not reset after it
+    del earlier
+    result = paper_cell.run_cell(c, tmp_path / "cell")
+    assert memory_mb()["system/peak_rss_mb"] - result["compute"]["peak_rss_mb"] > 600
+    assert result["compute"]["peak_rss_mb"] >= memory_mb()["system/rss_mb"] + 80  # it saw its own 100 MB
+
+
+def test_the_cell_peak_is_the_largest_step_or_end_peak_or_the_process_peak_where_none_resets():
+    from experiments.paper.cell import peak_mb
+
+    rows = [{"system/step_peak_rss_mb": 900.0, "system/peak_rss_mb": 1600.0}, {"system/peak_rss_mb": 1600.0},
+            {"system/step_peak_rss_mb": 950.0, "system/peak_rss_mb": 1600.0}]
+    assert peak_mb(rows, {"system/step_peak_rss_mb": 700.0, "system/peak_rss_mb": 1600.0}) == 950.0
+    assert peak_mb(rows, {"system/step_peak_rss_mb": 990.0, "system/peak_rss_mb": 1600.0}) == 990.0
+    assert peak_mb([], {"system/peak_rss_mb": 1600.0}) == 1600.0

@@ -223,7 +223,7 @@ def update_readme(readme: Path, out: Path) -> None:
     README's results are the tables', never written by hand."""
     readme, out = Path(readme), Path(out)
     name = str(out)
-    compute = (out / "compute_main.md").read_text().strip().splitlines()[-1]
+    compute = next(l for l in (out / "compute_main.md").read_text().splitlines() if l.startswith("Total:"))
     parts = [f"From `{name}` (`python -m experiments.paper.table {name} --readme README.md`).",
              (out / "table_main.md").read_text().strip(), compute]
     if (out / "table_mismatch.md").exists():

@@ -123,7 +123,8 @@ def test_the_readme_block_is_the_table_and_is_regenerated_in_place(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
     (out / "table_main.md").write_text("| row | x |\n|---|---|\n| single agent | 50.0% |\n")
-    (out / "compute_main.md").write_text("| a |\n\nTotal: 1 cells, 0.1 min of cell wall time, 0.001 device-hours.\n")
+    (out / "compute_main.md").write_text("| a |\n\nTotal: 1 cells, 0.1 min of cell wall time, 0.001 device-hours.\n\n"
+                                          "Peak RSS: a note after the total.\n")
     readme = tmp_path / "README.md"
     readme.write_text("# title\n\n## Results\n\nhand-written text\n")
     update_readme(readme, out)

@@ -164,8 +164,10 @@ def compute_markdown(cells: list[dict]) -> str:
                      f"{m['device_hours']:.4f} {m['device']} | {tokens} | {m['train_samples']} | "
                      f"{(m['peak_rss_mb'] or 0):.0f} | {m['commit'][:10]} |")
     total = sum(c["compute"]["wall_s"] for c in cells)
-    hours = sum(c["compute"]["device_hours"] for c in cells)
-    lines.append(f"\nTotal: {len(cells)} cells, {total / 60:.1f} min of cell wall time, {hours:.3f} device-hours.")
+    units = sorted({c["compute"]["device"] for c in cells})  # GPU-hours and CPU core-hours are not added up
+    hours = " + ".join(f"{sum(c['compute']['device_hours'] for c in cells if c['compute']['device'] == u):.3f} {u}-hours"
+                       for u in units)
+    lines.append(f"\nTotal: {len(cells)} cells, {total / 60:.1f} min of cell wall time, {hours}.")
     lines.append("\nPeak RSS: the process's resident peak while the cell ran. The cells of one multirun share a "
                  "process, so it includes memory an earlier cell left allocated.")
     return "\n".join(lines) + "\n"

@@ -272,3 +272,15 @@ def test_the_cell_peak_is_the_largest_step_or_end_peak_or_the_process_peak_where
     assert peak_mb(rows, {"system/step_peak_rss_mb": 700.0, "system/peak_rss_mb": 1600.0}) == 950.0
     assert peak_mb(rows, {"system/step_peak_rss_mb": 990.0, "system/peak_rss_mb": 1600.0}) == 990.0
     assert peak_mb([], {"system/peak_rss_mb": 1600.0}) == 1600.0
+
+
+def test_the_compute_total_keeps_gpu_hours_and_cpu_core_hours_apart():
+    from experiments.paper.table import compute_markdown
+
+    def c(row, device, hours):
+        return {"row": row, "task": "planning", "seed": 0, "compute": {
+            "wall_s": 60.0, "device_hours": hours, "device": device, "train_samples": 0, "peak_rss_mb": 1.0,
+            "commit": "abc"}}
+
+    total = compute_markdown([c("single", "CPU core", 0.5), c("mas_shared", "GPU", 2.0), c("mas", "GPU", 1.0)])
+    assert "Total: 3 cells, 3.0 min of cell wall time, 0.500 CPU core-hours + 3.000 GPU-hours." in total

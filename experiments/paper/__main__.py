@@ -37,6 +37,9 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
     own = {"table": "main", "tasks": None, "seeds": [0, 1, 2], "rows": None, "out": None, "envs": {}, "tests": {}}
     rest = []
     for a in argv:
+        if a.startswith("-"):  # the cells' multiruns take overrides only; a Hydra flag would reach every cell
+            raise SystemExit(f"experiments.paper: {a}; allowed: key=value settings only (this command's own: "
+                             f"{', '.join(OWN)}; any marl.train override), or -h/--help")
         key, eq, value = a.partition("=")
         if eq and key in OWN:
             own[key] = yaml.safe_load(value)
@@ -156,6 +159,9 @@ def mismatch_commands(own: dict, rest: list[str]) -> list[list[str]]:
 
 
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nThe overrides: python -m marl.train --help.")
+        return 0
     own, rest = parse(argv)
     cmds = main_commands(own, rest) if own["table"] == "main" else mismatch_commands(own, rest)
     for cmd in cmds:

@@ -125,7 +125,10 @@ def main(argv: list[str]) -> None:
     p.add_argument("--steps", required=True, help="the full run's train.steps: 200, or planning=60,code=100,...")
     p.add_argument("--seeds", type=int, default=None, help="seeds of the full table (default: the short run's)")
     a = p.parse_args(argv)
-    est, total = estimate(a.short, parse_steps(a.steps), a.seeds)
+    try:
+        est, total = estimate(a.short, parse_steps(a.steps), a.seeds)
+    except ValueError as e:
+        raise SystemExit(f"experiments.paper.estimate: {e}")
     md = markdown(est, total, a.short)
     atomic_write_text(a.short / "estimate_main.md", md)
     print(md + f"wrote {a.short / 'estimate_main.md'}")

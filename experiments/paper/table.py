@@ -251,9 +251,20 @@ class Aggregate(Callback):
         aggregate(Path(config.hydra.sweep.dir))
 
 
+def main(argv: list[str]) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m experiments.paper.table", description="the main table of <out>'s cells")
+    p.add_argument("out", type=Path, help="the out= of an experiments.paper run")
+    p.add_argument("--readme", type=Path, help="also put the table into this README between its markers")
+    a = p.parse_args(argv)
+    try:
+        aggregate(a.out)
+        if a.readme:
+            update_readme(a.readme, a.out)
+    except ValueError as e:
+        raise SystemExit(f"experiments.paper.table: {e}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 4) or (len(sys.argv) == 4 and sys.argv[2] != "--readme"):
-        sys.exit("usage: python -m experiments.paper.table <out dir> [--readme README.md]")
-    aggregate(Path(sys.argv[1]))
-    if len(sys.argv) == 4:
-        update_readme(Path(sys.argv[3]), Path(sys.argv[1]))
+    main(sys.argv[1:])

@@ -22,10 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
     (["rows=[single,best]"], r"rows=\['single', 'best'\]; allowed: a non-empty list of mas, mas_per_role"),
     (["seeds=[0,-1]"], r"seeds=\[0, -1\]; allowed: a non-empty list of integers >= 0"),
     (["seeds=[]"], r"seeds=\[\]; allowed"),
+    (["--cfg", "job"], r"--cfg; allowed: key=value settings only"),
 ])
 def test_its_own_settings_are_refused_naming_what_is_allowed(argv, msg):
     with pytest.raises(SystemExit, match=msg):
         paper.parse(argv)
+
+
+def test_help_prints_the_usage_and_starts_nothing(capsys):
+    assert paper.main(["tasks=[planning]", "--help"]) == 0
+    assert "python -m experiments.paper table=mismatch" in capsys.readouterr().out
 
 
 def test_untrained_rows_run_once_and_trained_rows_for_every_seed():
@@ -284,3 +290,12 @@ def test_the_compute_total_keeps_gpu_hours_and_cpu_core_hours_apart():
 
     total = compute_markdown([c("single", "CPU core", 0.5), c("mas_shared", "GPU", 2.0), c("mas", "GPU", 1.0)])
     assert "Total: 3 cells, 3.0 min of cell wall time, 0.500 CPU core-hours + 3.000 GPU-hours." in total
+
+
+def test_the_table_and_estimate_commands_refuse_a_directory_without_cells(tmp_path):
+    from experiments.paper import estimate, table as paper_table
+
+    with pytest.raises(SystemExit, match=r"experiments.paper.table: no finished cells .* under "):
+        paper_table.main([str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"experiments.paper.estimate: no finished cells .* under "):
+        estimate.main([str(tmp_path), "--steps", "200"])
